@@ -1,0 +1,152 @@
+# devlock - one non-recursive make for the broker, the client library, the
+# CLI, and the tests. Objects go to build/ (build/asan/ for the sanitizer
+# variant). `make help` lists the targets.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WERROR  ?= 1
+PREFIX  ?= /usr/local
+DESTDIR ?=
+B       ?= build
+
+PKGS      := libwebsockets hiredis libcjson uuid libuv openssl
+CLI_PKGS  := libcurl libwebsockets libcjson openssl
+
+WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+ALL_CFLAGS = $(CFLAGS) $(WARN) -D_GNU_SOURCE -MMD -MP -Icommon -I$(B)/gen
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CLI_CFLAGS = $(shell pkg-config --cflags $(CLI_PKGS) 2>/dev/null)
+CLI_LIBS   = $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null)
+
+.DEFAULT_GOAL := all
+.PHONY: all deps run test test-unit test-integration test-e2e test-asan clean help \
+        install uninstall examples bench fuzz chaos
+
+# ---- common/: libcommon.a, linked into everything -------------------------
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
+$(B)/libcommon.a: $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+# The client library links common/ into a shared object.
+$(B)/pic/common/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+# ---- server/: devlockd ----------------------------------------------------
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/gen/lua_scripts.o $(B)/gen/web_assets.o
+LUA_SRC    := server/lua/prelude.lua $(filter-out server/lua/prelude.lua,$(sort $(wildcard server/lua/*.lua)))
+WEB_SRC    := $(sort $(wildcard server/web/*))
+
+$(B)/gen/lua_scripts.c: $(LUA_SRC) scripts/embed.sh
+	@mkdir -p $(@D)
+	sh scripts/embed.sh lua $(LUA_SRC) > $@
+$(B)/gen/web_assets.c: $(WEB_SRC) scripts/embed.sh
+	@mkdir -p $(@D)
+	sh scripts/embed.sh web $(WEB_SRC) > $@
+$(B)/gen/%.o: $(B)/gen/%.c
+	$(CC) $(ALL_CFLAGS) -Iserver -c $< -o $@
+
+$(B)/server/%.o: server/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iserver $(PKG_CFLAGS) -c $< -o $@
+
+$(B)/devlockd: $(SERVER_OBJ) $(B)/libcommon.a
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm $(LDFLAGS)
+
+# ---- client/: liblockclient (.so + .a), lockctl, examples ------------------
+LC_MAJOR   := 1
+LC_VERSION := 1.0.0
+LIB_SRC    := $(wildcard client/*.c)
+LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o) $(COMMON_SRC:%.c=$(B)/pic/%.o)
+CLI_SRC    := $(wildcard client/cli/*.c)
+EXAMPLE_SRC := $(wildcard client/examples/*.c)
+EXAMPLES   := $(EXAMPLE_SRC:client/examples/%.c=$(B)/examples/%)
+
+$(B)/pic/client/%.o: client/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient/include $(CLI_CFLAGS) -fPIC -fvisibility=hidden -pthread -c $< -o $@
+$(B)/liblockclient.so.$(LC_VERSION): $(LIB_OBJ) client/lockclient.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,liblockclient.so.$(LC_MAJOR) \
+	  -Wl,--version-script=client/lockclient.map -o $@ $(LIB_OBJ) $(CLI_LIBS) -pthread $(LDFLAGS)
+$(B)/liblockclient.so: $(B)/liblockclient.so.$(LC_VERSION)
+	ln -sf liblockclient.so.$(LC_VERSION) $(B)/liblockclient.so.$(LC_MAJOR)
+	ln -sf liblockclient.so.$(LC_VERSION) $@
+$(B)/liblockclient.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+$(B)/lockclient.pc: client/lockclient.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(LC_VERSION)|g' $< > $@
+
+$(B)/cli/%.o: client/cli/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient/include -c $< -o $@
+$(B)/lockctl: $(CLI_SRC:client/cli/%.c=$(B)/cli/%.o) $(B)/liblockclient.a $(B)/libcommon.a
+	$(CC) $(CFLAGS) -o $@ $^ $(CLI_LIBS) -pthread $(LDFLAGS)
+$(B)/examples/%: client/examples/%.c $(B)/liblockclient.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient/include -o $@ $< $(B)/liblockclient.a $(CLI_LIBS) -pthread
+
+ifneq ($(LIB_SRC),)
+CLIENT_TARGETS := $(B)/liblockclient.so $(B)/liblockclient.a $(B)/lockclient.pc $(B)/lockctl
+endif
+examples: $(EXAMPLES)
+
+# ---- tests ------------------------------------------------------------------
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+$(B)/tests/test_%: tests/unit/test_%.c $(B)/libcommon.a $(filter-out $(B)/server/main.o,$(SERVER_OBJ))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iserver -Itests $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
+
+deps:
+	@sh scripts/install-deps.sh
+
+run: deps
+	$(MAKE) all
+	sh scripts/run-local.sh
+
+test: deps
+	$(MAKE) all
+	sh scripts/run-tests.sh
+
+test-unit: all
+	sh scripts/run-tests.sh unit
+test-integration: all
+	sh scripts/run-tests.sh integration
+test-e2e: all
+	sh scripts/run-tests.sh e2e
+
+test-asan:
+	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all
+	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit integration
+
+install: $(CLIENT_TARGETS)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 client/include/lockclient.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(B)/liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/liblockclient.so.$(LC_MAJOR)
+	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/liblockclient.so
+	install -m 644 $(B)/liblockclient.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(B)/lockclient.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 755 $(B)/lockctl $(B)/devlockd $(DESTDIR)$(PREFIX)/bin/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/lockclient.h $(DESTDIR)$(PREFIX)/lib/liblockclient.* \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lockclient.pc $(DESTDIR)$(PREFIX)/bin/lockctl $(DESTDIR)$(PREFIX)/bin/devlockd
+
+clean:
+	rm -rf build
+
+help:
+	@echo "make run    - install deps, build, start a private redis-server and devlockd"
+	@echo "make test   - install deps, build, run every test suite"
+	@echo "make all | test-unit | test-integration | test-e2e | test-asan | install | examples | clean"
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,47 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "lk_buf.h"
+#include "lk_log.h"
+#include "lk_time.h"
+
+int lk_log_threshold = LK_LOG_INFO;
+int lk_log_json;
+
+static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
+
+int lk_log_level_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, level_names[i]) == 0)
+            return i;
+    if (strcasecmp(s, "WARN") == 0)
+        return LK_LOG_WARNING;
+    return -1;
+}
+
+void lk_log_emit(int level, const char *fmt, ...)
+{
+    char msg[2048], ts[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    lk_time_format_us(lk_time_now_us(), ts, sizeof(ts));
+    if (level < 0 || level > 3)
+        level = LK_LOG_ERROR;
+    if (lk_log_json) {
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        lk_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
+        lk_buf_json_str(&b, msg);
+        lk_buf_puts(&b, "}\n");
+        fputs(lk_buf_data(&b), stderr);
+        lk_buf_free(&b);
+    } else {
+        fprintf(stderr, "%s %-7s %s\n", ts, level_names[level], msg);
+    }
+}

@@ -1,0 +1,55 @@
+#!/bin/sh
+# run-tests.sh [SUITE...] - runs the test suites (all when none is named) and
+# prints each suite's closing line, then a total. Exit status 1 if any failed.
+#   unit         build/tests/test_* (no Redis, no sockets)
+#   integration  tests/integration/run.js (real redis-server + devlockd)
+#   client       tests/client/run.sh (liblockclient + lockctl)
+#   e2e          tests/e2e/run.sh (curl, wscat)
+#   dashboard    tests/dashboard/run.js (headless Chromium)
+#   fuzz         tests/fuzz/replay.sh (corpora under ASan)
+set -u
+cd "$(dirname "$0")/.."
+B=${DEVLOCK_BUILD:-build}
+export DEVLOCK_BUILD=$B
+suites=${*:-unit integration client e2e dashboard fuzz}
+total_pass=0; total_fail=0; failed_suites=""
+log=$(mktemp -d)
+
+run_suite() {
+    name=$1; shift
+    echo "=== suite: $name"
+    "$@" 2>&1 | tee "$log/$name.out"
+    st=$(tail -n 50 "$log/$name.out" | grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    p=$(echo "$st" | sed -n 's/.*\b\([0-9][0-9]*\) passed.*/\1/p')
+    f=$(echo "$st" | sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p')
+    if [ -z "$st" ]; then
+        echo "suite $name: no result line (crashed?)"
+        p=0; f=1
+    fi
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+    [ "$f" = 0 ] || failed_suites="$failed_suites $name"
+}
+
+for s in $suites; do
+    case $s in
+    unit)
+        [ -n "$(ls "$B"/tests/test_* 2>/dev/null)" ] || continue
+        run_suite unit sh -c "p=0; f=0; for t in $B/tests/test_*; do
+            case \$t in *.d) continue;; esac
+            out=\$(\$t 2>&1); rc=\$?; echo \"\$out\" | tail -n 20
+            l=\$(echo \"\$out\" | tail -n 1)
+            tp=\$(echo \"\$l\" | sed -n 's/^\([0-9]*\) passed.*/\1/p'); tf=\$(echo \"\$l\" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+            [ -n \"\$tp\" ] || { tp=0; tf=1; }; [ \$rc = 0 ] || [ \"\$tf\" != 0 ] || tf=1
+            p=\$((p+tp)); f=\$((f+tf)); done; echo \"\$p passed, \$f failed\"" ;;
+    integration) [ -f tests/integration/run.js ] && run_suite integration node tests/integration/run.js ;;
+    client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;
+    e2e) [ -f tests/e2e/run.sh ] && run_suite e2e bash tests/e2e/run.sh ;;
+    dashboard) [ -f tests/dashboard/run.js ] && run_suite dashboard node tests/dashboard/run.js ;;
+    fuzz) [ -f tests/fuzz/replay.sh ] && run_suite fuzz sh tests/fuzz/replay.sh ;;
+    *) echo "unknown suite $s"; total_fail=$((total_fail + 1)) ;;
+    esac
+done
+rm -rf "$log"
+echo "=== failed suites:${failed_suites:- none}"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]
