@@ -29,6 +29,9 @@ CLI_LIBS   = $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null)
 # ---- common/: libcommon.a, linked into everything -------------------------
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
+$(B)/common/%.o: common/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 $(B)/libcommon.a: $(COMMON_OBJ)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^

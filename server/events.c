@@ -1,0 +1,159 @@
+/* events.c - consumes the event stream and drives expiry.
+ *
+ * Expiry is exact without a periodic sweep: each broker keeps one timer for
+ * the earliest deadline it knows (from expire.lua's answer and from the
+ * "exp" field of every event it reads, so leases granted by other brokers
+ * count too). When it fires, expire.lua ends every due lease and answers
+ * the next deadline. Deadlines are Redis-clock microseconds; the offset to
+ * this machine's clock is re-measured from each answer, so a broker whose
+ * clock is off fires early (and re-arms) or late by at most that error
+ * until the next answer corrects it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "events.h"
+#include "lk_log.h"
+#include "lk_time.h"
+#include "store.h"
+#include "ws.h"
+
+#define EXPIRE_BATCH 200
+
+static struct {
+    uv_timer_t timer;
+    int64_t armed_us;        /* Redis-clock deadline the timer is set for; 0 = none */
+    int64_t offset_us;       /* Redis clock minus ours */
+    int running;             /* an expire.lua call is in flight */
+    int again;               /* run once more when it returns */
+    int started;             /* the stream reader has a position */
+    unsigned long expired;
+    char last_id[48];
+} ev;
+
+static void run_expire(void);
+
+static void timer_cb(uv_timer_t *t)
+{
+    (void)t;
+    ev.armed_us = 0;
+    run_expire();
+}
+
+static void arm(int64_t deadline_us)
+{
+    if (deadline_us <= 0 || (ev.armed_us && deadline_us >= ev.armed_us))
+        return;
+    ev.armed_us = deadline_us;
+    int64_t wait_us = deadline_us - (lk_time_now_us() + ev.offset_us);
+    /* +1 ms: never fire before the deadline as Redis sees it */
+    uint64_t wait_ms = wait_us > 0 ? (uint64_t)(wait_us / 1000) + 1 : 0;
+    uv_timer_start(&ev.timer, timer_cb, wait_ms, 0);
+}
+
+static void expire_cb(void *ctx, redisReply *r, enum lk_status st)
+{
+    (void)ctx;
+    ev.running = 0;
+    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        /* Redis is down: store_on_up runs us again when it is back. */
+        return;
+    }
+    long long ended = r->element[0]->integer, next = r->element[1]->integer;
+    ev.offset_us = r->element[2]->integer - lk_time_now_us();
+    ev.expired += (unsigned long)ended;
+    if (ended >= EXPIRE_BATCH || ev.again) {
+        ev.again = 0;
+        run_expire();
+        return;
+    }
+    if (next > 0)
+        arm(next);
+}
+
+static void run_expire(void)
+{
+    if (ev.running) {
+        ev.again = 1;
+        return;
+    }
+    char maxlen[32], batch[16];
+    snprintf(maxlen, sizeof(maxlen), "%ld", cfg.stream_maxlen);
+    snprintf(batch, sizeof(batch), "%d", EXPIRE_BATCH);
+    const char *argv[] = {maxlen, batch};
+    ev.running = 1;
+    if (!store_eval(SCRIPT_EXPIRE, 0, 2, argv, NULL, expire_cb, NULL))
+        ev.running = 0;
+}
+
+static const char *field(redisReply *fields, const char *name, size_t *len)
+{
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        redisReply *k = fields->element[i], *v = fields->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && !strcmp(k->str, name)) {
+            if (len)
+                *len = v->len;
+            return v->str;
+        }
+    }
+    return NULL;
+}
+
+static void on_events(redisReply *entries)
+{
+    for (size_t i = 0; i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        const char *id = e->element[0]->str;
+        size_t jlen = 0;
+        const char *dev = field(e->element[1], "dev", NULL);
+        const char *exp = field(e->element[1], "exp", NULL);
+        const char *j = field(e->element[1], "j", &jlen);
+        snprintf(ev.last_id, sizeof(ev.last_id), "%s", id);
+        if (j)
+            ws_broadcast(id, dev ? dev : "", j, jlen);
+        if (exp)
+            arm(strtoll(exp, NULL, 10));
+    }
+}
+
+/* The stream's position when the reader first starts: only events after it
+ * are read (clients get earlier state from snapshots). */
+static void start_cb(void *ctx, redisReply *r, enum lk_status st)
+{
+    (void)ctx;
+    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return; /* retried on the next connection */
+    ev.started = 1;
+    snprintf(ev.last_id, sizeof(ev.last_id), "%s", r->element[1]->str);
+    store_read_from(r->element[1]->str);
+}
+
+static void on_up(void)
+{
+    if (!ev.started) {
+        const char *argv[] = {"-", "0"};
+        store_eval(SCRIPT_SNAPSHOT, 0, 2, argv, NULL, start_cb, NULL);
+    }
+    /* Leases may have ended while Redis was away: end them now. */
+    run_expire();
+}
+
+void events_init(uv_loop_t *loop)
+{
+    uv_timer_init(loop, &ev.timer);
+    store_on_up(on_up);
+    store_on_events(on_events);
+}
+
+void events_shutdown(void)
+{
+    uv_timer_stop(&ev.timer);
+    uv_close((uv_handle_t *)&ev.timer, NULL);
+}
+
+unsigned long events_expired_count(void) { return ev.expired; }
+const char *events_last_id(void) { return ev.last_id; }

@@ -1,0 +1,465 @@
+/* http.c - HTTP routes (SPEC §5).
+ *
+ * Requests are answered asynchronously: a route validates input and starts
+ * a script; the script's callback fills the answer and asks lws for a
+ * WRITEABLE callback, where headers and body are written (in chunks for
+ * large bodies). If the client goes away first, the script's answer is
+ * dropped: the request context is a small heap cell the callback owns,
+ * detached from the connection on close. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "embedded.h"
+#include "http.h"
+#include "lk_log.h"
+#include "lk_mem.h"
+#include "lk_text.h"
+#include "lk_time.h"
+#include "locks.h"
+#include "ws.h"
+
+#define CHUNK 16384
+
+static unsigned long bad_requests;
+unsigned long http_bad_requests(void) { return bad_requests; }
+
+/* The context handed to locks_* callbacks: points at the request while
+ * its connection lives, NULL after. */
+struct pending {
+    struct http_req *r;
+};
+
+static void respond(struct http_req *r, int status, struct lk_buf *body)
+{
+    r->status = status;
+    r->ctype = "application/json";
+    lk_buf_reset(&r->resp);
+    lk_buf_append(&r->resp, lk_buf_data(body), body->len);
+    r->answered = 1;
+    if (status >= 400 && status != 503)
+        bad_requests++;
+    lws_callback_on_writable(r->wsi);
+}
+
+static void respond_error(struct http_req *r, enum lk_status s, const char *detail)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    locks_error_json(&b, s, detail);
+    respond(r, lk_error_http(s), &b);
+    lk_buf_free(&b);
+}
+
+static void done_cb(void *ctx, const struct locks_result *res)
+{
+    struct pending *p = ctx;
+    struct http_req *r = p->r;
+    free(p);
+    if (!r)
+        return; /* the client left */
+    r->op = NULL;
+    r->self = NULL;
+    respond(r, res->status, res->body);
+}
+
+/* Starts an async call: f gets a fresh pending cell. */
+#define START(r, call)                                                    \
+    do {                                                                  \
+        struct pending *p_ = lk_xmalloc(sizeof(*p_));                     \
+        p_->r = (r);                                                      \
+        (r)->self = &p_->r;                                               \
+        struct store_op *op_ = call;                                      \
+        if (op_)                                                          \
+            (r)->op = op_;                                                \
+    } while (0)
+#define CTX p_
+
+/* ---- query strings and bodies --------------------------------------------- */
+
+static const char *query_arg(struct http_req *r, const char *name, char *buf, int len)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%s=", name);
+    return lws_get_urlarg_by_name(r->wsi, key, buf, len);
+}
+
+/* The body as a JSON object; answers and returns NULL when it is not. */
+static cJSON *body_json(struct http_req *r)
+{
+    const char *text = lk_buf_data(&r->body);
+    if (!lk_utf8_valid(text, r->body.len)) {
+        respond_error(r, LK_E_INVALID_JSON, "body is not valid UTF-8");
+        return NULL;
+    }
+    if (lk_json_depth(text, r->body.len, (int)cfg.max_json_depth) > cfg.max_json_depth) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "JSON nesting deeper than %ld levels", cfg.max_json_depth);
+        respond_error(r, LK_E_TOO_DEEP, msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, r->body.len);
+    if (!j) {
+        respond_error(r, LK_E_INVALID_JSON, "body is not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        respond_error(r, LK_E_INVALID_JSON, "body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* ---- routes ------------------------------------------------------------------- */
+
+static void route_request(struct http_req *r)
+{
+    cJSON *j = body_json(r);
+    if (!j)
+        return;
+    START(r, locks_request(j, done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+/* release and renew take the old client's query string, or a JSON body. */
+static cJSON *holder_args(struct http_req *r)
+{
+    if (r->body.len)
+        return body_json(r);
+    cJSON *j = cJSON_CreateObject();
+    static const char *const names[] = {"device_name", "lock_key", "user_id", "timeout"};
+    for (size_t i = 0; i < 4; i++) {
+        char buf[512];
+        const char *v = query_arg(r, names[i], buf, sizeof(buf));
+        if (!v)
+            continue;
+        if (i == 3)
+            cJSON_AddNumberToObject(j, names[i], strtod(v, NULL));
+        else
+            cJSON_AddStringToObject(j, names[i], v);
+    }
+    return j;
+}
+
+static void route_release(struct http_req *r)
+{
+    cJSON *j = holder_args(r);
+    if (!j)
+        return;
+    START(r, locks_release(j, done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+static void route_renew(struct http_req *r)
+{
+    cJSON *j = holder_args(r);
+    if (!j)
+        return;
+    START(r, locks_renew(j, done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+static void route_status(struct http_req *r)
+{
+    char cbuf[256], lbuf[32];
+    const char *cursor = query_arg(r, "cursor", cbuf, sizeof(cbuf));
+    const char *limit_s = query_arg(r, "limit", lbuf, sizeof(lbuf));
+    long limit = -1;
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (*end || limit < 1 || limit > 10000) {
+            respond_error(r, LK_E_BAD_REQUEST, "limit must be an integer from 1 to 10000");
+            return;
+        }
+    } else if (cursor) {
+        limit = 1000;
+    }
+    START(r, locks_status(cursor, limit, done_cb, CTX));
+}
+
+static void route_device(struct http_req *r)
+{
+    const char *name = r->path + strlen("/api/locks/device/");
+    START(r, locks_device(name, done_cb, CTX));
+}
+
+static void route_events(struct http_req *r)
+{
+    char sbuf[128], lbuf[32], dbuf[256], pbuf[1100];
+    const char *since = query_arg(r, "since", sbuf, sizeof(sbuf));
+    const char *limit_s = query_arg(r, "limit", lbuf, sizeof(lbuf));
+    const char *device = query_arg(r, "device", dbuf, sizeof(dbuf));
+    const char *plan = query_arg(r, "plan_uid", pbuf, sizeof(pbuf));
+    long limit = 100;
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (*end || limit < 1 || limit > 1000) {
+            respond_error(r, LK_E_BAD_REQUEST, "limit must be an integer from 1 to 1000");
+            return;
+        }
+    }
+    START(r, locks_events(since, limit, device, plan, done_cb, CTX));
+}
+
+static void route_live(struct http_req *r)
+{
+    char ts[40];
+    lk_time_format_us(lk_time_now_us(), ts, sizeof(ts));
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_printf(&b, "{\"status\":\"alive\",\"timestamp\":\"%s\"}", ts);
+    respond(r, 200, &b);
+    lk_buf_free(&b);
+}
+
+/* Readiness: Redis answering, and how many locks are held (read through
+ * the snapshot script, limit 0, so it costs one small round trip). */
+static void ready_done(void *ctx, const struct locks_result *res)
+{
+    struct pending *p = ctx;
+    struct http_req *r = p->r;
+    free(p);
+    if (!r)
+        return;
+    r->op = NULL;
+    r->self = NULL;
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    int ok = res->status == 200;
+    long long active = 0;
+    if (ok) {
+        cJSON *j = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "total_count");
+        active = cJSON_IsNumber(t) ? (long long)t->valuedouble : 0;
+        cJSON_Delete(j);
+    }
+    lk_buf_printf(&b,
+                  "{\"status\":\"%s\",\"redis_connected\":%s,\"active_locks\":%lld,"
+                  "\"websocket_clients\":%zu,\"redis_reconnects\":%lu}",
+                  ok ? "ready" : "not_ready", ok ? "true" : "false", active, ws_client_count(),
+                  store_reconnects());
+    respond(r, ok ? 200 : 503, &b);
+    lk_buf_free(&b);
+}
+
+static void route_ready(struct http_req *r)
+{
+    START(r, locks_status(NULL, 0, ready_done, CTX));
+}
+
+static const char *content_type(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    static const struct { const char *ext, *type; } types[] = {
+        {".html", "text/html; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"}, {".svg", "image/svg+xml"},
+        {".png", "image/png"}, {".ico", "image/x-icon"}, {".json", "application/json"},
+    };
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+        if (!strcmp(dot, types[i].ext))
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/* GET / and GET /<file> serve the dashboard embedded from server/web/. */
+static int route_static(struct http_req *r)
+{
+    const char *name = strcmp(r->path, "/") ? r->path + 1 : "index.html";
+    for (const struct embedded_file *f = embedded_web; f->name; f++) {
+        if (strcmp(f->name, name))
+            continue;
+        r->status = 200;
+        r->ctype = content_type(f->name);
+        r->static_data = f->data;
+        r->static_len = f->len;
+        r->answered = 1;
+        lws_callback_on_writable(r->wsi);
+        return 1;
+    }
+    return 0;
+}
+
+struct route {
+    int method;
+    const char *path;
+    int prefix;
+    void (*fn)(struct http_req *);
+};
+
+static const struct route routes[] = {
+    {LWSHUMETH_POST, "/api/lock/request", 0, route_request},
+    {LWSHUMETH_POST, "/api/lock/release", 0, route_release},
+    {LWSHUMETH_POST, "/api/lock/renew", 0, route_renew},
+    {LWSHUMETH_GET, "/api/locks/status", 0, route_status},
+    {LWSHUMETH_GET, "/api/locks/device/", 1, route_device},
+    {LWSHUMETH_GET, "/api/events", 0, route_events},
+    {LWSHUMETH_GET, "/api/health/live", 0, route_live},
+    {LWSHUMETH_GET, "/api/health/ready", 0, route_ready},
+};
+
+static void dispatch(struct http_req *r)
+{
+    int path_known = 0;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *rt = &routes[i];
+        int match = rt->prefix ? strncmp(r->path, rt->path, strlen(rt->path)) == 0
+                               : strcmp(r->path, rt->path) == 0;
+        if (!match)
+            continue;
+        path_known = 1;
+        if (rt->method == r->method) {
+            rt->fn(r);
+            return;
+        }
+    }
+    if (path_known) {
+        respond_error(r, LK_E_METHOD, "method not allowed on this path");
+        return;
+    }
+    if (r->method == LWSHUMETH_GET && route_static(r))
+        return;
+    respond_error(r, LK_E_NOT_FOUND, "Not Found");
+}
+
+/* ---- writing the answer ---------------------------------------------------------- */
+
+static int write_answer(struct lws *wsi, struct http_req *r)
+{
+    const char *data = r->static_data ? r->static_data : lk_buf_data(&r->resp);
+    size_t len = r->static_data ? r->static_len : r->resp.len;
+    if (!r->headers_sent) {
+        unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+                                           *end = hdr + sizeof(hdr) - 1;
+        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype, len, &p, end))
+            return -1;
+        if (r->static_data &&
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                         (const unsigned char *)"no-cache", 8, &p, end))
+            return -1;
+        if (r->close_after &&
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                         (const unsigned char *)"close", 5, &p, end))
+            return -1;
+        if (lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        r->headers_sent = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    unsigned char chunk[LWS_PRE + CHUNK];
+    size_t n = len - r->sent < CHUNK ? len - r->sent : CHUNK;
+    int final = r->sent + n >= len;
+    memcpy(chunk + LWS_PRE, data + r->sent, n);
+    if (lws_write(wsi, chunk + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+        return -1;
+    r->sent += n;
+    if (!final) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (r->close_after)
+        return -1;
+    /* keep-alive: ready for the next transaction on this connection */
+    r->answered = r->headers_sent = 0;
+    r->static_data = NULL;
+    r->sent = 0;
+    lk_buf_reset(&r->body);
+    lk_buf_reset(&r->resp);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t len)
+{
+    if (!r->wsi) {
+        lk_buf_init(&r->body, 0);
+        lk_buf_init(&r->resp, 0);
+    }
+    r->wsi = wsi;
+    r->body_over = r->waiting_body = r->answered = r->headers_sent = r->close_after = 0;
+    r->static_data = NULL;
+    r->sent = 0;
+    lk_buf_reset(&r->body);
+    lk_buf_reset(&r->resp);
+    size_t n = len < sizeof(r->path) - 1 ? len : sizeof(r->path) - 1;
+    memcpy(r->path, uri, n);
+    r->path[n] = '\0';
+    char *unused;
+    int ulen;
+    r->method = lws_http_get_uri_and_method(wsi, &unused, &ulen);
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
+                  void *in, size_t len)
+{
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        begin(r, wsi, in, len);
+        if (len >= sizeof(r->path) - 1) {
+            respond_error(r, LK_E_NOT_FOUND, "path too long");
+            return 0;
+        }
+        if (r->method == LWSHUMETH_POST) {
+            char cl[32] = "";
+            long long clen = -1;
+            if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+                clen = strtoll(cl, NULL, 10);
+            if (clen > cfg.max_body) {
+                r->close_after = 1; /* the unread body must not become the next request */
+                respond_error(r, LK_E_TOO_LARGE, "request body is too large");
+                return 0;
+            }
+            if (clen > 0 || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+                r->waiting_body = 1;
+                return 0;
+            }
+        } else if (r->method != LWSHUMETH_GET) {
+            r->close_after = r->method != LWSHUMETH_OPTIONS;
+            respond_error(r, LK_E_METHOD, "method not allowed");
+            return 0;
+        }
+        dispatch(r);
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY:
+        if (r->body_over || r->body.len + len > (size_t)cfg.max_body) {
+            r->body_over = 1;
+            return 0;
+        }
+        lk_buf_append(&r->body, in, len);
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        r->waiting_body = 0;
+        if (r->body_over) {
+            respond_error(r, LK_E_TOO_LARGE, "request body is too large");
+            return 0;
+        }
+        dispatch(r);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!r->answered)
+            return 0;
+        return write_answer(wsi, r);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (r->self) {
+            *r->self = NULL; /* the pending cell outlives us; its callback frees it */
+            r->self = NULL;
+        }
+        if (r->op) {
+            /* not store_cancel: the callback must still run to free the cell */
+            r->op = NULL;
+        }
+        if (r->wsi) {
+            lk_buf_free(&r->body);
+            lk_buf_free(&r->resp);
+        }
+        r->wsi = NULL;
+        return 0;
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,36 @@
+/* http.h - the HTTP JSON API and the dashboard's static files. */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <libwebsockets.h>
+
+#include "lk_buf.h"
+#include "store.h"
+
+/* Per-connection state of an HTTP connection (keep-alive: reused by each
+ * transaction on it). */
+struct http_req {
+    struct lws *wsi;
+    int method;               /* LWSHUMETH_* */
+    char path[256];
+    struct lk_buf body;
+    int body_over;            /* body exceeded --max-body */
+    int waiting_body;
+    struct store_op *op;      /* script in flight */
+    struct http_req **self;   /* the op's context points here; cleared on close */
+    int status;
+    const char *ctype;
+    struct lk_buf resp;       /* JSON answer */
+    const char *static_data;  /* or an embedded file */
+    size_t static_len;
+    size_t sent;
+    int headers_sent, answered, close_after;
+};
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
+                  void *in, size_t len);
+
+/* Counters for /metrics and the readiness answer. */
+unsigned long http_bad_requests(void);
+
+#endif

@@ -1,0 +1,34 @@
+-- resume: every event after `since`, or a gap when some were trimmed away
+-- (or the stream no longer reaches that id, e.g. Redis restored older data).
+-- ARGV: since, max events
+-- Returns {'ok', id1, json1, ...} | {'gap'}
+local function parse(id)
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    if not ms then return nil end
+    return tonumber(ms), tonumber(seq)
+end
+local function less(a1, a2, b1, b2) return a1 < b1 or (a1 == b1 and a2 < b2) end
+local sms, sseq = parse(ARGV[1])
+if not sms then return {'gap'} end
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', 'dl:events')
+if not ok then
+    if sms == 0 and sseq == 0 then return {'ok'} end
+    return {'gap'}
+end
+local f = {}
+for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+local lms, lseq = parse(f['last-generated-id'])
+if less(lms, lseq, sms, sseq) then return {'gap'} end
+local dms, dseq = parse(f['max-deleted-entry-id'] or '0-0')
+if less(sms, sseq, dms, dseq) then return {'gap'} end
+local max = tonumber(ARGV[2])
+local batch = redis.call('XRANGE', 'dl:events', '(' .. ARGV[1], '+', 'COUNT', max + 1)
+if #batch > max then return {'gap'} end
+local out = {'ok'}
+for _, e in ipairs(batch) do
+    out[#out + 1] = e[1]
+    for i = 1, #e[2], 2 do
+        if e[2][i] == 'j' then out[#out + 1] = e[2][i + 1] end
+    end
+end
+return out

@@ -1,0 +1,156 @@
+/* main.c - devlockd: settings, one libuv loop shared by libwebsockets and
+ * hiredis, signals, and the protocol callback that hands each lws event to
+ * http.c or ws.c. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+#include <uv.h>
+
+#include "config.h"
+#include "events.h"
+#include "http.h"
+#include "lk_log.h"
+#include "store.h"
+#include "ws.h"
+
+/* lws allocates one of these per connection for our protocol; a connection
+ * is HTTP or (after the upgrade) WebSocket, never both at once. */
+union pss {
+    struct http_req http;
+    struct ws_session ws;
+};
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    union pss *pss = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+    case LWS_CALLBACK_HTTP_BODY:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        return pss ? http_callback(wsi, reason, &pss->http, in, len) : 0;
+    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLOSED:
+        return pss ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static struct lws_protocols protocols[] = {
+    {"devlock", callback, sizeof(union pss), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static uv_signal_t sig_int, sig_term;
+static int stop_signal;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    stop_signal = signum;
+    uv_stop(h->loop);
+}
+
+static void lws_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    LK_LOG(level == LLL_ERR ? LK_LOG_ERROR : level == LLL_WARN ? LK_LOG_WARNING : LK_LOG_DEBUG,
+           "lws: %.*s", (int)n, line);
+}
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = config_load(argc, argv, stdout, stderr);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    lk_log_threshold = lk_log_level_parse(cfg.log_level);
+    if (lk_log_threshold < 0) {
+        fprintf(stderr, "devlockd: unknown log level '%s'\n", cfg.log_level);
+        return 2;
+    }
+    lk_log_json = strcmp(cfg.log_format, "json") == 0;
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)(time(NULL) ^ getpid()));
+    lws_set_log_level(LLL_ERR | LLL_WARN | (lk_log_threshold == LK_LOG_DEBUG ? LLL_NOTICE : 0),
+                      lws_log);
+
+    uv_loop_t *loop = uv_default_loop();
+    void *foreign[1] = {loop};
+    if (store_init(loop, cfg.redis_url) != 0) {
+        fprintf(stderr, "devlockd: bad Redis URL '%s' (redis://[:password@]host:port[/db] or "
+                        "unix:///path)\n", cfg.redis_url);
+        return 2;
+    }
+    events_init(loop);
+    ws_init();
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = (int)cfg.port;
+    info.iface = strcmp(cfg.host, "0.0.0.0") && strcmp(cfg.host, "") ? cfg.host : NULL;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (info.iface && strchr(info.iface, ':'))
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.foreign_loops = foreign;
+    info.timeout_secs = 10;
+    struct lws_context *ctx = lws_create_context(&info);
+    if (!ctx) {
+        lk_error("cannot listen on %s:%ld", cfg.host, cfg.port);
+        return 1;
+    }
+    struct lws_vhost *vh = lws_get_vhost_by_name(ctx, "default");
+    int port = vh ? lws_get_vhost_listen_port(vh) : (int)cfg.port;
+    if (cfg.port_file[0] && write_port_file(cfg.port_file, port) != 0) {
+        lk_error("cannot write --port-file %s", cfg.port_file);
+        lws_context_destroy(ctx);
+        return 1;
+    }
+    lk_info("devlockd listening on %s:%d, Redis %s", cfg.host, port,
+            strchr(cfg.redis_url, '@') ? "(url with password)" : cfg.redis_url);
+
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    lk_info("signal %d: shutting down", stop_signal);
+    lws_context_destroy(ctx);
+    store_shutdown();
+    events_shutdown();
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    /* let the handles close; bounded, in case a library leaves one open */
+    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++)
+        ;
+    uv_loop_close(loop);
+    config_free();
+    return 0;
+}

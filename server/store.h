@@ -1,0 +1,60 @@
+/* store.h - devlockd's Redis: two async hiredis connections on the libuv
+ * loop (commands, and the stream reader), scripts, reconnects, deadlines.
+ *
+ * Every command gets a deadline (--redis-timeout-ms). When it passes, the
+ * caller is answered LK_E_UNAVAILABLE at once; a late reply is dropped.
+ * While Redis is down or not answering, store_eval fails at once. */
+#ifndef STORE_H
+#define STORE_H
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "lk_error.h"
+
+enum store_script {
+    SCRIPT_ACQUIRE,
+    SCRIPT_RELEASE,
+    SCRIPT_RENEW,
+    SCRIPT_EXPIRE,
+    SCRIPT_SNAPSHOT,
+    SCRIPT_DEVICE,
+    SCRIPT_EVENTS,
+    SCRIPT_RESUME,
+    SCRIPT__COUNT
+};
+
+/* Called once per command: reply is borrowed (valid during the call) and
+ * non-NULL iff st == LK_E_OK; a Redis error reply arrives as
+ * LK_E_INTERNAL with reply set. */
+typedef void (*store_reply_fn)(void *ctx, redisReply *reply, enum lk_status st);
+
+struct store_op;
+
+/* Parses the URL, starts connecting (asynchronously). 0 or -1 on a bad URL. */
+int store_init(uv_loop_t *loop, const char *url);
+/* Closes both connections; pending callbacks are answered UNAVAILABLE. */
+void store_shutdown(void);
+
+/* Up and answering. */
+int store_ready(void);
+/* Connections made since start (the first one included). */
+unsigned long store_reconnects(void);
+
+/* Runs a script with nkeys keys then args (argv strings, lengths in
+ * argvlen; copied). The callback runs exactly once, unless store_cancel is
+ * called first. Returns a handle valid until the callback runs, or NULL
+ * when the callback already ran (Redis down). */
+struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
+                            const size_t *argvlen, store_reply_fn fn, void *ctx);
+/* The caller no longer wants the answer (its connection closed). */
+void store_cancel(struct store_op *op);
+
+/* Hooks run when the command connection comes up, and for each batch of
+ * stream entries read (reply = the entries array of XREAD). */
+void store_on_up(void (*fn)(void));
+void store_on_events(void (*fn)(redisReply *entries));
+/* Starts (or restarts) the stream reader after the given id. */
+void store_read_from(const char *last_id);
+
+#endif

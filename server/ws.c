@@ -1,0 +1,589 @@
+/* ws.c - WebSocket sessions.
+ *
+ * Ordering without gaps: a new session is registered for broadcasts at
+ * once but holds its queue ("syncing") while the snapshot for
+ * initial_status is read. The snapshot says which stream id it includes
+ * (E); queued events with id <= E are dropped, the snapshot goes in front,
+ * and the queue is released. Events after E were appended to the stream
+ * after the snapshot was read, so the reader delivers them after the
+ * session registered: none is lost, none is repeated. resume works the same
+ * way with a replay of (since, now] instead of a snapshot.
+ *
+ * Each event is serialised once into a refcounted frame (with LWS_PRE
+ * headroom) shared by every session's queue. A queue is a bounded ring; a
+ * client that falls behind by --ws-queue-max frames is dropped. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "lk_log.h"
+#include "lk_mem.h"
+#include "lk_text.h"
+#include "lk_time.h"
+#include "locks.h"
+#include "store.h"
+#include "ws.h"
+
+struct ws_msg {
+    int refs;
+    int is_event;
+    char id[48];            /* stream id of an event, "" for replies */
+    size_t len;
+    unsigned char buf[];    /* LWS_PRE headroom, then len bytes */
+};
+
+enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW };
+
+struct ws_call {
+    struct ws_session *s;
+    struct ws_call *next;
+    enum call_kind kind;
+    struct store_op *op;
+    char *id_json;          /* the request's "id", serialised; NULL if none */
+    char *since;            /* resume */
+};
+
+static struct {
+    struct ws_session *head;
+    size_t count;
+    unsigned long dropped;
+} all;
+
+static const char *const result_type[] = {
+    [CALL_STATUS] = "status_response", [CALL_ACQUIRE] = "acquire_result",
+    [CALL_RELEASE] = "release_result", [CALL_RENEW] = "renew_result",
+};
+
+void ws_init(void) {}
+size_t ws_client_count(void) { return all.count; }
+unsigned long ws_dropped_count(void) { return all.dropped; }
+
+static void parse_id(const char *s, unsigned long long *ms, unsigned long long *seq)
+{
+    char *end;
+    *ms = strtoull(s, &end, 10);
+    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+int ws_event_id_cmp(const char *a, const char *b)
+{
+    unsigned long long am, as, bm, bs;
+    parse_id(a, &am, &as);
+    parse_id(b, &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+/* ---- frames and queues ---------------------------------------------------- */
+
+static struct ws_msg *msg_new(const char *data, size_t len, const char *event_id)
+{
+    struct ws_msg *m = lk_xmalloc(sizeof(*m) + LWS_PRE + len);
+    m->refs = 1;
+    m->is_event = event_id != NULL;
+    snprintf(m->id, sizeof(m->id), "%s", event_id ? event_id : "");
+    m->len = len;
+    memcpy(m->buf + LWS_PRE, data, len);
+    return m;
+}
+
+static void msg_unref(struct ws_msg *m)
+{
+    if (m && --m->refs == 0)
+        free(m);
+}
+
+static struct ws_msg *q_at(struct ws_session *s, size_t i) { return s->q[(s->qhead + i) % s->qcap]; }
+
+static int q_grow(struct ws_session *s)
+{
+    if (s->qlen < s->qcap)
+        return 0;
+    if (s->qcap >= (size_t)cfg.ws_queue_max)
+        return -1;
+    size_t ncap = s->qcap ? s->qcap * 2 : 16;
+    if (ncap > (size_t)cfg.ws_queue_max)
+        ncap = (size_t)cfg.ws_queue_max;
+    struct ws_msg **nq = lk_xmalloc(sizeof(*nq) * ncap);
+    for (size_t i = 0; i < s->qlen; i++)
+        nq[i] = q_at(s, i);
+    free(s->q);
+    s->q = nq;
+    s->qcap = ncap;
+    s->qhead = 0;
+    return 0;
+}
+
+/* Queues m (taking a reference) at the back, or the front. A session whose
+ * queue is full is doomed: it is closed instead of growing memory. */
+static void q_push(struct ws_session *s, struct ws_msg *m, int front)
+{
+    if (s->doomed)
+        return;
+    if (q_grow(s) != 0) {
+        s->doomed = 1;
+        all.dropped++;
+        lk_warn("ws: client fell %zu frames behind; dropping it", s->qlen);
+        lws_callback_on_writable(s->wsi);
+        return;
+    }
+    m->refs++;
+    s->qbytes += m->len;
+    if (front) {
+        s->qhead = (s->qhead + s->qcap - 1) % s->qcap;
+        s->q[s->qhead] = m;
+    } else {
+        s->q[(s->qhead + s->qlen) % s->qcap] = m;
+    }
+    s->qlen++;
+    if (!s->syncing)
+        lws_callback_on_writable(s->wsi);
+}
+
+static struct ws_msg *q_pop(struct ws_session *s)
+{
+    if (!s->qlen)
+        return NULL;
+    struct ws_msg *m = s->q[s->qhead];
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qlen--;
+    s->qbytes -= m->len;
+    return m;
+}
+
+/* Drops queued events with id <= upto ("" = every event); keeps replies. */
+static void q_drop_events(struct ws_session *s, const char *upto)
+{
+    size_t n = s->qlen, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct ws_msg *m = q_pop(s);
+        if (m->is_event && (!upto[0] || ws_event_id_cmp(m->id, upto) <= 0)) {
+            msg_unref(m);
+            continue;
+        }
+        s->q[(s->qhead + s->qlen) % s->qcap] = m;
+        s->qlen++;
+        s->qbytes += m->len;
+        kept++;
+    }
+    (void)kept;
+}
+
+static void send_text(struct ws_session *s, struct lk_buf *b, int front)
+{
+    struct ws_msg *m = msg_new(lk_buf_data(b), b->len, NULL);
+    q_push(s, m, front);
+    msg_unref(m);
+}
+
+static void send_error(struct ws_session *s, enum lk_status st, const char *detail, const char *id_json)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"type\":\"error\",");
+    if (id_json)
+        lk_buf_printf(&b, "\"id\":%s,", id_json);
+    lk_buf_puts(&b, "\"error\":");
+    lk_buf_json_str(&b, lk_error_wire(st));
+    lk_buf_puts(&b, ",\"detail\":");
+    lk_buf_json_str(&b, detail);
+    lk_buf_putc(&b, '}');
+    send_text(s, &b, 0);
+    lk_buf_free(&b);
+}
+
+/* Frames produced by a sync (gap error, initial_status, replay,
+ * resume_result) collect here in order, and go in front of the held queue
+ * when the sync ends. */
+static void sync_add(struct ws_session *s, struct lk_buf *b, const char *event_id)
+{
+    s->sync_frames = lk_xrealloc(s->sync_frames, sizeof(*s->sync_frames) * (s->nsync + 1));
+    s->sync_frames[s->nsync++] = msg_new(lk_buf_data(b), b->len, event_id);
+}
+
+static void sync_covers(struct ws_session *s, const char *id)
+{
+    if (id && (!s->sync_upto[0] || ws_event_id_cmp(id, s->sync_upto) > 0))
+        snprintf(s->sync_upto, sizeof(s->sync_upto), "%s", id);
+}
+
+static void release_queue(struct ws_session *s)
+{
+    if (s->sync_upto[0])
+        q_drop_events(s, s->sync_upto);
+    for (size_t i = s->nsync; i-- > 0;) {
+        q_push(s, s->sync_frames[i], 1);
+        msg_unref(s->sync_frames[i]);
+    }
+    free(s->sync_frames);
+    s->sync_frames = NULL;
+    s->nsync = 0;
+    s->sync_upto[0] = '\0';
+    s->syncing = 0;
+    if (s->qlen || s->doomed)
+        lws_callback_on_writable(s->wsi);
+}
+
+void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len)
+{
+    (void)device;
+    if (!all.head || json_len < 2 || json[0] != '{')
+        return;
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", event_id);
+    lk_buf_append(&b, json + 1, json_len - 1);
+    struct ws_msg *m = msg_new(lk_buf_data(&b), b.len, event_id);
+    lk_buf_free(&b);
+    for (struct ws_session *s = all.head; s; s = s->next)
+        q_push(s, m, 0);
+    msg_unref(m);
+}
+
+/* ---- calls in flight ------------------------------------------------------- */
+
+static struct ws_call *call_new(struct ws_session *s, enum call_kind kind, const cJSON *id)
+{
+    struct ws_call *c = lk_xcalloc(1, sizeof(*c));
+    c->s = s;
+    c->kind = kind;
+    c->id_json = id ? cJSON_PrintUnformatted(id) : NULL;
+    c->next = s->calls;
+    s->calls = c;
+    return c;
+}
+
+/* Records the op of a call still in flight. A NULL op means the call was
+ * answered (and freed) already: c must not be touched then. */
+static void call_started(struct ws_call *c, struct store_op *op)
+{
+    if (op)
+        c->op = op;
+}
+
+static void call_free(struct ws_call *c)
+{
+    struct ws_call **pp = &c->s->calls;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    free(c->id_json);
+    free(c->since);
+    free(c);
+}
+
+static void start_resume(struct ws_session *s, const char *since, const char *id_json);
+
+/* The snapshot (initial_status, or after resume_gap) is in: put it in
+ * front of the held queue, minus the events it already contains. */
+static void snapshot_done(void *ctx, const struct locks_result *res)
+{
+    struct ws_call *c = ctx;
+    struct ws_session *s = c->s;
+    c->op = NULL;
+    if (res->status != 200) {
+        send_error(s, LK_E_UNAVAILABLE, "could not read the lock state; reconnect to retry", NULL);
+        s->doomed = 1;
+        call_free(c);
+        release_queue(s);
+        return;
+    }
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"type\":\"initial_status\",\"data\":");
+    lk_buf_append(&b, lk_buf_data(res->body), res->body->len);
+    lk_buf_printf(&b, ",\"event_id\":\"%s\"}", res->event_id ? res->event_id : "0-0");
+    sync_add(s, &b, NULL);
+    sync_covers(s, res->event_id ? res->event_id : "0-0");
+    lk_buf_free(&b);
+    call_free(c);
+    if (s->pending_resume) {
+        char *since = s->pending_resume, *id = s->pending_resume_id;
+        s->pending_resume = s->pending_resume_id = NULL;
+        start_resume(s, since, id);
+        free(since);
+        free(id);
+        return;
+    }
+    release_queue(s);
+}
+
+static void start_snapshot(struct ws_session *s)
+{
+    s->syncing = 1;
+    struct ws_call *c = call_new(s, CALL_SNAPSHOT, NULL);
+    call_started(c, locks_status(NULL, -1, snapshot_done, c));
+}
+
+static void resume_done(void *ctx, redisReply *r, enum lk_status st)
+{
+    struct ws_call *c = ctx;
+    struct ws_session *s = c->s;
+    c->op = NULL;
+    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        send_error(s, LK_E_UNAVAILABLE, "Redis is unavailable; resume again later", c->id_json);
+        call_free(c);
+        release_queue(s);
+        return;
+    }
+    if (strcmp(r->element[0]->str, "gap") == 0) {
+        /* the error, then a fresh initial_status, then live events */
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        lk_buf_puts(&b, "{\"type\":\"error\",");
+        if (c->id_json)
+            lk_buf_printf(&b, "\"id\":%s,", c->id_json);
+        lk_buf_puts(&b, "\"error\":\"resume_gap\",\"detail\":");
+        lk_buf_json_str(&b, "events after that id are no longer kept (or never existed); "
+                            "a fresh initial_status follows");
+        lk_buf_puts(&b, ",\"since\":");
+        lk_buf_json_str(&b, c->since);
+        lk_buf_putc(&b, '}');
+        sync_add(s, &b, NULL);
+        lk_buf_free(&b);
+        call_free(c);
+        struct ws_call *snap = call_new(s, CALL_SNAPSHOT, NULL);
+        call_started(snap, locks_status(NULL, -1, snapshot_done, snap));
+        return;
+    }
+    /* Replay (since, last], then resume_result, then the held live events
+     * newer than the replay. */
+    size_t n = (r->elements - 1) / 2;
+    const char *last = c->since;
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *id = r->element[1 + 2 * i], *j = r->element[2 + 2 * i];
+        if (id->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || j->len < 2)
+            continue;
+        lk_buf_reset(&b);
+        lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", id->str);
+        lk_buf_append(&b, j->str + 1, j->len - 1);
+        sync_add(s, &b, id->str);
+        last = id->str;
+    }
+    sync_covers(s, last);
+    lk_buf_reset(&b);
+    lk_buf_puts(&b, "{\"type\":\"resume_result\",");
+    if (c->id_json)
+        lk_buf_printf(&b, "\"id\":%s,", c->id_json);
+    lk_buf_puts(&b, "\"since\":");
+    lk_buf_json_str(&b, c->since);
+    lk_buf_printf(&b, ",\"replayed\":%zu,\"event_id\":", n);
+    lk_buf_json_str(&b, last);
+    lk_buf_putc(&b, '}');
+    sync_add(s, &b, NULL);
+    lk_buf_free(&b);
+    call_free(c);
+    release_queue(s);
+}
+
+static void start_resume(struct ws_session *s, const char *since, const char *id_json)
+{
+    s->syncing = 1;
+    q_drop_events(s, "");
+    struct ws_call *c = call_new(s, CALL_RESUME, NULL);
+    c->id_json = id_json ? lk_xstrdup(id_json) : NULL;
+    c->since = lk_xstrdup(since);
+    char max[32];
+    snprintf(max, sizeof(max), "%ld", cfg.resume_max);
+    const char *argv[] = {since, max};
+    call_started(c, store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_done, c));
+}
+
+/* A command's answer: {"type":"<kind>_result","id":..., <reply fields>}. */
+static void command_done(void *ctx, const struct locks_result *res)
+{
+    struct ws_call *c = ctx;
+    struct ws_session *s = c->s;
+    c->op = NULL;
+    const char *body = lk_buf_data(res->body);
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_printf(&b, "{\"type\":\"%s\",", result_type[c->kind]);
+    if (c->id_json)
+        lk_buf_printf(&b, "\"id\":%s,", c->id_json);
+    if (c->kind == CALL_STATUS) {
+        if (res->status == 200) {
+            lk_buf_puts(&b, "\"data\":");
+            lk_buf_append(&b, body, res->body->len);
+            lk_buf_putc(&b, '}');
+        } else {
+            lk_buf_append(&b, body + 1, res->body->len - 1);
+        }
+    } else {
+        lk_buf_printf(&b, "\"status\":%d,", res->status);
+        if (res->status != 200)
+            lk_buf_puts(&b, "\"success\":false,");
+        lk_buf_append(&b, body + 1, res->body->len - 1);
+    }
+    send_text(s, &b, 0);
+    lk_buf_free(&b);
+    call_free(c);
+}
+
+/* ---- incoming messages -------------------------------------------------------- */
+
+static void handle_message(struct ws_session *s, const char *text, size_t len)
+{
+    if (lk_json_depth(text, len, (int)cfg.max_json_depth) > cfg.max_json_depth) {
+        send_error(s, LK_E_TOO_DEEP, "JSON nesting is too deep", NULL);
+        return;
+    }
+    cJSON *msg = cJSON_ParseWithLength(text, len);
+    if (!msg || !cJSON_IsObject(msg)) {
+        send_error(s, LK_E_INVALID_JSON, msg ? "a message must be a JSON object"
+                                             : "message is not valid JSON", NULL);
+        cJSON_Delete(msg);
+        return;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
+    char *id_json = id ? cJSON_PrintUnformatted(id) : NULL;
+    const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
+    if (!t) {
+        send_error(s, LK_E_VALIDATION, "field 'type' is required and must be a string", id_json);
+    } else if (!strcmp(t, "ping")) {
+        char ts[40];
+        lk_time_format_us(lk_time_now_us(), ts, sizeof(ts));
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        lk_buf_puts(&b, "{\"type\":\"pong\",");
+        if (id_json)
+            lk_buf_printf(&b, "\"id\":%s,", id_json);
+        lk_buf_printf(&b, "\"timestamp\":\"%s\"}", ts);
+        send_text(s, &b, 0);
+        lk_buf_free(&b);
+    } else if (!strcmp(t, "get_status")) {
+        struct ws_call *c = call_new(s, CALL_STATUS, id);
+        call_started(c, locks_status(NULL, -1, command_done, c));
+    } else if (!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) {
+        enum call_kind k = t[1] == 'c' ? CALL_ACQUIRE : t[2] == 'l' ? CALL_RELEASE : CALL_RENEW;
+        struct ws_call *c = call_new(s, k, id);
+        call_started(c, k == CALL_ACQUIRE ? locks_request(msg, command_done, c)
+                        : k == CALL_RELEASE ? locks_release(msg, command_done, c)
+                                            : locks_renew(msg, command_done, c));
+    } else if (!strcmp(t, "resume")) {
+        const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
+        if (!cJSON_IsString(since) || strlen(since->valuestring) > 42) {
+            send_error(s, LK_E_VALIDATION, "field 'since' must be an event_id string", id_json);
+        } else if (s->syncing) {
+            free(s->pending_resume);
+            free(s->pending_resume_id);
+            s->pending_resume = lk_xstrdup(since->valuestring);
+            s->pending_resume_id = id_json ? lk_xstrdup(id_json) : NULL;
+        } else {
+            start_resume(s, since->valuestring, id_json);
+        }
+    } else {
+        send_error(s, LK_E_UNKNOWN_TYPE, "unknown message type", id_json);
+    }
+    free(id_json);
+    cJSON_Delete(msg);
+}
+
+/* ---- lws callback ------------------------------------------------------------- */
+
+static void session_close(struct ws_session *s)
+{
+    while (s->calls) {
+        store_cancel(s->calls->op);
+        call_free(s->calls);
+    }
+    struct ws_msg *m;
+    while ((m = q_pop(s)))
+        msg_unref(m);
+    free(s->q);
+    for (size_t i = 0; i < s->nsync; i++)
+        msg_unref(s->sync_frames[i]);
+    free(s->sync_frames);
+    free(s->pending_resume);
+    free(s->pending_resume_id);
+    lk_buf_free(&s->rx);
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (all.head == s)
+        all.head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    all.count--;
+}
+
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
+                void *in, size_t len)
+{
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: {
+        char uri[64];
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+            (strcmp(uri, "/ws") && strcmp(uri, "/ws/")))
+            return -1;
+        memset(s, 0, sizeof(*s));
+        s->wsi = wsi;
+        lk_buf_init(&s->rx, 0);
+        s->next = all.head;
+        if (all.head)
+            all.head->prev = s;
+        all.head = s;
+        all.count++;
+        start_snapshot(s);
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (!s->wsi)
+            return -1;
+        if (!s->rx_over && s->rx.len + len > (size_t)cfg.max_ws_message) {
+            s->rx_over = 1;
+            lk_buf_free(&s->rx);
+        }
+        if (s->rx_over) {
+            static const char why[] = "message too large";
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why,
+                             sizeof(why) - 1);
+            return -1;
+        }
+        lk_buf_append(&s->rx, in, len);
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            if (lws_frame_is_binary(wsi))
+                send_error(s, LK_E_INVALID_JSON, "binary frames are not accepted; send text", NULL);
+            else
+                handle_message(s, lk_buf_data(&s->rx), s->rx.len);
+            lk_buf_reset(&s->rx);
+        }
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (!s->wsi)
+            return -1;
+        if (s->doomed) {
+            static const char why[] = "client too slow";
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
+                             sizeof(why) - 1);
+            return -1;
+        }
+        if (s->syncing)
+            return 0;
+        struct ws_msg *m = q_pop(s);
+        if (!m)
+            return 0;
+        int n = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        msg_unref(m);
+        if (n < 0)
+            return -1;
+        if (s->qlen)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
+    case LWS_CALLBACK_CLOSED:
+        if (s->wsi)
+            session_close(s);
+        s->wsi = NULL;
+        return 0;
+    default:
+        return 0;
+    }
+}

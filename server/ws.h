@@ -1,0 +1,45 @@
+/* ws.h - the /ws feed: initial_status, lock_update fan-out, resume, and
+ * the command channel (ping, get_status, acquire, release, renew). */
+#ifndef WS_H
+#define WS_H
+
+#include <libwebsockets.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lk_buf.h"
+
+struct ws_call;
+struct ws_msg;
+
+/* Per-connection state (inside the lws per-session data). */
+struct ws_session {
+    struct lws *wsi;
+    struct ws_session *prev, *next;   /* all sessions */
+    struct ws_msg **q;                /* ring of frames to send */
+    size_t qcap, qhead, qlen, qbytes;
+    int syncing;        /* a snapshot or resume is in flight: hold the queue */
+    int doomed;         /* fell too far behind: close at the next write */
+    struct ws_msg **sync_frames;      /* made by the sync, sent before the queue */
+    size_t nsync;
+    char sync_upto[48];               /* the sync covers events up to this id */
+    char *pending_resume;             /* resume asked for while syncing */
+    char *pending_resume_id;
+    struct ws_call *calls;            /* requests in flight */
+    struct lk_buf rx;                 /* message being reassembled */
+    int rx_over;                      /* message too large */
+};
+
+void ws_init(void);
+/* lws callback for reasons of WebSocket connections. */
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
+                void *in, size_t len);
+/* Sends one stream event to every session (serialised once, shared). */
+void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len);
+size_t ws_client_count(void);
+unsigned long ws_dropped_count(void);
+
+/* Stream ids "ms-seq": <0, 0, >0 like strcmp; malformed ids sort first. */
+int ws_event_id_cmp(const char *a, const char *b);
+
+#endif
