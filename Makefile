@@ -102,9 +102,10 @@ examples: $(EXAMPLES)
 # ---- tests ------------------------------------------------------------------
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
-$(B)/tests/test_%: tests/unit/test_%.c $(B)/libcommon.a $(filter-out $(B)/server/main.o,$(SERVER_OBJ))
+UNIT_LINK := $(filter-out $(B)/server/main.o,$(SERVER_OBJ)) $(B)/libcommon.a
+$(B)/tests/test_%: tests/unit/test_%.c $(UNIT_LINK)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Iserver -Itests $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(ALL_CFLAGS) -Iserver -Itests $(PKG_CFLAGS) -o $@ $< $(UNIT_LINK) $(PKG_LIBS) -lm
 
 all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
 
