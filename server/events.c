@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "locks.h"
 #include "lk_log.h"
 #include "lk_time.h"
 #include "store.h"
@@ -40,7 +41,7 @@ static void timer_cb(uv_timer_t *t)
     run_expire();
 }
 
-static void arm(int64_t deadline_us)
+void events_arm(int64_t deadline_us)
 {
     if (deadline_us <= 0 || (ev.armed_us && deadline_us >= ev.armed_us))
         return;
@@ -68,7 +69,7 @@ static void expire_cb(void *ctx, redisReply *r, enum lk_status st)
         return;
     }
     if (next > 0)
-        arm(next);
+        events_arm(next);
 }
 
 static void run_expire(void)
@@ -77,12 +78,11 @@ static void run_expire(void)
         ev.again = 1;
         return;
     }
-    char maxlen[32], batch[16];
-    snprintf(maxlen, sizeof(maxlen), "%ld", cfg.stream_maxlen);
+    char batch[16];
     snprintf(batch, sizeof(batch), "%d", EXPIRE_BATCH);
-    const char *argv[] = {maxlen, batch};
+    const char *argv[] = {locks_arg_maxlen(), batch, locks_arg_delay()};
     ev.running = 1;
-    if (!store_eval(SCRIPT_EXPIRE, 0, 2, argv, NULL, expire_cb, NULL))
+    if (!store_eval(SCRIPT_EXPIRE, 0, 3, argv, NULL, expire_cb, NULL))
         ev.running = 0;
 }
 
@@ -111,11 +111,14 @@ static void on_events(redisReply *entries)
         const char *dev = field(e->element[1], "dev", NULL);
         const char *exp = field(e->element[1], "exp", NULL);
         const char *j = field(e->element[1], "j", &jlen);
+        const char *waiter = field(e->element[1], "w", NULL);
         snprintf(ev.last_id, sizeof(ev.last_id), "%s", id);
         if (j)
             ws_broadcast(id, dev ? dev : "", j, jlen);
         if (exp)
-            arm(strtoll(exp, NULL, 10));
+            events_arm(strtoll(exp, NULL, 10));
+        if (waiter)
+            locks_waiter_event(waiter);
     }
 }
 
@@ -156,4 +159,5 @@ void events_shutdown(void)
 }
 
 unsigned long events_expired_count(void) { return ev.expired; }
+int64_t events_clock_offset_us(void) { return ev.offset_us; }
 const char *events_last_id(void) { return ev.last_id; }

@@ -5,6 +5,7 @@
 #ifndef EVENTS_H
 #define EVENTS_H
 
+#include <stdint.h>
 #include <uv.h>
 
 void events_init(uv_loop_t *loop);
@@ -13,5 +14,9 @@ void events_shutdown(void);
 unsigned long events_expired_count(void);
 /* The id of the last event read from the stream ("" before the first). */
 const char *events_last_id(void);
+/* Sets the timer for a deadline (Redis-clock us) if it is the earliest. */
+void events_arm(int64_t deadline_us);
+/* Redis clock minus this machine's, as last measured. */
+int64_t events_clock_offset_us(void);
 
 #endif

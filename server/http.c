@@ -26,12 +26,6 @@
 static unsigned long bad_requests;
 unsigned long http_bad_requests(void) { return bad_requests; }
 
-/* The context handed to locks_* callbacks: points at the request while
- * its connection lives, NULL after. */
-struct pending {
-    struct http_req *r;
-};
-
 static void respond(struct http_req *r, int status, struct lk_buf *body)
 {
     r->status = status;
@@ -55,27 +49,19 @@ static void respond_error(struct http_req *r, enum lk_status s, const char *deta
 
 static void done_cb(void *ctx, const struct locks_result *res)
 {
-    struct pending *p = ctx;
-    struct http_req *r = p->r;
-    free(p);
-    if (!r)
-        return; /* the client left */
-    r->op = NULL;
-    r->self = NULL;
+    struct http_req *r = ctx;
+    r->call = NULL;
     respond(r, res->status, res->body);
 }
 
-/* Starts an async call: f gets a fresh pending cell. */
-#define START(r, call)                                                    \
-    do {                                                                  \
-        struct pending *p_ = lk_xmalloc(sizeof(*p_));                     \
-        p_->r = (r);                                                      \
-        (r)->self = &p_->r;                                               \
-        struct store_op *op_ = call;                                      \
-        if (op_)                                                          \
-            (r)->op = op_;                                                \
+/* Starts a lock call; a NULL call means it has answered already. */
+#define START(r, expr)                      \
+    do {                                    \
+        struct locks_call *c_ = (expr);     \
+        if (c_)                             \
+            (r)->call = c_;                 \
     } while (0)
-#define CTX p_
+#define CTX r
 
 /* ---- query strings and bodies --------------------------------------------- */
 
@@ -120,7 +106,7 @@ static void route_request(struct http_req *r)
     cJSON *j = body_json(r);
     if (!j)
         return;
-    START(r, locks_request(j, done_cb, CTX));
+    START(r, locks_request(j, NULL, done_cb, CTX));
     cJSON_Delete(j);
 }
 
@@ -159,6 +145,24 @@ static void route_renew(struct http_req *r)
     if (!j)
         return;
     START(r, locks_renew(j, done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+static void route_force_release(struct http_req *r)
+{
+    cJSON *j = body_json(r);
+    if (!j)
+        return;
+    START(r, locks_force_release(j, done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+static void route_validate(struct http_req *r)
+{
+    cJSON *j = body_json(r);
+    if (!j)
+        return;
+    START(r, locks_validate(j, done_cb, CTX));
     cJSON_Delete(j);
 }
 
@@ -221,13 +225,8 @@ static void route_live(struct http_req *r)
  * the snapshot script, limit 0, so it costs one small round trip). */
 static void ready_done(void *ctx, const struct locks_result *res)
 {
-    struct pending *p = ctx;
-    struct http_req *r = p->r;
-    free(p);
-    if (!r)
-        return;
-    r->op = NULL;
-    r->self = NULL;
+    struct http_req *r = ctx;
+    r->call = NULL;
     struct lk_buf b;
     lk_buf_init(&b, 0);
     int ok = res->status == 200;
@@ -295,6 +294,8 @@ static const struct route routes[] = {
     {LWSHUMETH_POST, "/api/lock/request", 0, route_request},
     {LWSHUMETH_POST, "/api/lock/release", 0, route_release},
     {LWSHUMETH_POST, "/api/lock/renew", 0, route_renew},
+    {LWSHUMETH_POST, "/api/lock/force_release", 0, route_force_release},
+    {LWSHUMETH_POST, "/api/lock/validate", 0, route_validate},
     {LWSHUMETH_GET, "/api/locks/status", 0, route_status},
     {LWSHUMETH_GET, "/api/locks/device/", 1, route_device},
     {LWSHUMETH_GET, "/api/events", 0, route_events},
@@ -445,13 +446,9 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             return 0;
         return write_answer(wsi, r);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (r->self) {
-            *r->self = NULL; /* the pending cell outlives us; its callback frees it */
-            r->self = NULL;
-        }
-        if (r->op) {
-            /* not store_cancel: the callback must still run to free the cell */
-            r->op = NULL;
+        if (r->call) {
+            locks_cancel(r->call);
+            r->call = NULL;
         }
         if (r->wsi) {
             lk_buf_free(&r->body);

@@ -5,7 +5,7 @@
 #include <libwebsockets.h>
 
 #include "lk_buf.h"
-#include "store.h"
+#include "locks.h"
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
  * transaction on it). */
@@ -16,8 +16,7 @@ struct http_req {
     struct lk_buf body;
     int body_over;            /* body exceeded --max-body */
     int waiting_body;
-    struct store_op *op;      /* script in flight */
-    struct http_req **self;   /* the op's context points here; cleared on close */
+    struct locks_call *call;  /* in flight; cancelled if the client leaves */
     int status;
     const char *ctype;
     struct lk_buf resp;       /* JSON answer */

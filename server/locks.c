@@ -1,16 +1,21 @@
 /* locks.c - the lock model of SPEC §3 on top of the transition scripts.
  *
  * Everything that changes state happens inside one Lua script (server/lua/),
- * which also appends the event; this file only checks input, builds the
- * script arguments, and turns script replies into the JSON the old service
- * answered. No lock state is kept here. */
+ * which also appends the event and builds the reply body; this file checks
+ * input, builds script arguments, and follows queued requests: a request
+ * that waits is a waiter in Redis, served by whichever broker's script frees
+ * the device; this broker learns of the grant from the event stream (its
+ * `w` field) or asks when the wait's deadline passes. No lock state is kept
+ * here. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uuid/uuid.h>
 
 #include "config.h"
+#include "events.h"
 #include "lk_log.h"
 #include "lk_mem.h"
 #include "lk_text.h"
@@ -19,16 +24,50 @@
 
 #define USER_ID_MAX 256
 #define TEXT_MAX 1024
+#define GROUP_MAX 64
+#define REQUEST_ID_MAX 128
 #define LEASE_MAX_S (10.0 * 365 * 86400) /* ten years: keeps microseconds in range */
 #define EVENTS_SCAN_CAP "20000"
 
-/* One call in flight: what the reply handler needs besides the reply. */
-struct call {
-    locks_done_fn fn;
+enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
+
+struct locks_call {
+    locks_done_fn fn;          /* NULL once cancelled */
     void *ctx;
+    enum call_kind kind;
+    struct store_op *op;       /* script in flight */
     char device[LK_DEVICE_NAME_MAX + 1];
     long limit;
+    long long fence;           /* validate */
+    /* a queued request */
+    char waiter[32];
+    char lock_key[37], user_id[USER_ID_MAX + 1];
+    int waiting;
+    uv_timer_t timer;
+    struct locks_call *prev, *next;   /* waiting calls */
 };
+
+static struct {
+    char broker[37];
+    struct locks_call *waiting;
+} lk;
+
+static char maxlen_arg[32], delay_arg[32], grace_arg[32];
+
+void locks_init(void)
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, lk.broker);
+    if (cfg.stream_max_age > 0)
+        snprintf(maxlen_arg, sizeof(maxlen_arg), "-%lld", (long long)(cfg.stream_max_age * 1000));
+    else
+        snprintf(maxlen_arg, sizeof(maxlen_arg), "%ld", cfg.stream_maxlen);
+    snprintf(delay_arg, sizeof(delay_arg), "%lld", (long long)(cfg.lock_delay * 1000));
+    snprintf(grace_arg, sizeof(grace_arg), "%lld", (long long)(cfg.preempt_grace * 1000));
+}
+
+const char *locks_broker_id(void) { return lk.broker; }
 
 void locks_error_json(struct lk_buf *b, enum lk_status s, const char *detail)
 {
@@ -49,367 +88,377 @@ void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detai
     lk_buf_free(&b);
 }
 
-static void reply_ok(struct call *c, struct lk_buf *b, const char *event_id)
+static struct locks_call *call_new(enum call_kind kind, locks_done_fn fn, void *ctx)
 {
-    struct locks_result res = {200, b, event_id};
-    c->fn(c->ctx, &res);
-}
-
-static struct call *call_new(locks_done_fn fn, void *ctx)
-{
-    struct call *c = lk_xcalloc(1, sizeof(*c));
+    struct locks_call *c = lk_xcalloc(1, sizeof(*c));
+    c->kind = kind;
     c->fn = fn;
     c->ctx = ctx;
     return c;
 }
 
-/* Common failure handling of a script reply: frees c and returns 1 when the
- * reply was an outage or error (the caller is answered). */
-static int reply_failed(struct call *c, redisReply *r, enum lk_status s)
+static void call_free(struct locks_call *c) { free(c); }
+
+static void timer_closed(uv_handle_t *h) { call_free(h->data); }
+
+/* Ends a call: takes it off the waiting list and frees it (after its timer
+ * is closed, if it had one). */
+static void call_end(struct locks_call *c)
 {
-    if (s == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
-        return 0;
-    if (s == LK_E_UNAVAILABLE || s == LK_E_OK /* malformed: treat as outage */)
-        locks_fail(c->fn, c->ctx, LK_E_UNAVAILABLE,
-                   "Redis is unavailable or not answering; the request was not carried out "
-                   "(a retry with the same request is safe)");
-    else
-        locks_fail(c->fn, c->ctx, LK_E_INTERNAL, "the lock store failed; see the broker log");
-    free(c);
-    return 1;
+    if (c->waiting) {
+        c->waiting = 0;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            lk.waiting = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        uv_timer_stop(&c->timer);
+        c->timer.data = c;
+        uv_close((uv_handle_t *)&c->timer, timer_closed);
+        return;
+    }
+    call_free(c);
 }
+
+static void answer(struct locks_call *c, int status, struct lk_buf *b, const char *event_id)
+{
+    if (!c->fn)
+        return;
+    locks_done_fn fn = c->fn;
+    c->fn = NULL;
+    struct locks_result res = {status, b, event_id};
+    fn(c->ctx, &res);
+}
+
+static void answer_text(struct locks_call *c, int status, const char *text, size_t len)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_append(&b, text, len);
+    answer(c, status, &b, NULL);
+    lk_buf_free(&b);
+}
+
+static void answer_error(struct locks_call *c, enum lk_status s, const char *detail)
+{
+    if (!c->fn)
+        return;
+    locks_done_fn fn = c->fn;
+    c->fn = NULL;
+    locks_fail(fn, c->ctx, s, detail);
+}
+
+/* Starts a script for c; NULL (c ended) if it answered at once. */
+static void script_cb(void *ctx, redisReply *r, enum lk_status s);
+static struct locks_call *run(struct locks_call *c, enum store_script script, int argc,
+                              const char **argv)
+{
+    struct store_op *op = store_eval(script, 0, argc, argv, NULL, script_cb, c);
+    if (!op)
+        return NULL; /* answered (and c freed) already */
+    c->op = op;
+    return c;
+}
+
+/* ---- input checks ------------------------------------------------------- */
+
+__attribute__((format(printf, 4, 5))) static enum lk_status errf(char *err, size_t n,
+                                                                 enum lk_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static const char *get_string(const cJSON *req, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static enum lk_status check_device(const char *dev, char *err, size_t n)
+{
+    if (lk_device_name_valid(dev))
+        return LK_E_OK;
+    return errf(err, n, LK_E_INVALID_DEVICE,
+                "invalid device name: use 1-128 characters of A-Z a-z 0-9 _ . : -");
+}
+
+/* Seconds to ms for "timeout"/"wait": -2 absent, -1 null. */
+static enum lk_status seconds(const cJSON *req, const char *name, long long *ms, char *err,
+                              size_t n)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, name);
+    if (!t) {
+        *ms = -2;
+        return LK_E_OK;
+    }
+    if (cJSON_IsNull(t)) {
+        *ms = -1;
+        return LK_E_OK;
+    }
+    if (!cJSON_IsNumber(t))
+        return errf(err, n, LK_E_VALIDATION, "field '%s' must be a number of seconds or null", name);
+    double s = t->valuedouble;
+    if (isnan(s) || s > LEASE_MAX_S)
+        return errf(err, n, LK_E_INVALID_TIMEOUT, "field '%s' is too large (at most ten years)", name);
+    long long v = (long long)ceil(s * 1000.0);
+    *ms = s > 0 && v < 1 ? 1 : v;
+    if (s <= 0)
+        *ms = s == 0 ? 0 : -3;
+    return LK_E_OK;
+}
+
+enum lk_status locks_parse_request(const cJSON *req, struct locks_request_args *out, char *err,
+                                   size_t n)
+{
+    memset(out, 0, sizeof(*out));
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(req, "device_names");
+    enum lk_status s;
+    if (names && !cJSON_IsNull(names)) {
+        if (!cJSON_IsArray(names) || cJSON_GetArraySize(names) < 1 ||
+            cJSON_GetArraySize(names) > GROUP_MAX)
+            return errf(err, n, LK_E_VALIDATION,
+                        "field 'device_names' must be an array of 1 to 64 device names");
+        const cJSON *d;
+        cJSON_ArrayForEach(d, names) {
+            if (!cJSON_IsString(d))
+                return errf(err, n, LK_E_VALIDATION, "field 'device_names' must hold strings");
+            if ((s = check_device(d->valuestring, err, n)))
+                return s;
+            for (const cJSON *e = names->child; e != d; e = e->next)
+                if (!strcmp(e->valuestring, d->valuestring))
+                    return errf(err, n, LK_E_VALIDATION, "device '%s' is listed twice", d->valuestring);
+            if (out->ndevices++)
+                strcat(out->devices, ",");
+            strcat(out->devices, d->valuestring);
+        }
+    } else {
+        const char *dev = get_string(req, "device_name");
+        if (!dev)
+            return errf(err, n, LK_E_VALIDATION,
+                        "field 'device_name' (or 'device_names') is required and must be a string");
+        if ((s = check_device(dev, err, n)))
+            return s;
+        strcpy(out->devices, dev);
+        out->ndevices = 1;
+    }
+    const char *type = get_string(req, "lock_type");
+    if (!type)
+        return errf(err, n, LK_E_VALIDATION, "field 'lock_type' is required and must be a string");
+    if ((out->prio = lk_lock_type_parse(type)) < 0)
+        return errf(err, n, LK_E_VALIDATION,
+                    "field 'lock_type' must be one of MAINTENANCE, QUEUE_EXECUTING, "
+                    "MANUAL_OPERATOR, QUEUE_QUEUED");
+    const char *user = get_string(req, "user_id");
+    if (!user)
+        return errf(err, n, LK_E_VALIDATION, "field 'user_id' is required and must be a string");
+    if (!user[0] || strlen(user) > USER_ID_MAX)
+        return errf(err, n, LK_E_VALIDATION, "field 'user_id' must be 1-256 characters");
+    static const char *const texts[] = {"reason", "plan_uid", "request_id"};
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, texts[i]);
+        size_t max = i == 2 ? REQUEST_ID_MAX : TEXT_MAX;
+        if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || strlen(v->valuestring) > max))
+            return errf(err, n, LK_E_VALIDATION, "field '%s' must be null or a short string", texts[i]);
+    }
+    if ((s = seconds(req, "timeout", &out->lease_ms, err, n)))
+        return s;
+    if (out->lease_ms == 0 || out->lease_ms == -3)
+        return errf(err, n, LK_E_INVALID_TIMEOUT,
+                    "timeout must be a positive number of seconds (use null for no expiry)");
+    if (out->lease_ms == -2)
+        out->lease_ms = (long long)(cfg.default_timeout * 1000);
+    else if (out->lease_ms == -1)
+        out->lease_ms = (long long)(cfg.max_timeout * 1000);
+    if (cfg.max_timeout > 0 && out->lease_ms > cfg.max_timeout * 1000)
+        return errf(err, n, LK_E_INVALID_TIMEOUT, "timeout must not exceed --max-timeout");
+    if ((s = seconds(req, "wait", &out->wait_ms, err, n)))
+        return s;
+    if (out->wait_ms == -3)
+        return errf(err, n, LK_E_VALIDATION, "field 'wait' must not be negative");
+    if (out->wait_ms < 0)
+        out->wait_ms = 0;
+    if (out->wait_ms > cfg.max_wait * 1000)
+        return errf(err, n, LK_E_VALIDATION, "field 'wait' is longer than --max-wait");
+    const cJSON *sess = cJSON_GetObjectItemCaseSensitive(req, "session");
+    if (sess && !cJSON_IsBool(sess) && !cJSON_IsNull(sess))
+        return errf(err, n, LK_E_VALIDATION, "field 'session' must be true or false");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(req, "client");
+    if (c && !cJSON_IsNull(c)) {
+        const cJSON *host = cJSON_GetObjectItemCaseSensitive(c, "host");
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(c, "pid");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        if (!cJSON_IsObject(c) || (host && !cJSON_IsString(host) && !cJSON_IsNull(host)) ||
+            (pid && !cJSON_IsNumber(pid) && !cJSON_IsNull(pid)) ||
+            (name && !cJSON_IsString(name) && !cJSON_IsNull(name)) ||
+            (cJSON_IsString(host) && strlen(host->valuestring) > 255) ||
+            (cJSON_IsString(name) && strlen(name->valuestring) > 255))
+            return errf(err, n, LK_E_VALIDATION,
+                        "field 'client' must be {\"host\": string, \"pid\": integer, \"name\": string}");
+    }
+    return LK_E_OK;
+}
+
+/* '' when absent or null, '=' .. text otherwise (the scripts' optional args). */
+static void opt_arg(struct lk_buf *b, const cJSON *req, const char *name)
+{
+    const char *v = get_string(req, name);
+    lk_buf_reset(b);
+    if (v) {
+        lk_buf_putc(b, '=');
+        lk_buf_puts(b, v);
+    }
+}
+
+static void client_arg(struct lk_buf *b, const cJSON *req)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(req, "client");
+    lk_buf_reset(b);
+    if (!cJSON_IsObject(c))
+        return;
+    const cJSON *host = cJSON_GetObjectItemCaseSensitive(c, "host");
+    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(c, "pid");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+    lk_buf_puts(b, "={\"host\":");
+    lk_buf_json_str(b, cJSON_IsString(host) ? host->valuestring : NULL);
+    if (cJSON_IsNumber(pid))
+        lk_buf_printf(b, ",\"pid\":%lld", (long long)pid->valuedouble);
+    else
+        lk_buf_puts(b, ",\"pid\":null");
+    lk_buf_puts(b, ",\"name\":");
+    lk_buf_json_str(b, cJSON_IsString(name) ? name->valuestring : NULL);
+    lk_buf_putc(b, '}');
+}
+
+/* ---- script replies ------------------------------------------------------ */
 
 static const char *elem_str(redisReply *r, size_t i)
 {
-    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_STRING)
+    if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
+        r->element[i]->type != REDIS_REPLY_STRING)
         return NULL;
     return r->element[i]->str;
 }
 
 static long long elem_int(redisReply *r, size_t i)
 {
-    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_INTEGER)
+    if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
+        r->element[i]->type != REDIS_REPLY_INTEGER)
         return 0;
     return r->element[i]->integer;
 }
 
-static void now_iso(char *out, size_t n, long long us)
+static void unwait(struct locks_call *c, int cancel);
+
+static void ignore_cb(void *ctx, redisReply *r, enum lk_status s)
 {
-    lk_time_format_us(us ? us : lk_time_now_us(), out, n);
+    (void)ctx;
+    (void)r;
+    (void)s;
 }
 
-/* ---- input checks ------------------------------------------------------- */
-
-/* A required string field; answers fn and returns NULL when missing. */
-static const char *need_string(const cJSON *req, const char *name, locks_done_fn fn, void *ctx)
+/* A lock granted to a requester who left: give it back. */
+static void release_orphan(const char *dev, const char *key, const char *user)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
-    char msg[160];
-    if (!cJSON_IsString(v)) {
-        snprintf(msg, sizeof(msg), "field '%s' is required and must be a string", name);
-        locks_fail(fn, ctx, LK_E_VALIDATION, msg);
-        return NULL;
-    }
-    return v->valuestring;
+    const char *argv[] = {dev, key, user, maxlen_arg, delay_arg};
+    lk_info("releasing device=%s granted to a requester that left", dev);
+    store_eval(SCRIPT_RELEASE, 0, 5, argv, NULL, ignore_cb, NULL);
 }
 
-static int check_device(const char *dev, locks_done_fn fn, void *ctx)
+static void wait_timer_cb(uv_timer_t *t)
 {
-    if (lk_device_name_valid(dev))
-        return 0;
-    char msg[256];
-    snprintf(msg, sizeof(msg),
-             "invalid device name: use 1-%d characters of A-Z a-z 0-9 _ . : -", LK_DEVICE_NAME_MAX);
-    locks_fail(fn, ctx, LK_E_INVALID_DEVICE, msg);
-    return -1;
+    unwait(t->data, 1);
 }
 
-static int check_user(const char *user, locks_done_fn fn, void *ctx)
+/* A request is queued as `waiter` until deadline_us (Redis clock). */
+static void start_waiting(struct locks_call *c, const char *waiter, long long deadline_us)
 {
-    size_t n = strlen(user);
-    if (n >= 1 && n <= USER_ID_MAX)
-        return 0;
-    locks_fail(fn, ctx, LK_E_VALIDATION, "field 'user_id' must be 1-256 characters");
-    return -1;
+    snprintf(c->waiter, sizeof(c->waiter), "%s", waiter);
+    c->waiting = 1;
+    c->next = lk.waiting;
+    c->prev = NULL;
+    if (lk.waiting)
+        lk.waiting->prev = c;
+    lk.waiting = c;
+    uv_timer_init(uv_default_loop(), &c->timer);
+    c->timer.data = c;
+    long long wait_us = deadline_us - (lk_time_now_us() + events_clock_offset_us());
+    uv_timer_start(&c->timer, wait_timer_cb, wait_us > 0 ? (uint64_t)(wait_us / 1000) + 5 : 0, 0);
 }
 
-/* Optional text (null or string): '' when absent/null, '=' .. text else. */
-static int opt_text(const cJSON *req, const char *name, struct lk_buf *out, locks_done_fn fn,
-                    void *ctx)
+static void request_reply(struct locks_call *c, redisReply *r)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, name);
-    lk_buf_reset(out);
-    if (!v || cJSON_IsNull(v))
-        return 0;
-    char msg[160];
-    if (!cJSON_IsString(v) || strlen(v->valuestring) > TEXT_MAX) {
-        snprintf(msg, sizeof(msg), "field '%s' must be null or a string of at most %d bytes",
-                 name, TEXT_MAX);
-        locks_fail(fn, ctx, LK_E_VALIDATION, msg);
-        return -1;
-    }
-    lk_buf_putc(out, '=');
-    lk_buf_puts(out, v->valuestring);
-    return 0;
-}
-
-/* The lease in ms from "timeout": 0 = no expiry. -1 when answered (bad). */
-static long long lease_ms(const cJSON *req, int absent_means_default, locks_done_fn fn, void *ctx)
-{
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
-    double s;
-    if (!t)
-        s = absent_means_default ? cfg.default_timeout : -2;
-    else if (cJSON_IsNull(t))
-        s = cfg.max_timeout > 0 ? cfg.max_timeout : 0;
-    else if (cJSON_IsNumber(t))
-        s = t->valuedouble;
-    else {
-        locks_fail(fn, ctx, LK_E_VALIDATION, "field 'timeout' must be a number of seconds or null");
-        return -1;
-    }
-    if (s == -2)
-        return -2; /* renew: keep the lock's own lease */
-    if (t && cJSON_IsNumber(t) && !(s > 0)) {
-        locks_fail(fn, ctx, LK_E_INVALID_TIMEOUT,
-                   "timeout must be a positive number of seconds (use null for no expiry)");
-        return -1;
-    }
-    if (cfg.max_timeout > 0 && s > cfg.max_timeout) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "timeout must not exceed %g seconds (--max-timeout)",
-                 cfg.max_timeout);
-        locks_fail(fn, ctx, LK_E_INVALID_TIMEOUT, msg);
-        return -1;
-    }
-    if (s > LEASE_MAX_S || isnan(s)) {
-        locks_fail(fn, ctx, LK_E_INVALID_TIMEOUT, "timeout is too large (at most ten years)");
-        return -1;
-    }
-    long long ms = (long long)ceil(s * 1000.0);
-    return s > 0 && ms < 1 ? 1 : ms;
-}
-
-/* The requester's optional "client": {host, pid, name}, re-serialised. */
-static int client_info(const cJSON *req, struct lk_buf *out, locks_done_fn fn, void *ctx)
-{
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(req, "client");
-    lk_buf_reset(out);
-    if (!c || cJSON_IsNull(c))
-        return 0;
-    const cJSON *host = cJSON_GetObjectItemCaseSensitive(c, "host");
-    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(c, "pid");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
-    if (!cJSON_IsObject(c) || (host && !cJSON_IsString(host)) || (pid && !cJSON_IsNumber(pid)) ||
-        (name && !cJSON_IsString(name)) || (host && strlen(host->valuestring) > 255) ||
-        (name && strlen(name->valuestring) > 255)) {
-        locks_fail(fn, ctx, LK_E_VALIDATION,
-                   "field 'client' must be {\"host\": string, \"pid\": integer, \"name\": string}");
-        return -1;
-    }
-    lk_buf_puts(out, "={\"host\":");
-    lk_buf_json_str(out, host ? host->valuestring : NULL);
-    if (pid)
-        lk_buf_printf(out, ",\"pid\":%lld", (long long)pid->valuedouble);
-    else
-        lk_buf_puts(out, ",\"pid\":null");
-    lk_buf_puts(out, ",\"name\":");
-    lk_buf_json_str(out, name ? name->valuestring : NULL);
-    lk_buf_putc(out, '}');
-    return 0;
-}
-
-/* ---- request ------------------------------------------------------------ */
-
-static void request_cb(void *ctx, redisReply *r, enum lk_status s)
-{
-    struct call *c = ctx;
-    if (reply_failed(c, r, s))
+    const char *what = elem_str(r, 0);
+    if (what && !strcmp(what, "queued") && elem_str(r, 1)) {
+        const char *d = elem_str(r, 2);
+        start_waiting(c, elem_str(r, 1), d ? strtoll(d, NULL, 10) : 0);
+        if (!c->fn) /* cancelled while the script ran */
+            unwait(c, 1);
         return;
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    if (elem_int(r, 0) == 1) {
-        const char *lj = elem_str(r, 1), *preempted = elem_str(r, 4), *exp = elem_str(r, 5);
-        cJSON *lock = cJSON_Parse(lj ? lj : "{}");
-        const cJSON *key = cJSON_GetObjectItemCaseSensitive(lock, "lock_key");
-        lk_buf_puts(&b, "{\"success\":true,\"lock_key\":");
-        lk_buf_json_str(&b, cJSON_IsString(key) ? key->valuestring : NULL);
-        lk_buf_printf(&b, ",\"message\":\"Lock acquired for %s\",\"expires_at\":", c->device);
-        lk_buf_json_str(&b, exp);
-        lk_buf_printf(&b, ",\"fence\":%lld,\"lock\":%s", elem_int(r, 2), lj ? lj : "null");
-        if (preempted)
-            lk_buf_printf(&b, ",\"preempted\":%s", preempted);
-        lk_buf_putc(&b, '}');
-        cJSON_Delete(lock);
-        lk_info("granted device=%s fence=%lld%s", c->device, elem_int(r, 2),
-                preempted ? " preempted=yes" : "");
-    } else {
-        const char *hj = elem_str(r, 1);
-        cJSON *h = cJSON_Parse(hj ? hj : "{}");
-        const cJSON *user = cJSON_GetObjectItemCaseSensitive(h, "user_id");
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(h, "lock_type");
-        struct lk_buf msg;
-        lk_buf_init(&msg, 0);
-        lk_buf_printf(&msg, "Device %s is locked by %s (%s)", c->device,
-                      cJSON_IsString(user) ? user->valuestring : "?",
-                      cJSON_IsString(type) ? type->valuestring : "?");
-        lk_buf_puts(&b, "{\"success\":false,\"lock_key\":null,\"message\":");
-        lk_buf_json_str(&b, lk_buf_data(&msg));
-        lk_buf_printf(&b, ",\"expires_at\":null,\"fence\":null,\"holder\":%s}", hj ? hj : "null");
-        lk_buf_free(&msg);
-        cJSON_Delete(h);
     }
-    reply_ok(c, &b, NULL);
-    lk_buf_free(&b);
-    free(c);
+    const char *body = elem_str(r, 1);
+    if (!what || !body) {
+        answer_error(c, LK_E_INTERNAL, "unexpected reply from the lock store");
+        call_end(c);
+        return;
+    }
+    if (!c->fn && !strcmp(what, "granted")) {
+        cJSON *j = cJSON_Parse(body);
+        const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
+        release_orphan(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name")),
+                       c->lock_key, c->user_id);
+        cJSON_Delete(j);
+    }
+    if (!strcmp(what, "granted"))
+        lk_info("granted devices=%s user=%s", c->device, c->user_id);
+    answer_text(c, 200, body, r->element[1]->len);
+    call_end(c);
 }
 
-struct store_op *locks_request(const cJSON *req, locks_done_fn fn, void *ctx)
+static void unwait_reply(struct locks_call *c, redisReply *r)
 {
-    const char *dev, *type, *user;
-    if (!(dev = need_string(req, "device_name", fn, ctx)) ||
-        !(type = need_string(req, "lock_type", fn, ctx)) ||
-        !(user = need_string(req, "user_id", fn, ctx)))
-        return NULL;
-    if (check_device(dev, fn, ctx) || check_user(user, fn, ctx))
-        return NULL;
-    int prio = lk_lock_type_parse(type);
-    if (prio < 0) {
-        locks_fail(fn, ctx, LK_E_VALIDATION,
-                   "field 'lock_type' must be one of MAINTENANCE, QUEUE_EXECUTING, "
-                   "MANUAL_OPERATOR, QUEUE_QUEUED");
-        return NULL;
+    const char *what = elem_str(r, 0);
+    if (what && !strcmp(what, "waiting"))
+        return; /* a grant event for another device of ours; keep waiting */
+    if (what && (!strcmp(what, "granted") || !strcmp(what, "removed")) && elem_str(r, 1)) {
+        if (!c->fn && !strcmp(what, "granted")) {
+            cJSON *j = cJSON_Parse(elem_str(r, 1));
+            const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
+            release_orphan(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name")),
+                           c->lock_key, c->user_id);
+            cJSON_Delete(j);
+        }
+        answer_text(c, 200, elem_str(r, 1), r->element[1]->len);
+    } else {
+        answer_error(c, LK_E_INTERNAL, "the queued request vanished");
     }
-    long long lease = lease_ms(req, 1, fn, ctx);
-    if (lease < 0)
-        return NULL;
-    struct lk_buf reason, plan, client;
-    lk_buf_init(&reason, 0);
-    lk_buf_init(&plan, 0);
-    lk_buf_init(&client, 0);
-    struct store_op *op = NULL;
-    if (opt_text(req, "reason", &reason, fn, ctx) == 0 && opt_text(req, "plan_uid", &plan, fn, ctx) == 0 &&
-        client_info(req, &client, fn, ctx) == 0) {
-        char keys[2][LK_DEVICE_NAME_MAX + 32], prio_s[16], lease_s[32], maxlen[32], lock_key[37];
-        uuid_t u;
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, lock_key);
-        snprintf(keys[0], sizeof(keys[0]), "dl:{%s}:lock", dev);
-        snprintf(keys[1], sizeof(keys[1]), "dl:{%s}:fence", dev);
-        snprintf(prio_s, sizeof(prio_s), "%d", prio);
-        snprintf(lease_s, sizeof(lease_s), "%lld", lease);
-        snprintf(maxlen, sizeof(maxlen), "%ld", cfg.stream_maxlen);
-        const char *argv[] = {keys[0], keys[1], dev, type, prio_s, user, lock_key, lease_s,
-                              lk_buf_data(&reason), lk_buf_data(&plan), lk_buf_data(&client), maxlen};
-        struct call *c = call_new(fn, ctx);
-        snprintf(c->device, sizeof(c->device), "%s", dev);
-        op = store_eval(SCRIPT_ACQUIRE, 2, 12, argv, NULL, request_cb, c);
-    }
-    lk_buf_free(&reason);
-    lk_buf_free(&plan);
-    lk_buf_free(&client);
-    return op;
+    call_end(c);
 }
 
-/* ---- release and renew ------------------------------------------------------ */
-
-/* Maps the scripts' {-1}/{-2}/{-3} refusals; returns 1 when answered. */
-static int refused(struct call *c, long long code)
+static void holder_reply(struct locks_call *c, redisReply *r)
 {
     char msg[256];
-    switch (code) {
+    switch (elem_int(r, 0)) {
+    case 1: answer_text(c, 200, elem_str(r, 1), r->element[1]->len); break;
     case -1:
         snprintf(msg, sizeof(msg), "No lock found for device %s", c->device);
-        locks_fail(c->fn, c->ctx, LK_E_NOT_FOUND, msg);
+        answer_error(c, LK_E_NOT_FOUND, msg);
         break;
-    case -2: locks_fail(c->fn, c->ctx, LK_E_FORBIDDEN, "Invalid lock key"); break;
-    case -3: locks_fail(c->fn, c->ctx, LK_E_FORBIDDEN, "Not authorized to release this lock"); break;
-    default: return 0;
+    case -2: answer_error(c, LK_E_FORBIDDEN, "Invalid lock key"); break;
+    case -3: answer_error(c, LK_E_FORBIDDEN, "Not authorized to release this lock"); break;
+    default: answer_error(c, LK_E_INTERNAL, "unexpected reply from the lock store");
     }
-    free(c);
-    return 1;
+    call_end(c);
 }
 
-static void release_cb(void *ctx, redisReply *r, enum lk_status s)
+static void status_reply(struct locks_call *c, redisReply *r)
 {
-    struct call *c = ctx;
-    if (reply_failed(c, r, s) || refused(c, elem_int(r, 0)))
-        return;
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    lk_buf_printf(&b, "{\"success\":true,\"message\":\"Lock released for %s\"}", c->device);
-    lk_info("released device=%s", c->device);
-    reply_ok(c, &b, NULL);
-    lk_buf_free(&b);
-    free(c);
-}
-
-static void renew_cb(void *ctx, redisReply *r, enum lk_status s)
-{
-    struct call *c = ctx;
-    if (reply_failed(c, r, s) || refused(c, elem_int(r, 0)))
-        return;
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    lk_buf_printf(&b, "{\"success\":true,\"message\":\"Lock renewed for %s\",\"expires_at\":",
-                  c->device);
-    lk_buf_json_str(&b, elem_str(r, 4));
-    const char *lj = elem_str(r, 1);
-    lk_buf_printf(&b, ",\"fence\":%lld,\"lock\":%s}", elem_int(r, 2), lj ? lj : "null");
-    reply_ok(c, &b, NULL);
-    lk_buf_free(&b);
-    free(c);
-}
-
-static struct store_op *holder_call(const cJSON *req, int renew, locks_done_fn fn, void *ctx)
-{
-    const char *dev, *key, *user;
-    if (!(dev = need_string(req, "device_name", fn, ctx)) ||
-        !(key = need_string(req, "lock_key", fn, ctx)) ||
-        !(user = need_string(req, "user_id", fn, ctx)))
-        return NULL;
-    if (check_device(dev, fn, ctx))
-        return NULL;
-    char lockkey[LK_DEVICE_NAME_MAX + 32], maxlen[32], lease_s[32] = "";
-    snprintf(lockkey, sizeof(lockkey), "dl:{%s}:lock", dev);
-    snprintf(maxlen, sizeof(maxlen), "%ld", cfg.stream_maxlen);
-    struct call *c;
-    if (renew) {
-        long long lease = lease_ms(req, 0, fn, ctx);
-        if (lease == -1)
-            return NULL;
-        if (lease >= 0)
-            snprintf(lease_s, sizeof(lease_s), "%lld", lease);
-        const char *argv[] = {lockkey, dev, key, user, lease_s, maxlen};
-        c = call_new(fn, ctx);
-        snprintf(c->device, sizeof(c->device), "%s", dev);
-        return store_eval(SCRIPT_RENEW, 1, 6, argv, NULL, renew_cb, c);
-    }
-    const char *argv[] = {lockkey, dev, key, user, maxlen};
-    c = call_new(fn, ctx);
-    snprintf(c->device, sizeof(c->device), "%s", dev);
-    return store_eval(SCRIPT_RELEASE, 1, 5, argv, NULL, release_cb, c);
-}
-
-struct store_op *locks_release(const cJSON *req, locks_done_fn fn, void *ctx)
-{
-    return holder_call(req, 0, fn, ctx);
-}
-
-struct store_op *locks_renew(const cJSON *req, locks_done_fn fn, void *ctx)
-{
-    return holder_call(req, 1, fn, ctx);
-}
-
-/* ---- reads ------------------------------------------------------------------- */
-
-static void status_cb(void *ctx, redisReply *r, enum lk_status s)
-{
-    struct call *c = ctx;
-    if (reply_failed(c, r, s))
-        return;
     char ts[40];
-    now_iso(ts, sizeof(ts), elem_int(r, 0));
+    lk_time_format_us(elem_int(r, 0) ? elem_int(r, 0) : lk_time_now_us(), ts, sizeof(ts));
     const char *event_id = elem_str(r, 1);
     struct lk_buf b;
     lk_buf_init(&b, 0);
@@ -425,24 +474,305 @@ static void status_cb(void *ctx, redisReply *r, enum lk_status s)
         lk_buf_puts(&b, lj);
         last = lj;
     }
-    /* Without paging, total_count is the number listed (old behaviour);
-     * with paging it is every held lock. */
     lk_buf_printf(&b, "],\"total_count\":%lld,\"timestamp\":\"%s\"",
                   c->limit < 0 ? (long long)n : elem_int(r, 2), ts);
-    if (c->limit >= 0) {
+    if (c->limit > 0) {
         lk_buf_puts(&b, ",\"next_cursor\":");
         cJSON *l = (last && (long)n >= c->limit) ? cJSON_Parse(last) : NULL;
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(l, "device_name");
-        lk_buf_json_str(&b, cJSON_IsString(d) ? d->valuestring : NULL);
+        lk_buf_json_str(&b, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l, "device_name")));
         cJSON_Delete(l);
     }
     lk_buf_putc(&b, '}');
-    reply_ok(c, &b, event_id ? event_id : "0-0");
+    answer(c, 200, &b, event_id ? event_id : "0-0");
     lk_buf_free(&b);
-    free(c);
+    call_end(c);
 }
 
-struct store_op *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx)
+static void device_reply(struct locks_call *c, redisReply *r)
+{
+    char ts[40];
+    lk_time_format_us(elem_int(r, 0), ts, sizeof(ts));
+    const char *lj = elem_str(r, 1), *waiters = elem_str(r, 2);
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    if (c->kind == K_VALIDATE) {
+        cJSON *l = lj ? cJSON_Parse(lj) : NULL;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(l, "fence");
+        long long cur = cJSON_IsNumber(f) ? (long long)f->valuedouble : -1;
+        lk_buf_printf(&b, "{\"valid\":%s,\"current_fence\":", cur >= 0 && cur == c->fence ? "true" : "false");
+        if (cur >= 0)
+            lk_buf_printf(&b, "%lld", cur);
+        else
+            lk_buf_puts(&b, "null");
+        lk_buf_printf(&b, ",\"device_name\":\"%s\",\"fence\":%lld}", c->device, c->fence);
+        cJSON_Delete(l);
+    } else {
+        lk_buf_printf(&b, "{\"device_name\":\"%s\",\"locked\":%s,\"lock\":%s,\"timestamp\":\"%s\",\"waiters\":%s}",
+                      c->device, lj ? "true" : "false", lj ? lj : "null", ts, waiters ? waiters : "[]");
+    }
+    answer(c, 200, &b, NULL);
+    lk_buf_free(&b);
+    call_end(c);
+}
+
+static void events_reply(struct locks_call *c, redisReply *r)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"events\":[");
+    size_t n = 0;
+    for (size_t i = 1; i + 1 < r->elements; i += 2) {
+        const char *id = elem_str(r, i), *j = elem_str(r, i + 1);
+        if (!id || !j || j[0] != '{')
+            continue;
+        if (n++)
+            lk_buf_putc(&b, ',');
+        lk_buf_printf(&b, "{\"event_id\":\"%s\",%s", id, j + 1);
+    }
+    const char *last = elem_str(r, 0);
+    lk_buf_printf(&b, "],\"count\":%zu,\"last_event_id\":", n);
+    lk_buf_json_str(&b, last && last[0] ? last : NULL);
+    lk_buf_putc(&b, '}');
+    answer(c, 200, &b, NULL);
+    lk_buf_free(&b);
+    call_end(c);
+}
+
+static void script_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    if (s != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+        if (s == LK_E_OK || s == LK_E_UNAVAILABLE)
+            answer_error(c, LK_E_UNAVAILABLE,
+                         "Redis is unavailable or not answering; the request may not have been "
+                         "carried out (retry with the same request_id to be safe)");
+        else
+            answer_error(c, LK_E_INTERNAL, "the lock store failed; see the broker log");
+        if (c->kind == K_UNWAIT && c->waiting) {
+            /* could not ask: try again shortly (the wait's deadline has passed) */
+            uv_timer_start(&c->timer, wait_timer_cb, 500, 0);
+            return;
+        }
+        call_end(c);
+        return;
+    }
+    switch (c->kind) {
+    case K_REQUEST: request_reply(c, r); break;
+    case K_UNWAIT: unwait_reply(c, r); break;
+    case K_HOLDER: holder_reply(c, r); break;
+    case K_STATUS: status_reply(c, r); break;
+    case K_DEVICE:
+    case K_VALIDATE: device_reply(c, r); break;
+    case K_EVENTS: events_reply(c, r); break;
+    default: call_end(c);
+    }
+}
+
+/* ---- queued requests ------------------------------------------------------ */
+
+static void unwait(struct locks_call *c, int cancel)
+{
+    if (c->op)
+        return; /* already asking */
+    c->kind = K_UNWAIT;
+    const char *argv[] = {c->waiter, cancel ? "cancel" : "check", maxlen_arg, delay_arg};
+    struct store_op *op = store_eval(SCRIPT_UNWAIT, 0, 4, argv, NULL, script_cb, c);
+    if (op) /* else script_cb ran: c re-armed its timer (still waiting) */
+        c->op = op;
+}
+
+void locks_waiter_event(const char *waiter)
+{
+    for (struct locks_call *c = lk.waiting; c; c = c->next)
+        if (!strcmp(c->waiter, waiter)) {
+            unwait(c, 0);
+            return;
+        }
+}
+
+void locks_cancel(struct locks_call *c)
+{
+    if (!c)
+        return;
+    c->fn = NULL;
+    c->ctx = NULL;
+    if (c->op) {
+        /* a request script may have queued or granted: its reply cleans up */
+        if (c->kind != K_REQUEST && c->kind != K_UNWAIT) {
+            store_cancel(c->op);
+            c->op = NULL;
+            call_end(c);
+        }
+        return;
+    }
+    if (c->waiting)
+        unwait(c, 1);
+}
+
+/* ---- entry points ----------------------------------------------------------- */
+
+struct locks_call *locks_request(const cJSON *req, const char *session, locks_done_fn fn, void *ctx)
+{
+    struct locks_request_args a;
+    char err[256];
+    enum lk_status s = locks_parse_request(req, &a, err, sizeof(err));
+    if (s) {
+        locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    const cJSON *sess = cJSON_GetObjectItemCaseSensitive(req, "session");
+    if (cJSON_IsTrue(sess) && !session) {
+        locks_fail(fn, ctx, LK_E_VALIDATION, "session locks are taken over the WebSocket (/ws)");
+        return NULL;
+    }
+    struct locks_call *c = call_new(K_REQUEST, fn, ctx);
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, c->lock_key);
+    snprintf(c->user_id, sizeof(c->user_id), "%s", get_string(req, "user_id"));
+    snprintf(c->device, sizeof(c->device), "%.*s", (int)strcspn(a.devices, ","), a.devices);
+    struct lk_buf reason, plan, client, rid, sessarg;
+    lk_buf_init(&reason, 0);
+    lk_buf_init(&plan, 0);
+    lk_buf_init(&client, 0);
+    lk_buf_init(&rid, 0);
+    lk_buf_init(&sessarg, 0);
+    opt_arg(&reason, req, "reason");
+    opt_arg(&plan, req, "plan_uid");
+    client_arg(&client, req);
+    const char *request_id = get_string(req, "request_id");
+    if (request_id) {
+        lk_buf_puts(&rid, "dl:rid:");
+        lk_buf_puts(&rid, c->user_id);
+        lk_buf_putc(&rid, ':');
+        lk_buf_puts(&rid, request_id);
+    }
+    if (cJSON_IsTrue(sess)) {
+        lk_buf_putc(&sessarg, '=');
+        lk_buf_puts(&sessarg, session);
+    }
+    char prio[8], lease[32], wait[32];
+    snprintf(prio, sizeof(prio), "%d", a.prio);
+    snprintf(lease, sizeof(lease), "%lld", a.lease_ms);
+    snprintf(wait, sizeof(wait), "%lld", a.wait_ms);
+    const char *argv[] = {a.devices, get_string(req, "lock_type"), prio, c->user_id, c->lock_key,
+                          lease, lk_buf_data(&reason), lk_buf_data(&plan), lk_buf_data(&client),
+                          maxlen_arg, wait, lk_buf_data(&rid), lk.broker, lk_buf_data(&sessarg),
+                          grace_arg, delay_arg};
+    struct locks_call *ret = run(c, SCRIPT_ACQUIRE, 16, argv);
+    lk_buf_free(&reason);
+    lk_buf_free(&plan);
+    lk_buf_free(&client);
+    lk_buf_free(&rid);
+    lk_buf_free(&sessarg);
+    return ret;
+}
+
+static struct locks_call *holder_call(const cJSON *req, int renew, locks_done_fn fn, void *ctx)
+{
+    const char *dev = get_string(req, "device_name"), *key = get_string(req, "lock_key"),
+               *user = get_string(req, "user_id");
+    char err[256];
+    if (!dev || !key || !user) {
+        locks_fail(fn, ctx, LK_E_VALIDATION,
+                   "fields 'device_name', 'lock_key' and 'user_id' are required strings");
+        return NULL;
+    }
+    enum lk_status s = check_device(dev, err, sizeof(err));
+    if (s) {
+        locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    struct locks_call *c = call_new(K_HOLDER, fn, ctx);
+    snprintf(c->device, sizeof(c->device), "%s", dev);
+    if (!renew) {
+        const char *argv[] = {dev, key, user, maxlen_arg, delay_arg};
+        return run(c, SCRIPT_RELEASE, 5, argv);
+    }
+    long long ms;
+    char lease[32] = "";
+    if ((s = seconds(req, "timeout", &ms, err, sizeof(err))) == LK_E_OK && (ms == 0 || ms == -3))
+        s = errf(err, sizeof(err), LK_E_INVALID_TIMEOUT, "timeout must be a positive number of seconds");
+    if (s == LK_E_OK && cfg.max_timeout > 0 && ms > cfg.max_timeout * 1000)
+        s = errf(err, sizeof(err), LK_E_INVALID_TIMEOUT, "timeout must not exceed --max-timeout");
+    if (s) {
+        free(c);
+        locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    if (ms == -1)
+        ms = (long long)(cfg.max_timeout * 1000);
+    if (ms >= 0)
+        snprintf(lease, sizeof(lease), "%lld", ms);
+    const char *argv[] = {dev, key, user, lease, maxlen_arg, delay_arg};
+    return run(c, SCRIPT_RENEW, 6, argv);
+}
+
+struct locks_call *locks_release(const cJSON *req, locks_done_fn fn, void *ctx)
+{
+    return holder_call(req, 0, fn, ctx);
+}
+
+struct locks_call *locks_renew(const cJSON *req, locks_done_fn fn, void *ctx)
+{
+    return holder_call(req, 1, fn, ctx);
+}
+
+struct locks_call *locks_force_release(const cJSON *req, locks_done_fn fn, void *ctx)
+{
+    const char *dev = get_string(req, "device_name");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(req, "reason");
+    char err[256];
+    if (!dev) {
+        locks_fail(fn, ctx, LK_E_VALIDATION, "field 'device_name' is required and must be a string");
+        return NULL;
+    }
+    enum lk_status s = check_device(dev, err, sizeof(err));
+    if (!s && reason && !cJSON_IsNull(reason) &&
+        (!cJSON_IsString(reason) || strlen(reason->valuestring) > TEXT_MAX))
+        s = errf(err, sizeof(err), LK_E_VALIDATION, "field 'reason' must be null or a short string");
+    if (s) {
+        locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    struct lk_buf r;
+    lk_buf_init(&r, 0);
+    if (cJSON_IsString(reason)) {
+        lk_buf_putc(&r, '=');
+        lk_buf_puts(&r, reason->valuestring);
+    }
+    struct locks_call *c = call_new(K_HOLDER, fn, ctx);
+    snprintf(c->device, sizeof(c->device), "%s", dev);
+    lk_info("force release device=%s reason=%s", dev, cJSON_IsString(reason) ? reason->valuestring : "-");
+    const char *argv[] = {dev, lk_buf_data(&r), maxlen_arg, delay_arg};
+    struct locks_call *ret = run(c, SCRIPT_FORCE_RELEASE, 4, argv);
+    lk_buf_free(&r);
+    return ret;
+}
+
+struct locks_call *locks_validate(const cJSON *req, locks_done_fn fn, void *ctx)
+{
+    const char *dev = get_string(req, "device_name");
+    const cJSON *fence = cJSON_GetObjectItemCaseSensitive(req, "fence");
+    char err[256];
+    if (!dev || !cJSON_IsNumber(fence)) {
+        locks_fail(fn, ctx, LK_E_VALIDATION, "fields 'device_name' (string) and 'fence' (integer) are required");
+        return NULL;
+    }
+    enum lk_status s = check_device(dev, err, sizeof(err));
+    if (s) {
+        locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    struct locks_call *c = call_new(K_VALIDATE, fn, ctx);
+    snprintf(c->device, sizeof(c->device), "%s", dev);
+    c->fence = (long long)fence->valuedouble;
+    const char *argv[] = {dev};
+    return run(c, SCRIPT_DEVICE, 1, argv);
+}
+
+struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx)
 {
     char start[LK_DEVICE_NAME_MAX + 2] = "-", lim[32];
     if (cursor && cursor[0]) {
@@ -454,38 +784,23 @@ struct store_op *locks_status(const char *cursor, long limit, locks_done_fn fn, 
     }
     snprintf(lim, sizeof(lim), "%ld", limit);
     const char *argv[] = {start, lim};
-    struct call *c = call_new(fn, ctx);
+    struct locks_call *c = call_new(K_STATUS, fn, ctx);
     c->limit = limit;
-    return store_eval(SCRIPT_SNAPSHOT, 0, 2, argv, NULL, status_cb, c);
+    return run(c, SCRIPT_SNAPSHOT, 2, argv);
 }
 
-static void device_cb(void *ctx, redisReply *r, enum lk_status s)
+struct locks_call *locks_device(const char *dev, locks_done_fn fn, void *ctx)
 {
-    struct call *c = ctx;
-    if (reply_failed(c, r, s))
-        return;
-    char ts[40];
-    now_iso(ts, sizeof(ts), elem_int(r, 0));
-    const char *lj = elem_str(r, 1);
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    lk_buf_printf(&b, "{\"device_name\":\"%s\",\"locked\":%s,\"lock\":%s,\"timestamp\":\"%s\"}",
-                  c->device, lj ? "true" : "false", lj ? lj : "null", ts);
-    reply_ok(c, &b, NULL);
-    lk_buf_free(&b);
-    free(c);
-}
-
-struct store_op *locks_device(const char *dev, locks_done_fn fn, void *ctx)
-{
-    if (check_device(dev, fn, ctx))
+    char err[256];
+    enum lk_status s = check_device(dev, err, sizeof(err));
+    if (s) {
+        locks_fail(fn, ctx, s, err);
         return NULL;
-    char key[LK_DEVICE_NAME_MAX + 32];
-    snprintf(key, sizeof(key), "dl:{%s}:lock", dev);
-    const char *argv[] = {key};
-    struct call *c = call_new(fn, ctx);
+    }
+    struct locks_call *c = call_new(K_DEVICE, fn, ctx);
     snprintf(c->device, sizeof(c->device), "%s", dev);
-    return store_eval(SCRIPT_DEVICE, 1, 1, argv, NULL, device_cb, c);
+    const char *argv[] = {dev};
+    return run(c, SCRIPT_DEVICE, 1, argv);
 }
 
 /* 1 if s looks like a stream id "ms-seq". */
@@ -504,36 +819,10 @@ static int stream_id_valid(const char *s)
     return p != q && *p == '\0';
 }
 
-static void events_cb(void *ctx, redisReply *r, enum lk_status s)
+struct locks_call *locks_events(const char *since, long limit, const char *device,
+                                const char *plan_uid, locks_done_fn fn, void *ctx)
 {
-    struct call *c = ctx;
-    if (reply_failed(c, r, s))
-        return;
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    lk_buf_puts(&b, "{\"events\":[");
-    size_t n = 0;
-    for (size_t i = 1; i + 1 < r->elements; i += 2) {
-        const char *id = elem_str(r, i), *j = elem_str(r, i + 1);
-        if (!id || !j || j[0] != '{')
-            continue;
-        if (n++)
-            lk_buf_putc(&b, ',');
-        lk_buf_printf(&b, "{\"event_id\":\"%s\",%s", id, j + 1);
-    }
-    const char *last = elem_str(r, 0);
-    lk_buf_printf(&b, "],\"count\":%zu,\"last_event_id\":", n);
-    lk_buf_json_str(&b, last && last[0] ? last : NULL);
-    lk_buf_putc(&b, '}');
-    reply_ok(c, &b, NULL);
-    lk_buf_free(&b);
-    free(c);
-}
-
-struct store_op *locks_events(const char *since, long limit, const char *device,
-                              const char *plan_uid, locks_done_fn fn, void *ctx)
-{
-    char start[64] = "-", lim[32];
+    char start[64] = "-", lim[32], err[256];
     if (since && since[0]) {
         if (!stream_id_valid(since)) {
             locks_fail(fn, ctx, LK_E_BAD_REQUEST, "since must be an event_id such as 1763892000123-0");
@@ -541,14 +830,34 @@ struct store_op *locks_events(const char *since, long limit, const char *device,
         }
         snprintf(start, sizeof(start), "(%s", since);
     }
-    if (device && device[0] && check_device(device, fn, ctx))
+    enum lk_status s;
+    if (device && device[0] && (s = check_device(device, err, sizeof(err)))) {
+        locks_fail(fn, ctx, s, err);
         return NULL;
+    }
     if (plan_uid && strlen(plan_uid) > TEXT_MAX) {
         locks_fail(fn, ctx, LK_E_BAD_REQUEST, "plan_uid is too long");
         return NULL;
     }
     snprintf(lim, sizeof(lim), "%ld", limit);
     const char *argv[] = {start, lim, device ? device : "", plan_uid ? plan_uid : "", EVENTS_SCAN_CAP};
-    struct call *c = call_new(fn, ctx);
-    return store_eval(SCRIPT_EVENTS, 0, 5, argv, NULL, events_cb, c);
+    return run(call_new(K_EVENTS, fn, ctx), SCRIPT_EVENTS, 5, argv);
+}
+
+static void session_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    (void)ctx;
+    if (s == LK_E_OK && elem_int(r, 1) > 0)
+        events_arm(elem_int(r, 1)); /* this broker ends the session if nobody resumes it */
+}
+
+const char *locks_arg_maxlen(void) { return maxlen_arg; }
+const char *locks_arg_delay(void) { return delay_arg; }
+
+void locks_session(const char *session, int attach)
+{
+    char grace[32];
+    snprintf(grace, sizeof(grace), "%lld", (long long)(cfg.session_grace * 1000));
+    const char *argv[] = {attach ? "attach" : "detach", session, grace};
+    store_eval(SCRIPT_SESSION, 0, 3, argv, NULL, session_cb, NULL);
 }

@@ -1,7 +1,7 @@
 /* locks.h - lock semantics: validates requests, runs the transition
- * scripts, and shapes replies as the old service did (SPEC §3, §5).
- * Transport-neutral: HTTP (http.c) and the WebSocket command channel (ws.c)
- * both call these. */
+ * scripts, waits for queued requests, and shapes replies as the old service
+ * did (SPEC §3, §5). Transport-neutral: HTTP (http.c) and the WebSocket
+ * command channel (ws.c) both call these. */
 #ifndef LOCKS_H
 #define LOCKS_H
 
@@ -18,23 +18,55 @@ struct locks_result {
 };
 
 /* Called exactly once, possibly before the function returns (bad input,
- * Redis down), unless the returned op is cancelled with store_cancel. */
+ * Redis down), unless the call is cancelled first. */
 typedef void (*locks_done_fn)(void *ctx, const struct locks_result *res);
 
-struct store_op *locks_request(const cJSON *req, locks_done_fn fn, void *ctx);
-struct store_op *locks_release(const cJSON *req, locks_done_fn fn, void *ctx);
-struct store_op *locks_renew(const cJSON *req, locks_done_fn fn, void *ctx);
+/* A call in flight (a script, or a request waiting in a device's queue). */
+struct locks_call;
+
+/* Each returns the call, or NULL when fn has already run. session: the
+ * WebSocket session id for "session": true locks, or NULL. */
+struct locks_call *locks_request(const cJSON *req, const char *session, locks_done_fn fn, void *ctx);
+struct locks_call *locks_release(const cJSON *req, locks_done_fn fn, void *ctx);
+struct locks_call *locks_renew(const cJSON *req, locks_done_fn fn, void *ctx);
+struct locks_call *locks_force_release(const cJSON *req, locks_done_fn fn, void *ctx);
+struct locks_call *locks_validate(const cJSON *req, locks_done_fn fn, void *ctx);
 /* {"locks":[...],"total_count":N,"timestamp":...}; event_id is set. cursor
- * NULL = from the start; limit < 0 = all. With a limit, "next_cursor" is
- * added (null at the end). */
-struct store_op *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx);
-struct store_op *locks_device(const char *device, locks_done_fn fn, void *ctx);
-struct store_op *locks_events(const char *since, long limit, const char *device,
-                              const char *plan_uid, locks_done_fn fn, void *ctx);
+ * NULL = from the start; limit < 0 = all (then total_count = listed). With
+ * a limit, "next_cursor" is added (null at the end). */
+struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx);
+struct locks_call *locks_device(const char *device, locks_done_fn fn, void *ctx);
+struct locks_call *locks_events(const char *since, long limit, const char *device,
+                                const char *plan_uid, locks_done_fn fn, void *ctx);
+/* The caller is gone: fn will not be called. A queued request leaves its
+ * queue; a lock granted to it meanwhile is released. */
+void locks_cancel(struct locks_call *c);
+
+/* A session's WebSocket closed (detach) or was resumed (attach). */
+void locks_session(const char *session, int attach);
+/* events.c: a grant for queued request `waiter` was read from the stream. */
+void locks_waiter_event(const char *waiter);
+/* This broker's id (its waiters are served only while it is alive). */
+const char *locks_broker_id(void);
+void locks_init(void);
+/* Stream retention and default lock-delay, as the scripts take them. */
+const char *locks_arg_maxlen(void);
+const char *locks_arg_delay(void);
 
 /* Answers fn with {"detail","error"} for a status. */
 void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detail);
 /* Writes {"detail":...,"error":...} into b. */
 void locks_error_json(struct lk_buf *b, enum lk_status s, const char *detail);
+
+/* Input checks, exposed for the fuzz targets: a parsed acquire request. */
+struct locks_request_args {
+    char devices[64 * 129 + 1];  /* comma-separated */
+    int ndevices;
+    int prio;
+    long long lease_ms, wait_ms;
+};
+/* 0, or a status with a message in err (errlen bytes). */
+enum lk_status locks_parse_request(const cJSON *req, struct locks_request_args *out, char *err,
+                                   size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@
 #include "events.h"
 #include "http.h"
 #include "lk_log.h"
+#include "locks.h"
 #include "store.h"
 #include "ws.h"
 
@@ -100,7 +101,8 @@ int main(int argc, char **argv)
 
     uv_loop_t *loop = uv_default_loop();
     void *foreign[1] = {loop};
-    if (store_init(loop, cfg.redis_url) != 0) {
+    locks_init();
+    if (store_init(loop, cfg.redis_url, locks_broker_id()) != 0) {
         fprintf(stderr, "devlockd: bad Redis URL '%s' (redis://[:password@]host:port[/db] or "
                         "unix:///path)\n", cfg.redis_url);
         return 2;

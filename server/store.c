@@ -32,6 +32,7 @@
 static const char *const script_files[SCRIPT__COUNT] = {
     "acquire.lua", "release.lua", "renew.lua", "expire.lua",
     "snapshot.lua", "device.lua", "events.lua", "resume.lua",
+    "force_release.lua", "unwait.lua", "session.lua",
 };
 
 struct script {
@@ -72,6 +73,7 @@ static struct {
     int stalled, ping_in_flight, shutting_down, reading;
     unsigned long reconnects;
     char read_id[64];
+    char broker_id[64];
     void (*on_up)(void);
     void (*on_events)(redisReply *);
 } st;
@@ -306,7 +308,8 @@ static void ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
         got_reply();
 }
 
-/* Keeps one PING in flight when idle, so a stall is seen even with no
+/* Keeps one heartbeat in flight when idle (it also refreshes this broker's
+ * liveness key, which keeps its queued requests servable), so a stall is seen even with no
  * traffic, and its end is seen even when requests are refused. */
 static void heartbeat_cb(uv_timer_t *t)
 {
@@ -321,7 +324,8 @@ static void heartbeat_cb(uv_timer_t *t)
         }
         return;
     }
-    if (redisAsyncCommand(st.cmd.ac, ping_cb, NULL, "PING") == REDIS_OK) {
+    if (redisAsyncCommand(st.cmd.ac, ping_cb, NULL, "SET dl:broker:%s 1 PX 5000", st.broker_id) ==
+        REDIS_OK) {
         st.ping_in_flight = 1;
         st.last_reply_ms = st.last_reply_ms > now - HEARTBEAT_MS ? st.last_reply_ms : now;
     }
@@ -434,7 +438,10 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         redisAsyncCommand(a, NULL, NULL, "AUTH %s", st.password);
     if (st.db)
         redisAsyncCommand(a, NULL, NULL, "SELECT %d", st.db);
-    redisAsyncCommand(a, greet_cb, c, "PING");
+    if (c == &st.cmd)
+        redisAsyncCommand(a, greet_cb, c, "SET dl:broker:%s 1 PX 5000", st.broker_id);
+    else
+        redisAsyncCommand(a, greet_cb, c, "PING");
 }
 
 static void disconnect_cb(const redisAsyncContext *ac, int status)
@@ -502,9 +509,10 @@ static void load_scripts(void)
     }
 }
 
-int store_init(uv_loop_t *loop, const char *url)
+int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
 {
     st.loop = loop;
+    snprintf(st.broker_id, sizeof(st.broker_id), "%s", broker_id);
     if (parse_url(url) != 0)
         return -1;
     load_scripts();

@@ -21,6 +21,9 @@ enum store_script {
     SCRIPT_DEVICE,
     SCRIPT_EVENTS,
     SCRIPT_RESUME,
+    SCRIPT_FORCE_RELEASE,
+    SCRIPT_UNWAIT,
+    SCRIPT_SESSION,
     SCRIPT__COUNT
 };
 
@@ -31,8 +34,9 @@ typedef void (*store_reply_fn)(void *ctx, redisReply *reply, enum lk_status st);
 
 struct store_op;
 
-/* Parses the URL, starts connecting (asynchronously). 0 or -1 on a bad URL. */
-int store_init(uv_loop_t *loop, const char *url);
+/* Parses the URL, starts connecting (asynchronously). 0 or -1 on a bad URL.
+ * broker_id names this broker's liveness key (dl:broker:<id>). */
+int store_init(uv_loop_t *loop, const char *url, const char *broker_id);
 /* Closes both connections; pending callbacks are answered UNAVAILABLE. */
 void store_shutdown(void);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <uuid/uuid.h>
 
 #include "config.h"
 #include "lk_log.h"
@@ -40,9 +41,11 @@ struct ws_call {
     struct ws_session *s;
     struct ws_call *next;
     enum call_kind kind;
-    struct store_op *op;
+    struct locks_call *lc;  /* lock call in flight */
+    struct store_op *op;    /* or a script (resume) */
     char *id_json;          /* the request's "id", serialised; NULL if none */
     char *since;            /* resume */
+    int session;            /* acquire with "session": true */
 };
 
 static struct {
@@ -227,9 +230,19 @@ static void release_queue(struct ws_session *s)
         lws_callback_on_writable(s->wsi);
 }
 
+/* The session's subscription: every device, or the listed ones. */
+static int wants(const struct ws_session *s, const char *device)
+{
+    if (!s->filter)
+        return 1;
+    for (size_t i = 0; i < s->nfilter; i++)
+        if (!strcmp(s->filter[i], device))
+            return 1;
+    return 0;
+}
+
 void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len)
 {
-    (void)device;
     if (!all.head || json_len < 2 || json[0] != '{')
         return;
     struct lk_buf b;
@@ -239,7 +252,8 @@ void ws_broadcast(const char *event_id, const char *device, const char *json, si
     struct ws_msg *m = msg_new(lk_buf_data(&b), b.len, event_id);
     lk_buf_free(&b);
     for (struct ws_session *s = all.head; s; s = s->next)
-        q_push(s, m, 0);
+        if (wants(s, device))
+            q_push(s, m, 0);
     msg_unref(m);
 }
 
@@ -256,9 +270,15 @@ static struct ws_call *call_new(struct ws_session *s, enum call_kind kind, const
     return c;
 }
 
-/* Records the op of a call still in flight. A NULL op means the call was
- * answered (and freed) already: c must not be touched then. */
-static void call_started(struct ws_call *c, struct store_op *op)
+/* Records the lock call or script of a request still in flight. NULL means
+ * it was answered (and c freed) already: c must not be touched then. */
+static void call_started(struct ws_call *c, struct locks_call *lc)
+{
+    if (lc)
+        c->lc = lc;
+}
+
+static void script_started(struct ws_call *c, struct store_op *op)
 {
     if (op)
         c->op = op;
@@ -284,7 +304,7 @@ static void snapshot_done(void *ctx, const struct locks_result *res)
 {
     struct ws_call *c = ctx;
     struct ws_session *s = c->s;
-    c->op = NULL;
+    c->lc = NULL;
     if (res->status != 200) {
         send_error(s, LK_E_UNAVAILABLE, "could not read the lock state; reconnect to retry", NULL);
         s->doomed = 1;
@@ -361,11 +381,19 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
         redisReply *id = r->element[1 + 2 * i], *j = r->element[2 + 2 * i];
         if (id->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || j->len < 2)
             continue;
+        last = id->str;
+        if (s->filter) {
+            cJSON *ev = cJSON_ParseWithLength(j->str, j->len);
+            const char *dev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "device_name"));
+            int keep = dev && wants(s, dev);
+            cJSON_Delete(ev);
+            if (!keep)
+                continue;
+        }
         lk_buf_reset(&b);
         lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", id->str);
         lk_buf_append(&b, j->str + 1, j->len - 1);
         sync_add(s, &b, id->str);
-        last = id->str;
     }
     sync_covers(s, last);
     lk_buf_reset(&b);
@@ -393,7 +421,7 @@ static void start_resume(struct ws_session *s, const char *since, const char *id
     char max[32];
     snprintf(max, sizeof(max), "%ld", cfg.resume_max);
     const char *argv[] = {since, max};
-    call_started(c, store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_done, c));
+    script_started(c, store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_done, c));
 }
 
 /* A command's answer: {"type":"<kind>_result","id":..., <reply fields>}. */
@@ -401,7 +429,7 @@ static void command_done(void *ctx, const struct locks_result *res)
 {
     struct ws_call *c = ctx;
     struct ws_session *s = c->s;
-    c->op = NULL;
+    c->lc = NULL;
     const char *body = lk_buf_data(res->body);
     struct lk_buf b;
     lk_buf_init(&b, 0);
@@ -417,6 +445,8 @@ static void command_done(void *ctx, const struct locks_result *res)
             lk_buf_append(&b, body + 1, res->body->len - 1);
         }
     } else {
+        if (c->kind == CALL_ACQUIRE && c->session)
+            lk_buf_printf(&b, "\"session_id\":\"%s\",", s->session_id);
         lk_buf_printf(&b, "\"status\":%d,", res->status);
         if (res->status != 200)
             lk_buf_puts(&b, "\"success\":false,");
@@ -428,6 +458,65 @@ static void command_done(void *ctx, const struct locks_result *res)
 }
 
 /* ---- incoming messages -------------------------------------------------------- */
+
+/* {"type":"subscribe","devices":[...]}: only those devices' updates from now
+ * on; an empty list or null means every device again. */
+static void subscribe(struct ws_session *s, const cJSON *msg, const char *id_json)
+{
+    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(msg, "devices");
+    if (devs && !cJSON_IsNull(devs) && (!cJSON_IsArray(devs) || cJSON_GetArraySize(devs) > 10000)) {
+        send_error(s, LK_E_VALIDATION, "field 'devices' must be an array of device names", id_json);
+        return;
+    }
+    const cJSON *d;
+    cJSON_ArrayForEach(d, devs) {
+        if (!cJSON_IsString(d) || !lk_device_name_valid(d->valuestring)) {
+            send_error(s, LK_E_INVALID_DEVICE, "field 'devices' holds an invalid device name", id_json);
+            return;
+        }
+    }
+    for (size_t i = 0; i < s->nfilter; i++)
+        free(s->filter[i]);
+    free(s->filter);
+    s->filter = NULL;
+    s->nfilter = 0;
+    int n = devs ? cJSON_GetArraySize(devs) : 0;
+    if (n > 0) {
+        s->filter = lk_xcalloc((size_t)n, sizeof(char *));
+        cJSON_ArrayForEach(d, devs) s->filter[s->nfilter++] = lk_xstrdup(d->valuestring);
+    }
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"type\":\"subscribe_result\",");
+    if (id_json)
+        lk_buf_printf(&b, "\"id\":%s,", id_json);
+    lk_buf_puts(&b, "\"devices\":");
+    if (!s->filter)
+        lk_buf_puts(&b, "null");
+    for (size_t i = 0; i < s->nfilter; i++) {
+        lk_buf_putc(&b, i ? ',' : '[');
+        lk_buf_json_str(&b, s->filter[i]);
+        if (i + 1 == s->nfilter)
+            lk_buf_putc(&b, ']');
+    }
+    lk_buf_putc(&b, '}');
+    send_text(s, &b, 0);
+    lk_buf_free(&b);
+}
+
+/* Takes over an earlier socket's session (its session locks stay). */
+static int attach_session(struct ws_session *s, const cJSON *sid, const char *id_json)
+{
+    if (!cJSON_IsString(sid) || strlen(sid->valuestring) != 36) {
+        send_error(s, LK_E_VALIDATION, "field 'session_id' must be a session id from acquire_result",
+                   id_json);
+        return 0;
+    }
+    locks_session(s->session_id, 0); /* the fresh session has no locks: a no-op */
+    snprintf(s->session_id, sizeof(s->session_id), "%s", sid->valuestring);
+    locks_session(s->session_id, 1);
+    return 1;
+}
 
 static void handle_message(struct ws_session *s, const char *text, size_t len)
 {
@@ -465,11 +554,30 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     } else if (!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) {
         enum call_kind k = t[1] == 'c' ? CALL_ACQUIRE : t[2] == 'l' ? CALL_RELEASE : CALL_RENEW;
         struct ws_call *c = call_new(s, k, id);
-        call_started(c, k == CALL_ACQUIRE ? locks_request(msg, command_done, c)
+        c->session = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "session"));
+        call_started(c, k == CALL_ACQUIRE ? locks_request(msg, s->session_id, command_done, c)
                         : k == CALL_RELEASE ? locks_release(msg, command_done, c)
                                             : locks_renew(msg, command_done, c));
-    } else if (!strcmp(t, "resume")) {
+    } else if (!strcmp(t, "subscribe")) {
+        subscribe(s, msg, id_json);
+    } else if (!strcmp(t, "resume") || !strcmp(t, "attach_session")) {
         const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
+        const cJSON *sid = cJSON_GetObjectItemCaseSensitive(msg, "session_id");
+        if (sid && !attach_session(s, sid, id_json))
+            goto out;
+        if (!strcmp(t, "attach_session")) {
+            struct lk_buf b;
+            lk_buf_init(&b, 0);
+            lk_buf_puts(&b, "{\"type\":\"attach_session_result\",");
+            if (id_json)
+                lk_buf_printf(&b, "\"id\":%s,", id_json);
+            lk_buf_puts(&b, "\"session_id\":");
+            lk_buf_json_str(&b, s->session_id);
+            lk_buf_putc(&b, '}');
+            send_text(s, &b, 0);
+            lk_buf_free(&b);
+            goto out;
+        }
         if (!cJSON_IsString(since) || strlen(since->valuestring) > 42) {
             send_error(s, LK_E_VALIDATION, "field 'since' must be an event_id string", id_json);
         } else if (s->syncing) {
@@ -483,6 +591,7 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     } else {
         send_error(s, LK_E_UNKNOWN_TYPE, "unknown message type", id_json);
     }
+out:
     free(id_json);
     cJSON_Delete(msg);
 }
@@ -492,9 +601,14 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
 static void session_close(struct ws_session *s)
 {
     while (s->calls) {
+        if (s->calls->lc)
+            locks_cancel(s->calls->lc);
         store_cancel(s->calls->op);
         call_free(s->calls);
     }
+    /* its session locks end after the grace period unless resumed */
+    locks_session(s->session_id, 0);
+    free(s->filter);
     struct ws_msg *m;
     while ((m = q_pop(s)))
         msg_unref(m);
@@ -525,6 +639,9 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             return -1;
         memset(s, 0, sizeof(*s));
         s->wsi = wsi;
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, s->session_id);
         lk_buf_init(&s->rx, 0);
         s->next = all.head;
         if (all.head)

@@ -28,6 +28,9 @@ struct ws_session {
     struct ws_call *calls;            /* requests in flight */
     struct lk_buf rx;                 /* message being reassembled */
     int rx_over;                      /* message too large */
+    char **filter;                    /* subscribe: devices wanted (NULL = all) */
+    size_t nfilter;
+    char session_id[37];              /* owner of this socket's session locks */
 };
 
 void ws_init(void);

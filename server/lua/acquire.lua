@@ -1,36 +1,114 @@
--- acquire: grant, preempt or deny one device.
--- KEYS[1] dl:{D}:lock  KEYS[2] dl:{D}:fence
--- ARGV: D, lock_type, priority, user_id, lock_key, lease_ms (0 = none),
---       reason (opt), plan_uid (opt), client JSON (opt), stream maxlen
--- Returns {1, lock_json, fence, event_id, preempted_json|false, expires_at|false}
---      or {0, holder_json}
-local dev, maxlen = ARGV[1], ARGV[10]
+-- acquire: grant, preempt, queue or deny one device or a group, all or none.
+-- ARGV: 1 devices (comma-separated), 2 lock_type, 3 priority, 4 user_id,
+--       5 lock_key, 6 lease_ms (0 = none), 7 reason (opt), 8 plan_uid (opt),
+--       9 client JSON (opt), 10 stream maxlen, 11 wait_ms (0 = no wait),
+--       12 idempotency key ('' = none), 13 broker id, 14 session (opt),
+--       15 default preempt grace ms, 16 default lock-delay ms
+-- Returns {'granted'|'denied'|'replay', body} | {'queued', waiter_id, deadline_us}
+local devs = split(ARGV[1])
+local maxlen = ARGV[10]
+S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[16])
 local now = now_us()
-local h = live_lock(dev, now, maxlen)
-local preempted = false
-if h then
-    if tonumber(ARGV[3]) < tonumber(h.prio) then
-        preempted = lock_json(h)
-        end_lock(h, 'force_released', 'preempted', now, maxlen)
-    else
-        return {0, lock_json(h)}
+local rid = ARGV[12]
+local wait_ms = tonumber(ARGV[11])
+
+local function timed_out_body()
+    return denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(devs, ', '))
+end
+
+if rid ~= '' then
+    local prev = redis.call('GET', rid)
+    if prev then
+        if string.sub(prev, 1, 2) ~= 'W:' then return {'replay', prev} end
+        local wid = string.sub(prev, 3)
+        local res = redis.call('GET', 'dl:wres:' .. wid)
+        if res then return {'replay', res} end
+        local w = hload('dl:waiter:' .. wid)
+        if w and waiter_alive(w, now) then return {'queued', wid, w.deadline} end
+        return {'replay', timed_out_body()}
     end
 end
-local fence = redis.call('INCR', KEYS[2])
-local lease = tonumber(ARGV[6])
-local exp = 0
-if lease > 0 then exp = now + lease * 1000 end
-local n = {device_name = dev, lock_type = ARGV[2], user_id = ARGV[4], lock_key = ARGV[5],
-    acq = int(now), exp = int(exp), lease = lease, prio = ARGV[3], fence = fence,
-    reason = opt(ARGV[7]), plan_uid = opt(ARGV[8]), client = opt(ARGV[9])}
-local fields = {}
-for k, v in pairs(n) do
-    fields[#fields + 1] = k
-    fields[#fields + 1] = v
+
+local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = ARGV[5],
+    lease = ARGV[6], reason = opt(ARGV[7]), plan_uid = opt(ARGV[8]), client = opt(ARGV[9]),
+    session = opt(ARGV[14])}
+local prio = tonumber(r.prio)
+local RANK = 1099511627776 -- 2^40: rank = priority * RANK + arrival
+
+local preempt, graceful, blocker, blocker_json = {}, 0, nil, nil
+for _, dev in ipairs(devs) do
+    local h = live_lock(dev, now, maxlen)
+    if h then
+        if prio < tonumber(h.prio) then
+            local grace = 0
+            if prio > 0 then grace = conf(dev, 'grace_ms', ARGV[15]) end
+            if grace > graceful then graceful = grace end
+            preempt[#preempt + 1] = h
+        elseif not blocker then
+            blocker = 'Device ' .. dev .. ' is locked by ' .. h.user_id .. ' (' .. h.lock_type .. ')'
+            blocker_json = lock_json(h)
+        end
+    elseif in_delay(dev) then
+        blocker = blocker or ('Device ' .. dev .. ' is in lock-delay after an abnormal release')
+    else
+        local top = redis.call('ZRANGE', waitq_key(dev), 0, 0, 'WITHSCORES')
+        if #top > 0 and floor(tonumber(top[2]) / RANK) <= prio then
+            blocker = blocker or ('Device ' .. dev .. ' is reserved for a waiting request of equal or higher priority')
+        end
+    end
 end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', 'dl:held', 0, dev)
-if exp > 0 then redis.call('ZADD', 'dl:expiry', int(exp), dev) end
-local lj = lock_json(n)
-local id = emit('acquired', n, lj, now, nil, maxlen, n.exp)
-return {1, lj, fence, id, preempted, exp > 0 and iso(exp) or false}
+
+local function enqueue(deadline)
+    local seq = redis.call('INCR', 'dl:seq')
+    local wid = 'w' .. seq
+    redis.call('HSET', 'dl:waiter:' .. wid, 'devices', ARGV[1], 'lock_type', r.lock_type,
+        'prio', r.prio, 'user_id', r.user_id, 'lock_key', r.lock_key, 'lease', r.lease,
+        'deadline', int(deadline), 'broker', ARGV[13], 'rid', rid, 'queued', int(now),
+        'reason', r.reason or '', 'plan_uid', r.plan_uid or '', 'client', r.client or '',
+        'session', r.session or '')
+    redis.call('PEXPIRE', 'dl:waiter:' .. wid, floor((deadline - now) / 1000) + 60000)
+    for _, dev in ipairs(devs) do redis.call('ZADD', waitq_key(dev), prio * RANK + seq, wid) end
+    if rid ~= '' then
+        redis.call('SET', rid, 'W:' .. wid, 'PX', floor((deadline - now) / 1000) + 300000)
+    end
+    return wid
+end
+
+if blocker then
+    if wait_ms > 0 then
+        local deadline = now + wait_ms * 1000
+        return {'queued', enqueue(deadline), int(deadline)}
+    end
+    local body = denied_body(devs[1], blocker_json, blocker)
+    if rid ~= '' then redis.call('SET', rid, body, 'PX', 300000) end
+    return {'denied', body}
+end
+
+if graceful > 0 then
+    -- Graceful preemption: warn the holders, wait for them to release or for
+    -- the window to end (expire.lua then preempts), as a top-ranked waiter.
+    local deadline = now + math.max(wait_ms, graceful + 5000) * 1000
+    local wid = enqueue(deadline)
+    local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":{"user_id":' ..
+        jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) .. ',"priority":' .. r.prio .. '}'
+    for _, h in ipairs(preempt) do
+        redis.call('ZADD', 'dl:expiry', int(now + graceful * 1000), '!' .. h.device_name)
+        emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
+    end
+    return {'queued', wid, int(deadline)}
+end
+
+local preempted = {}
+for _, h in ipairs(preempt) do
+    preempted[#preempted + 1] = lock_json(h)
+    end_lock(h, 'force_released', 'preempted', now, maxlen, true)
+end
+local group = false
+if #devs > 1 then group = cjson.encode(devs) end
+local locks = {}
+for i, dev in ipairs(devs) do locks[i] = grant(dev, r, now, maxlen, group, nil) end
+local body = granted_body(locks, preempted)
+if rid ~= '' then
+    redis.call('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))
+end
+return {'granted', body}

@@ -1,7 +1,22 @@
--- device: one device's lock, if held and not past its lease.
--- KEYS[1] dl:{D}:lock
--- Returns {now_us, lock_json|false}
+-- device: one device's lock (if held and not past its lease) and waiters.
+-- ARGV: D
+-- Returns {now_us, lock_json|false, waiters_json}
+local dev = ARGV[1]
 local now = now_us()
-local h = hload(KEYS[1])
-if h and not expired(h, now) then return {now, lock_json(h)} end
-return {now, false}
+local h = hload(lock_key(dev))
+local lj = false
+if h and not expired(h, now) then lj = lock_json(h) end
+local ws = {}
+local ids = redis.call('ZRANGE', waitq_key(dev), 0, 99)
+for _, wid in ipairs(ids) do
+    local w = hload('dl:waiter:' .. wid)
+    if w and waiter_alive(w, now) then
+        local devs = split(w.devices)
+        ws[#ws + 1] = '{"user_id":' .. jstr(w.user_id) .. ',"lock_type":' .. jstr(w.lock_type) ..
+            ',"priority":' .. w.prio .. ',"queued_at":"' .. iso(tonumber(w.queued)) .. '"' ..
+            ',"wait_until":"' .. iso(tonumber(w.deadline)) .. '"' ..
+            ',"plan_uid":' .. jstr(w.plan_uid ~= '' and w.plan_uid or nil) ..
+            (#devs > 1 and (',"group":' .. cjson.encode(devs)) or '') .. '}'
+    end
+end
+return {now, lj, '[' .. table.concat(ws, ',') .. ']'}

@@ -1,21 +1,49 @@
--- expire: ends every lease that is due. Run by each broker's timer at the
--- earliest deadline; with several brokers the first run ends a lock and the
--- others find nothing, so every expiry has exactly one event.
--- ARGV: stream maxlen, batch size
--- Returns {ended, next_deadline_us (-1 = none), now_us}
+-- expire: carries out every deadline that is due (lease ends, expiry
+-- warnings, ends of graceful-preemption windows, of lock-delays and of
+-- session grace periods). Run by each broker's timer at the earliest
+-- deadline; with several brokers the first run does the work and the others
+-- find nothing, so every expiry has exactly one event.
+-- ARGV: stream maxlen, batch size, default lock-delay ms
+-- Returns {done, next_deadline_us (-1 = none), now_us}
+local maxlen = ARGV[1]
+S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[3])
 local now = now_us()
 local due = redis.call('ZRANGEBYSCORE', 'dl:expiry', '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local ended = 0
-for _, dev in ipairs(due) do
-    local h = hload(lock_key(dev))
-    if h and expired(h, now) then
-        end_lock(h, 'force_released', 'expired', now, ARGV[1])
-        ended = ended + 1
+local done = 0
+for _, m in ipairs(due) do
+    redis.call('ZREM', 'dl:expiry', m)
+    local kind, name = string.sub(m, 1, 1), string.sub(m, 2)
+    if kind == '?' then
+        local h = hload(lock_key(name))
+        if h and not expired(h, now) and tonumber(h.exp) > 0 then
+            emit('expiring', name, h.plan_uid, lock_json(h), now, nil, maxlen, nil,
+                '"expires_in_ms":' .. floor((tonumber(h.exp) - now) / 1000))
+        end
+    elseif kind == '~' then
+        redis.call('DEL', delay_key(name))
+        serve(name, now, maxlen)
+    elseif kind == '!' then
+        local h = live_lock(name, now, maxlen)
+        local top = redis.call('ZRANGE', waitq_key(name), 0, 0)
+        local w = top[1] and hload('dl:waiter:' .. top[1])
+        if h and w and waiter_alive(w, now) and tonumber(w.prio) < tonumber(h.prio) then
+            end_lock(h, 'force_released', 'preempted', now, maxlen)
+        else
+            serve(name, now, maxlen)
+        end
+    elseif kind == '$' then
+        for _, d in ipairs(redis.call('SMEMBERS', 'dl:sess:' .. name)) do
+            local h = hload(lock_key(d))
+            if h and h.session == name then end_lock(h, 'force_released', 'session_lost', now, maxlen) end
+        end
+        redis.call('DEL', 'dl:sess:' .. name)
     else
-        redis.call('ZREM', 'dl:expiry', dev)
+        local h = hload(lock_key(m))
+        if h and expired(h, now) then end_lock(h, 'force_released', 'expired', now, maxlen) end
     end
+    done = done + 1
 end
 local nxt = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
 local deadline = -1
 if #nxt > 0 then deadline = tonumber(nxt[2]) end
-return {ended, deadline, now}
+return {done, deadline, now}

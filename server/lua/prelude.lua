@@ -1,30 +1,50 @@
 -- prelude.lua: shared by every script (prepended at build time).
 --
--- Data model, all keys of device D in one hash slot ({D}):
---   dl:{D}:lock   HASH  device_name lock_type user_id lock_key acq exp lease
---                       prio fence [reason] [plan_uid] [client]
---                       (acq/exp in microseconds of Redis TIME; exp 0 = none;
---                        lease in ms, 0 = none)
---   dl:{D}:fence  counter, INCR on every grant: fences never repeat.
+-- Data model. Keys of one device D share the hash slot {D}:
+--   dl:{D}:lock    HASH device_name lock_type user_id lock_key acq exp lease
+--                       prio fence [reason] [plan_uid] [client] [group] [session]
+--                       (acq/exp: microseconds of Redis TIME; exp 0 = none;
+--                        lease in ms, 0 = none; group: JSON array of names)
+--   dl:{D}:fence   counter, INCR on every grant: fences never repeat
+--   dl:{D}:waitq   ZSET of waiter ids, score = rank (priority, then arrival)
+--   dl:{D}:delay   exists while D is in lock-delay after an abnormal end
+--   dl:{D}:conf    HASH grace_ms delay_ms (per-device settings, from the catalogue)
 -- Global keys (per shard once sharded):
---   dl:held       ZSET score 0, member D: every held device, in name order
---   dl:expiry     ZSET score exp (us), member D: leases that end
---   dl:events     STREAM of events, fields dev plan exp j (j = event JSON)
--- Every transition changes the state and XADDs its event in the same script,
--- so an event exists if and only if the change does.
+--   dl:held        ZSET score 0: every held device, in name order
+--   dl:expiry      ZSET score = Redis-clock us: lease ends (member D) and
+--                  other deadlines: '?D' expiry warning, '!D' end of a
+--                  graceful-preemption window, '~D' end of lock-delay,
+--                  '$S' end of session S's grace period
+--   dl:events      STREAM: dev plan exp [w] j (j = event JSON; exp = the
+--                  earliest deadline after this event, for brokers' timers;
+--                  w = the waiter a grant was for)
+--   dl:waiter:<id> HASH a queued request; dl:wres:<id> its reply once granted
+--   dl:seq         arrival counter for waiter ranks
+--   dl:rid:<user>:<request_id>  idempotency record: reply, or 'W:<waiter>'
+--   dl:sess:<S>    SET of devices locked by session S
+--   dl:broker:<B>  exists while broker B is alive (its waiters are served)
+-- Every transition changes the state and XADDs its events in the same
+-- script: an event exists if and only if its change does.
+
+local floor = math.floor
+
+-- Settings a script receives in ARGV and sets before calling the helpers.
+local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0}
+
+-- Redis turns Lua numbers into arguments with 14 significant digits: pass
+-- microsecond times through int() to keep them exact.
+local function int(n) return string.format('%d', n) end
 
 local function now_us()
     local t = redis.call('TIME')
     return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- Redis turns Lua numbers into arguments with 14 significant digits: pass
--- microsecond times through int() to keep them exact.
-local function int(n) return string.format('%d', n) end
-
 local function lock_key(dev) return 'dl:{' .. dev .. '}:lock' end
+local function fence_key(dev) return 'dl:{' .. dev .. '}:fence' end
+local function waitq_key(dev) return 'dl:{' .. dev .. '}:waitq' end
+local function delay_key(dev) return 'dl:{' .. dev .. '}:delay' end
 
-local floor = math.floor
 local function iso(us)
     local s = floor(us / 1000000)
     local frac = us - s * 1000000
@@ -57,6 +77,18 @@ local function hload(key)
     return h
 end
 
+local function split(s)
+    local out = {}
+    for d in string.gmatch(s or '', '[^,]+') do out[#out + 1] = d end
+    return out
+end
+
+local function conf(dev, field, default)
+    local v = redis.call('HGET', 'dl:{' .. dev .. '}:conf', field)
+    if v then return tonumber(v) end
+    return tonumber(default)
+end
+
 local function lock_json(h)
     local exp = tonumber(h.exp)
     local s = '{"device_name":' .. jstr(h.device_name) ..
@@ -69,26 +101,35 @@ local function lock_json(h)
         ',"plan_uid":' .. jstr(h.plan_uid) ..
         ',"priority":' .. h.prio ..
         ',"fence":' .. h.fence
+    if h.group then s = s .. ',"group":' .. h.group end
+    if h.session then s = s .. ',"session":true' end
     if h.client then s = s .. ',"client":' .. h.client end
     return s .. '}'
 end
 
--- Appends an event; returns its stream id.
-local function emit(action, h, lj, now, cause, maxlen, exp)
-    local j = '{"action":"' .. action .. '","device_name":' .. jstr(h.device_name) ..
-        ',"lock":' .. lj .. ',"timestamp":"' .. iso(now) .. '"'
-    if cause then j = j .. ',"cause":"' .. cause .. '"' end
-    j = j .. '}'
-    return redis.call('XADD', 'dl:events', 'MAXLEN', '~', maxlen, '*',
-        'dev', h.device_name, 'plan', h.plan_uid or '', 'exp', exp or '0', 'j', j)
+local function earliest()
+    local n = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
+    if #n > 0 then return n[2] end
+    return '0'
 end
 
--- Ends a held lock (release, preemption, expiry): state and event together.
-local function end_lock(h, action, cause, now, maxlen)
-    redis.call('DEL', lock_key(h.device_name))
-    redis.call('ZREM', 'dl:held', h.device_name)
-    redis.call('ZREM', 'dl:expiry', h.device_name)
-    return emit(action, h, lock_json(h), now, cause, maxlen, '0')
+-- Appends an event; returns its stream id. extra: raw JSON members.
+local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
+    local j = '{"action":"' .. action .. '","device_name":' .. jstr(dev) ..
+        ',"lock":' .. lj .. ',"timestamp":"' .. iso(now) .. '"'
+    if cause then j = j .. ',"cause":"' .. cause .. '"' end
+    if extra then j = j .. ',' .. extra end
+    j = j .. '}'
+    -- retention: a positive maxlen keeps that many events, a negative one
+    -- keeps -maxlen milliseconds of history
+    local how, limit = 'MAXLEN', maxlen
+    if tonumber(maxlen) < 0 then how, limit = 'MINID', int(floor(now / 1000) + tonumber(maxlen)) end
+    if waiter then
+        return redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
+            'plan', plan or '', 'exp', earliest(), 'w', waiter, 'j', j)
+    end
+    return redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
+        'plan', plan or '', 'exp', earliest(), 'j', j)
 end
 
 local function expired(h, now)
@@ -96,15 +137,166 @@ local function expired(h, now)
     return exp > 0 and exp <= now
 end
 
--- Loads D's lock, ending it first if its lease has run out (so a request
--- never sees a lock the expiry timer has not reached yet).
+-- Lease end and the expiry warning (at 80 % of the lease).
+local function set_deadlines(dev, from, lease)
+    if lease > 0 then
+        redis.call('ZADD', 'dl:expiry', int(from + lease * 1000), dev)
+        redis.call('ZADD', 'dl:expiry', int(from + lease * 800), '?' .. dev)
+    else
+        redis.call('ZREM', 'dl:expiry', dev, '?' .. dev)
+    end
+end
+
+local serve
+
+-- Ends a held lock (release, preemption, expiry, admin, session end): state
+-- and event together. Abnormal ends start the device's lock-delay. The
+-- device is then handed to its waiters, unless `hold` (a preemption that
+-- grants the device itself next).
+local function end_lock(h, action, cause, now, maxlen, hold)
+    local dev = h.device_name
+    redis.call('DEL', lock_key(dev))
+    redis.call('ZREM', 'dl:held', dev)
+    redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
+    if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
+    if cause == 'expired' or cause == 'session_lost' then
+        local delay = conf(dev, 'delay_ms', S.delay_ms)
+        if delay > 0 then
+            redis.call('SET', delay_key(dev), '1', 'PX', delay)
+            redis.call('ZADD', 'dl:expiry', int(now + delay * 1000), '~' .. dev)
+        end
+    end
+    local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
+    if not hold then serve(dev, now, maxlen) end
+    return id
+end
+
+-- D's lock, ending it first if its lease has run out (so a request never
+-- sees or is refused by a lock the expiry timer has not reached yet).
 local function live_lock(dev, now, maxlen)
     local h = hload(lock_key(dev))
     if h and expired(h, now) then
         end_lock(h, 'force_released', 'expired', now, maxlen)
-        return nil
+        return hload(lock_key(dev)) -- a waiter may have been served
     end
     return h
+end
+
+local function in_delay(dev)
+    return redis.call('EXISTS', delay_key(dev)) == 1
+end
+
+local function nz(v)
+    if v == '' or v == false then return nil end
+    return v
+end
+
+-- Grants D to request r (a table of the request's fields). Returns the lock.
+local function grant(dev, r, now, maxlen, group, waiter)
+    local fence = redis.call('INCR', fence_key(dev))
+    local lease = tonumber(r.lease)
+    local exp = 0
+    if lease > 0 then exp = now + lease * 1000 end
+    local h = {device_name = dev, lock_type = r.lock_type, user_id = r.user_id,
+        lock_key = r.lock_key, acq = int(now), exp = int(exp), lease = r.lease, prio = r.prio,
+        fence = fence, reason = nz(r.reason), plan_uid = nz(r.plan_uid), client = nz(r.client),
+        group = nz(group), session = nz(r.session)}
+    local fields = {}
+    for k, v in pairs(h) do
+        if v and v ~= '' then
+            fields[#fields + 1] = k
+            fields[#fields + 1] = v
+        end
+    end
+    redis.call('HSET', lock_key(dev), unpack(fields))
+    redis.call('ZADD', 'dl:held', 0, dev)
+    set_deadlines(dev, now, lease)
+    if h.session then redis.call('SADD', 'dl:sess:' .. h.session, dev) end
+    h.id = emit('acquired', dev, h.plan_uid, lock_json(h), now, nil, maxlen, waiter)
+    return h
+end
+
+-- The reply to a granted request (one device or a group).
+local function granted_body(locks, preempted)
+    local first = locks[1]
+    local names, ls, fences = {}, {}, {}
+    for i, h in ipairs(locks) do
+        names[i] = h.device_name
+        ls[i] = lock_json(h)
+        fences[i] = jstr(h.device_name) .. ':' .. h.fence
+    end
+    local exp = tonumber(first.exp)
+    local b = '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
+        ',"message":' .. jstr((#locks > 1 and 'Locks acquired for ' or 'Lock acquired for ') ..
+            table.concat(names, ', ')) ..
+        ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
+        ',"fence":' .. first.fence .. ',"lock":' .. ls[1]
+    if #locks > 1 then
+        b = b .. ',"locks":[' .. table.concat(ls, ',') .. '],"fences":{' ..
+            table.concat(fences, ',') .. '}'
+        if #preempted > 0 then b = b .. ',"preempted":[' .. table.concat(preempted, ',') .. ']' end
+    elseif #preempted > 0 then
+        b = b .. ',"preempted":' .. preempted[1]
+    end
+    return b .. '}'
+end
+
+local function denied_body(dev, holder_json, why)
+    return '{"success":false,"lock_key":null,"message":' .. jstr(why) ..
+        ',"expires_at":null,"fence":null' ..
+        (holder_json and (',"holder":' .. holder_json) or '') .. '}'
+end
+
+local function waiter_alive(w, now)
+    if tonumber(w.deadline) <= now then return false end
+    if w.broker and w.broker ~= '' and redis.call('EXISTS', 'dl:broker:' .. w.broker) == 0 then
+        return false
+    end
+    return true
+end
+
+local function drop_waiter(wid, w)
+    if w then
+        for _, d in ipairs(split(w.devices)) do redis.call('ZREM', waitq_key(d), wid) end
+    end
+    redis.call('DEL', 'dl:waiter:' .. wid)
+end
+
+-- Hands D to its waiters: the best-ranked live waiter gets it when every
+-- device it asked for is free, out of lock-delay, and has it as the
+-- best-ranked waiter too. Ranks are global (priority, then arrival), so
+-- overlapping groups always agree on who goes first: no deadlock.
+serve = function(dev, now, maxlen)
+    for _ = 1, 64 do
+        if redis.call('EXISTS', lock_key(dev)) == 1 or in_delay(dev) then return end
+        local top = redis.call('ZRANGE', waitq_key(dev), 0, 0)
+        if #top == 0 then return end
+        local wid = top[1]
+        local w = hload('dl:waiter:' .. wid)
+        if not w or not waiter_alive(w, now) then
+            drop_waiter(wid, w)
+        else
+            local devs = split(w.devices)
+            for _, d in ipairs(devs) do
+                if d ~= dev then
+                    if redis.call('EXISTS', lock_key(d)) == 1 or in_delay(d) then return end
+                    local t = redis.call('ZRANGE', waitq_key(d), 0, 0)
+                    if t[1] ~= wid then return end
+                end
+            end
+            local group = false
+            if #devs > 1 then group = cjson.encode(devs) end
+            local locks = {}
+            drop_waiter(wid, w)
+            for i, d in ipairs(devs) do locks[i] = grant(d, w, now, maxlen, group, wid) end
+            local body = granted_body(locks, {})
+            redis.call('SET', 'dl:wres:' .. wid, body, 'PX', 120000)
+            if w.rid and w.rid ~= '' then
+                redis.call('SET', w.rid, body, 'PX', math.max(tonumber(w.lease), 300000))
+            end
+            return
+        end
+    end
 end
 
 -- Optional string arguments arrive as '' (absent) or '=' .. value.

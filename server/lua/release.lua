@@ -1,11 +1,22 @@
--- release: the holder ends its lock.
--- KEYS[1] dl:{D}:lock
--- ARGV: D, lock_key, user_id, stream maxlen
--- Returns {1, lock_json, event_id} | {-1} no lock | {-2} wrong key | {-3} wrong user
+-- release: the holder ends its lock; a group's key ends the whole group.
+-- ARGV: D, lock_key, user_id, stream maxlen, default lock-delay ms
+-- Returns {1, body} | {-1} no lock | {-2} wrong key | {-3} wrong user
+local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[4]
+S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[5])
 local now = now_us()
-local h = live_lock(ARGV[1], now, ARGV[4])
+local h = live_lock(dev, now, maxlen)
 if not h then return {-1} end
-if h.lock_key ~= ARGV[2] then return {-2} end
+if h.lock_key ~= key then return {-2} end
 if h.user_id ~= ARGV[3] then return {-3} end
-local id = end_lock(h, 'released', nil, now, ARGV[4])
-return {1, lock_json(h), id}
+local devs = {dev}
+if h.group then devs = cjson.decode(h.group) end
+local names = {}
+for _, d in ipairs(devs) do
+    local x = hload(lock_key(d))
+    if x and x.lock_key == key then
+        end_lock(x, 'released', nil, now, maxlen)
+        names[#names + 1] = d
+    end
+end
+return {1, '{"success":true,"message":' ..
+    jstr((#names > 1 and 'Locks released for ' or 'Lock released for ') .. table.concat(names, ', ')) .. '}'}

@@ -1,23 +1,32 @@
--- renew: the holder extends its lease to now + lease.
--- KEYS[1] dl:{D}:lock
--- ARGV: D, lock_key, user_id, lease_ms ('' = the lock's own lease), stream maxlen
--- Returns {1, lock_json, fence, event_id, expires_at|false} | {-1} | {-2} | {-3} as release
+-- renew: the holder extends its lease to now + lease (the whole group's).
+-- ARGV: D, lock_key, user_id, lease_ms ('' = the lock's own lease), stream
+--       maxlen, default lock-delay ms
+-- Returns {1, body} | {-1} | {-2} | {-3} as release
+local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[5]
+S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
-local h = live_lock(ARGV[1], now, ARGV[5])
+local h = live_lock(dev, now, maxlen)
 if not h then return {-1} end
-if h.lock_key ~= ARGV[2] then return {-2} end
+if h.lock_key ~= key then return {-2} end
 if h.user_id ~= ARGV[3] then return {-3} end
 local lease = tonumber(h.lease)
 if ARGV[4] ~= '' then lease = tonumber(ARGV[4]) end
-local exp = 0
-if lease > 0 then exp = now + lease * 1000 end
-redis.call('HSET', KEYS[1], 'exp', int(exp), 'lease', lease)
-if exp > 0 then
-    redis.call('ZADD', 'dl:expiry', int(exp), h.device_name)
-else
-    redis.call('ZREM', 'dl:expiry', h.device_name)
+local devs = {dev}
+if h.group then devs = cjson.decode(h.group) end
+local mine
+for _, d in ipairs(devs) do
+    local x = hload(lock_key(d))
+    if x and x.lock_key == key then
+        local exp = 0
+        if lease > 0 then exp = now + lease * 1000 end
+        redis.call('HSET', lock_key(d), 'exp', int(exp), 'lease', lease)
+        set_deadlines(d, now, lease)
+        x.exp, x.lease = int(exp), lease
+        emit('renewed', d, x.plan_uid, lock_json(x), now, nil, maxlen)
+        if d == dev then mine = x end
+    end
 end
-h.exp = int(exp)
-local lj = lock_json(h)
-local id = emit('renewed', h, lj, now, nil, ARGV[5], h.exp)
-return {1, lj, tonumber(h.fence), id, exp > 0 and iso(exp) or false}
+local exp = tonumber(mine.exp)
+return {1, '{"success":true,"message":' .. jstr('Lock renewed for ' .. dev) ..
+    ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
+    ',"fence":' .. mine.fence .. ',"lock":' .. lock_json(mine) .. '}'}

@@ -1,0 +1,27 @@
+-- force_release: an admin ends a lock (and the rest of its group, so no plan
+-- is left half-locked), cause admin.
+-- ARGV: D, reason (opt), stream maxlen, default lock-delay ms
+-- Returns {1, body} | {-1} no lock
+local dev, maxlen = ARGV[1], ARGV[3]
+S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
+local now = now_us()
+local h = live_lock(dev, now, maxlen)
+if not h then return {-1} end
+local devs = {dev}
+if h.group then devs = cjson.decode(h.group) end
+local names = {}
+for _, d in ipairs(devs) do
+    local x = hload(lock_key(d))
+    if x and x.lock_key == h.lock_key then
+        local extra = nil
+        if opt(ARGV[2]) then extra = '"admin_reason":' .. jstr(opt(ARGV[2])) end
+        redis.call('DEL', lock_key(d))
+        redis.call('ZREM', 'dl:held', d)
+        redis.call('ZREM', 'dl:expiry', d, '?' .. d, '!' .. d)
+        if x.session then redis.call('SREM', 'dl:sess:' .. x.session, d) end
+        emit('force_released', d, x.plan_uid, lock_json(x), now, 'admin', maxlen, nil, extra)
+        serve(d, now, maxlen)
+        names[#names + 1] = d
+    end
+end
+return {1, '{"success":true,"message":' .. jstr('Lock force-released for ' .. table.concat(names, ', ')) .. '}'}
