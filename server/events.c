@@ -14,6 +14,7 @@
 #include "config.h"
 #include "events.h"
 #include "locks.h"
+#include "metrics.h"
 #include "lk_log.h"
 #include "lk_time.h"
 #include "store.h"
@@ -113,8 +114,10 @@ static void on_events(redisReply *entries)
         const char *j = field(e->element[1], "j", &jlen);
         const char *waiter = field(e->element[1], "w", NULL);
         snprintf(ev.last_id, sizeof(ev.last_id), "%s", id);
-        if (j)
+        if (j) {
+            metrics_event(j, jlen);
             ws_broadcast(id, dev ? dev : "", j, jlen);
+        }
         if (exp)
             events_arm(strtoll(exp, NULL, 10));
         if (waiter)

@@ -19,22 +19,33 @@
 #include "lk_text.h"
 #include "lk_time.h"
 #include "locks.h"
+#include "metrics.h"
 #include "ws.h"
 
 #define CHUNK 16384
 
-static unsigned long bad_requests;
-unsigned long http_bad_requests(void) { return bad_requests; }
+
+static void count_answer(struct http_req *r, int status, const char *body)
+{
+    metrics_http(status, (double)(lk_time_now_us() - r->started_us) / 1e6);
+    const char *e = status >= 400 && status != 503 ? strstr(body, "\"error\":\"") : NULL;
+    if (e) {
+        char wire[40];
+        e += 9;
+        size_t n = strcspn(e, "\"");
+        snprintf(wire, sizeof(wire), "%.*s", (int)(n < 39 ? n : 39), e);
+        metrics_refusal_wire(wire);
+    }
+}
 
 static void respond(struct http_req *r, int status, struct lk_buf *body)
 {
+    count_answer(r, status, lk_buf_data(body));
     r->status = status;
     r->ctype = "application/json";
     lk_buf_reset(&r->resp);
     lk_buf_append(&r->resp, lk_buf_data(body), body->len);
     r->answered = 1;
-    if (status >= 400 && status != 503)
-        bad_requests++;
     lws_callback_on_writable(r->wsi);
 }
 
@@ -251,6 +262,33 @@ static void route_ready(struct http_req *r)
     START(r, locks_status(NULL, 0, ready_done, CTX));
 }
 
+static void metrics_cb(void *ctx, redisReply *rep, enum lk_status st)
+{
+    struct http_req *r = ctx;
+    r->metrics_op = NULL;
+    long long held[4] = {0, 0, 0, 0}, len = 0;
+    if (st == LK_E_OK && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5) {
+        for (int i = 0; i < 4; i++)
+            held[i] = rep->element[i]->integer;
+        len = rep->element[4]->integer;
+    }
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    metrics_render(&b, held, len);
+    respond(r, 200, &b);
+    r->ctype = "text/plain; version=0.0.4; charset=utf-8";
+    lk_buf_free(&b);
+}
+
+/* GET /metrics: counters, plus locks by type and the stream length read
+ * from Redis (zero while Redis is down; devlock_redis_up says so). */
+static void route_metrics(struct http_req *r)
+{
+    struct store_op *op = store_eval(SCRIPT_STATS, 0, 0, NULL, NULL, metrics_cb, r);
+    if (op)
+        r->metrics_op = op;
+}
+
 static const char *content_type(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -301,6 +339,7 @@ static const struct route routes[] = {
     {LWSHUMETH_GET, "/api/events", 0, route_events},
     {LWSHUMETH_GET, "/api/health/live", 0, route_live},
     {LWSHUMETH_GET, "/api/health/ready", 0, route_ready},
+    {LWSHUMETH_GET, "/metrics", 0, route_metrics},
 };
 
 static void dispatch(struct http_req *r)
@@ -392,6 +431,7 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     char *unused;
     int ulen;
     r->method = lws_http_get_uri_and_method(wsi, &unused, &ulen);
+    r->started_us = lk_time_now_us();
 }
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
@@ -449,6 +489,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         if (r->call) {
             locks_cancel(r->call);
             r->call = NULL;
+        }
+        if (r->metrics_op) {
+            store_cancel(r->metrics_op);
+            r->metrics_op = NULL;
         }
         if (r->wsi) {
             lk_buf_free(&r->body);

@@ -17,6 +17,8 @@ struct http_req {
     int body_over;            /* body exceeded --max-body */
     int waiting_body;
     struct locks_call *call;  /* in flight; cancelled if the client leaves */
+    struct store_op *metrics_op;
+    long long started_us;
     int status;
     const char *ctype;
     struct lk_buf resp;       /* JSON answer */
@@ -29,7 +31,5 @@ struct http_req {
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
                   void *in, size_t len);
 
-/* Counters for /metrics and the readiness answer. */
-unsigned long http_bad_requests(void);
 
 #endif

@@ -21,6 +21,7 @@
 #include "lk_text.h"
 #include "lk_time.h"
 #include "locks.h"
+#include "metrics.h"
 
 #define USER_ID_MAX 256
 #define TEXT_MAX 1024
@@ -396,6 +397,7 @@ static void request_reply(struct locks_call *c, redisReply *r)
     if (what && !strcmp(what, "queued") && elem_str(r, 1)) {
         const char *d = elem_str(r, 2);
         start_waiting(c, elem_str(r, 1), d ? strtoll(d, NULL, 10) : 0);
+        metrics_acquire(ACQ_QUEUED);
         if (!c->fn) /* cancelled while the script ran */
             unwait(c, 1);
         return;
@@ -413,8 +415,12 @@ static void request_reply(struct locks_call *c, redisReply *r)
                        c->lock_key, c->user_id);
         cJSON_Delete(j);
     }
-    if (!strcmp(what, "granted"))
-        lk_info("granted devices=%s user=%s", c->device, c->user_id);
+    if (!strcmp(what, "granted")) {
+        lk_info("granted device=%s user=%s", c->device, c->user_id);
+        metrics_acquire(strstr(body, "\"preempted\":") ? ACQ_PREEMPTED : ACQ_GRANTED);
+    } else if (!strcmp(what, "denied")) {
+        metrics_acquire(ACQ_DENIED);
+    }
     answer_text(c, 200, body, r->element[1]->len);
     call_end(c);
 }
@@ -432,6 +438,7 @@ static void unwait_reply(struct locks_call *c, redisReply *r)
                            c->lock_key, c->user_id);
             cJSON_Delete(j);
         }
+        metrics_acquire(strcmp(what, "granted") ? ACQ_TIMED_OUT : ACQ_GRANTED);
         answer_text(c, 200, elem_str(r, 1), r->element[1]->len);
     } else {
         answer_error(c, LK_E_INTERNAL, "the queued request vanished");

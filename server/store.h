@@ -24,6 +24,7 @@ enum store_script {
     SCRIPT_FORCE_RELEASE,
     SCRIPT_UNWAIT,
     SCRIPT_SESSION,
+    SCRIPT_STATS,
     SCRIPT__COUNT
 };
 

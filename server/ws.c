@@ -24,6 +24,7 @@
 #include "lk_text.h"
 #include "lk_time.h"
 #include "locks.h"
+#include "metrics.h"
 #include "store.h"
 #include "ws.h"
 
@@ -129,6 +130,7 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
     if (q_grow(s) != 0) {
         s->doomed = 1;
         all.dropped++;
+        metrics_refusal(REF_slow_client);
         lk_warn("ws: client fell %zu frames behind; dropping it", s->qlen);
         lws_callback_on_writable(s->wsi);
         return;
@@ -186,6 +188,7 @@ static void send_error(struct ws_session *s, enum lk_status st, const char *deta
 {
     struct lk_buf b;
     lk_buf_init(&b, 0);
+    metrics_refusal(REF_ws_bad_message);
     lk_buf_puts(&b, "{\"type\":\"error\",");
     if (id_json)
         lk_buf_printf(&b, "\"id\":%s,", id_json);
@@ -656,6 +659,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             return -1;
         if (!s->rx_over && s->rx.len + len > (size_t)cfg.max_ws_message) {
             s->rx_over = 1;
+            metrics_refusal(REF_ws_message_too_large);
             lk_buf_free(&s->rx);
         }
         if (s->rx_over) {
