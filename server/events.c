@@ -146,6 +146,7 @@ static void on_up(void)
     }
     /* Leases may have ended while Redis was away: end them now. */
     run_expire();
+    locks_push_catalogue();
 }
 
 void events_init(uv_loop_t *loop)

@@ -18,6 +18,8 @@
 #include "lk_mem.h"
 #include "lk_text.h"
 #include "lk_time.h"
+#include "auth.h"
+#include "catalogue.h"
 #include "locks.h"
 #include "metrics.h"
 #include "ws.h"
@@ -44,7 +46,10 @@ static void respond(struct http_req *r, int status, struct lk_buf *body)
     r->status = status;
     r->ctype = "application/json";
     lk_buf_reset(&r->resp);
-    lk_buf_append(&r->resp, lk_buf_data(body), body->len);
+    if (auth_active() && !(r->authed && auth_is_admin(&r->user)))
+        auth_redact(lk_buf_data(body), body->len, r->authed ? r->user.user_id : NULL, &r->resp);
+    else
+        lk_buf_append(&r->resp, lk_buf_data(body), body->len);
     r->answered = 1;
     lws_callback_on_writable(r->wsi);
 }
@@ -110,6 +115,33 @@ static cJSON *body_json(struct http_req *r)
     return j;
 }
 
+/* ---- authorization -------------------------------------------------------------- */
+
+static int http_conns;
+int http_connection_count(void) { return http_conns; }
+
+/* With auth on: the token's user must be the request's user_id, and hold
+ * the role for the lock type (MAINTENANCE: maintenance, QUEUE_*: queue,
+ * MANUAL_OPERATOR: operator; admin may do all). Answers 403 when not. */
+static int authorize(struct http_req *r, const cJSON *j, int need_type)
+{
+    if (!auth_active())
+        return 1;
+    const char *user = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "user_id"));
+    if (user && strcmp(user, r->user.user_id) && !auth_is_admin(&r->user)) {
+        respond_error(r, LK_E_FORBIDDEN, "user_id is not the user of this token");
+        return 0;
+    }
+    if (need_type) {
+        int prio = lk_lock_type_parse(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "lock_type")));
+        if (prio >= 0 && !auth_may_lock(&r->user, prio)) {
+            respond_error(r, LK_E_FORBIDDEN, "this token's roles do not allow that lock type");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* ---- routes ------------------------------------------------------------------- */
 
 static void route_request(struct http_req *r)
@@ -117,6 +149,10 @@ static void route_request(struct http_req *r)
     cJSON *j = body_json(r);
     if (!j)
         return;
+    if (!authorize(r, j, 1)) {
+        cJSON_Delete(j);
+        return;
+    }
     START(r, locks_request(j, NULL, done_cb, CTX));
     cJSON_Delete(j);
 }
@@ -146,6 +182,10 @@ static void route_release(struct http_req *r)
     cJSON *j = holder_args(r);
     if (!j)
         return;
+    if (!authorize(r, j, 0)) {
+        cJSON_Delete(j);
+        return;
+    }
     START(r, locks_release(j, done_cb, CTX));
     cJSON_Delete(j);
 }
@@ -155,12 +195,20 @@ static void route_renew(struct http_req *r)
     cJSON *j = holder_args(r);
     if (!j)
         return;
+    if (!authorize(r, j, 0)) {
+        cJSON_Delete(j);
+        return;
+    }
     START(r, locks_renew(j, done_cb, CTX));
     cJSON_Delete(j);
 }
 
 static void route_force_release(struct http_req *r)
 {
+    if (auth_active() && !auth_is_admin(&r->user)) {
+        respond_error(r, LK_E_FORBIDDEN, "force release needs the admin role");
+        return;
+    }
     cJSON *j = body_json(r);
     if (!j)
         return;
@@ -219,6 +267,68 @@ static void route_events(struct http_req *r)
         }
     }
     START(r, locks_events(since, limit, device, plan, done_cb, CTX));
+}
+
+/* GET /api/devices: the catalogue (or, without one, every locked device)
+ * with each device's lock. */
+static void devices_done(void *ctx, const struct locks_result *res)
+{
+    struct http_req *r = ctx;
+    r->call = NULL;
+    if (res->status != 200) {
+        respond(r, res->status, res->body);
+        return;
+    }
+    cJSON *st = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
+    const cJSON *locks = cJSON_GetObjectItemCaseSensitive(st, "locks");
+    const char *ts = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "timestamp"));
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"devices\":[");
+    size_t n = 0;
+    const cJSON *l = locks ? locks->child : NULL;
+    size_t ci = 0, cn = catalogue_count();
+    /* merge two name-ordered lists: catalogue devices and held locks */
+    while (ci < cn || l) {
+        const struct catalogue_device *d = catalogue_at(ci);
+        const char *lname = l ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l, "device_name")) : NULL;
+        int cmp = !d ? 1 : !lname ? -1 : strcmp(d->name, lname);
+        if (n++)
+            lk_buf_putc(&b, ',');
+        lk_buf_puts(&b, "{\"device_name\":");
+        lk_buf_json_str(&b, cmp <= 0 ? d->name : lname);
+        lk_buf_puts(&b, ",\"known\":");
+        lk_buf_puts(&b, cmp <= 0 ? "true" : (catalogue_active() ? "false" : "null"));
+        if (cmp <= 0) {
+            lk_buf_puts(&b, ",\"description\":");
+            lk_buf_json_str(&b, d->description);
+            lk_buf_printf(&b, ",\"preempt_grace_s\":%g,\"lock_delay_s\":%g",
+                          d->preempt_grace_s >= 0 ? d->preempt_grace_s : cfg.preempt_grace,
+                          d->lock_delay_s >= 0 ? d->lock_delay_s : cfg.lock_delay);
+        }
+        if (cmp >= 0) {
+            char *lj = cJSON_PrintUnformatted(l);
+            lk_buf_printf(&b, ",\"locked\":true,\"lock\":%s}", lj);
+            free(lj);
+            l = l->next;
+        } else {
+            lk_buf_puts(&b, ",\"locked\":false,\"lock\":null}");
+        }
+        if (cmp <= 0)
+            ci++;
+    }
+    lk_buf_printf(&b, "],\"total_count\":%zu,\"catalogue\":%s,\"timestamp\":", n,
+                  catalogue_active() ? "true" : "false");
+    lk_buf_json_str(&b, ts);
+    lk_buf_putc(&b, '}');
+    cJSON_Delete(st);
+    respond(r, 200, &b);
+    lk_buf_free(&b);
+}
+
+static void route_devices(struct http_req *r)
+{
+    START(r, locks_status(NULL, -1, devices_done, CTX));
 }
 
 static void route_live(struct http_req *r)
@@ -340,11 +450,37 @@ static const struct route routes[] = {
     {LWSHUMETH_GET, "/api/health/live", 0, route_live},
     {LWSHUMETH_GET, "/api/health/ready", 0, route_ready},
     {LWSHUMETH_GET, "/metrics", 0, route_metrics},
+    {LWSHUMETH_GET, "/api/devices", 0, route_devices},
 };
+
+/* Routes anyone may call with auth on: liveness/readiness probes and the
+ * dashboard's static files (the page asks for a token itself). */
+static int public_path(const struct http_req *r)
+{
+    return !strcmp(r->path, "/api/health/live") || !strcmp(r->path, "/api/health/ready") ||
+           (strncmp(r->path, "/api/", 5) != 0 && strcmp(r->path, "/metrics") && strcmp(r->path, "/ws"));
+}
 
 static void dispatch(struct http_req *r)
 {
     int path_known = 0;
+    if (r->method == LWSHUMETH_OPTIONS) { /* CORS preflight: carries no token */
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        lk_buf_puts(&b, "{}");
+        respond(r, 204, &b);
+        lk_buf_free(&b);
+        return;
+    }
+    if (auth_active() && !public_path(r)) {
+        char hdr[600] = "";
+        lws_hdr_copy(r->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+        r->authed = auth_lookup(auth_bearer(hdr), &r->user) == 0;
+        if (!r->authed) {
+            respond_error(r, LK_E_UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required");
+            return;
+        }
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *rt = &routes[i];
         int match = rt->prefix ? strncmp(r->path, rt->path, strlen(rt->path)) == 0
@@ -368,10 +504,57 @@ static void dispatch(struct http_req *r)
 
 /* ---- writing the answer ---------------------------------------------------------- */
 
+/* CORS (ALLOWED_ORIGINS): an allowed Origin is echoed (with credentials);
+ * '*' allows any origin, without credentials. None by default. */
+static int add_cors(struct lws *wsi, struct http_req *r, unsigned char **p, unsigned char *end)
+{
+    char origin[256] = "";
+    if (!cfg.allowed_origins[0] ||
+        lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return 0;
+    int any = 0, match = 0;
+    const char *s = cfg.allowed_origins;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        while (n && s[n - 1] == ' ')
+            n--;
+        if (n == 1 && *s == '*')
+            any = 1;
+        else if (n == strlen(origin) && !strncmp(s, origin, n))
+            match = 1;
+        s += strcspn(s, ",");
+        while (*s == ',' || *s == ' ')
+            s++;
+    }
+    if (!match && !any)
+        return 0;
+    const char *allow = match ? origin : "*";
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
+                                    (const unsigned char *)allow, (int)strlen(allow), p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"vary:", (const unsigned char *)"Origin", 6, p, end))
+        return -1;
+    if (match && lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-credentials:",
+                                             (const unsigned char *)"true", 4, p, end))
+        return -1;
+    if (r->method == LWSHUMETH_OPTIONS) {
+        static const char methods[] = "GET, POST, OPTIONS", headers[] = "Authorization, Content-Type";
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-methods:",
+                                        (const unsigned char *)methods, sizeof(methods) - 1, p, end) ||
+            lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-headers:",
+                                        (const unsigned char *)headers, sizeof(headers) - 1, p, end) ||
+            lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-max-age:",
+                                        (const unsigned char *)"600", 3, p, end))
+            return -1;
+    }
+    return 0;
+}
+
 static int write_answer(struct lws *wsi, struct http_req *r)
 {
     const char *data = r->static_data ? r->static_data : lk_buf_data(&r->resp);
     size_t len = r->static_data ? r->static_len : r->resp.len;
+    if (r->status == 204)
+        len = 0;
     if (!r->headers_sent) {
         unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
                                            *end = hdr + sizeof(hdr) - 1;
@@ -380,6 +563,12 @@ static int write_answer(struct lws *wsi, struct http_req *r)
         if (r->static_data &&
             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                          (const unsigned char *)"no-cache", 8, &p, end))
+            return -1;
+        if (r->status == 401 &&
+            lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                        (const unsigned char *)"Bearer", 6, &p, end))
+            return -1;
+        if (add_cors(wsi, r, &p, end))
             return -1;
         if (r->close_after &&
             lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
@@ -418,7 +607,9 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     if (!r->wsi) {
         lk_buf_init(&r->body, 0);
         lk_buf_init(&r->resp, 0);
+        http_conns++;
     }
+    r->authed = 0;
     r->wsi = wsi;
     r->body_over = r->waiting_body = r->answered = r->headers_sent = r->close_after = 0;
     r->static_data = NULL;
@@ -440,6 +631,12 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         begin(r, wsi, in, len);
+        if ((size_t)http_conns + ws_client_count() > (size_t)cfg.max_connections) {
+            r->close_after = 1;
+            metrics_refusal(REF_connections);
+            respond_error(r, LK_E_TOO_MANY, "too many connections; try again later");
+            return 0;
+        }
         if (len >= sizeof(r->path) - 1) {
             respond_error(r, LK_E_NOT_FOUND, "path too long");
             return 0;
@@ -458,8 +655,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
                 r->waiting_body = 1;
                 return 0;
             }
-        } else if (r->method != LWSHUMETH_GET) {
-            r->close_after = r->method != LWSHUMETH_OPTIONS;
+        } else if (r->method != LWSHUMETH_GET && r->method != LWSHUMETH_OPTIONS) {
+            r->close_after = 1;
             respond_error(r, LK_E_METHOD, "method not allowed");
             return 0;
         }
@@ -497,6 +694,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         if (r->wsi) {
             lk_buf_free(&r->body);
             lk_buf_free(&r->resp);
+            http_conns--;
         }
         r->wsi = NULL;
         return 0;

@@ -5,6 +5,7 @@
 #include <libwebsockets.h>
 
 #include "lk_buf.h"
+#include "auth.h"
 #include "locks.h"
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
@@ -19,6 +20,8 @@ struct http_req {
     struct locks_call *call;  /* in flight; cancelled if the client leaves */
     struct store_op *metrics_op;
     long long started_us;
+    int authed;               /* auth on: the token was valid */
+    struct auth_user user;
     int status;
     const char *ctype;
     struct lk_buf resp;       /* JSON answer */
@@ -27,6 +30,9 @@ struct http_req {
     size_t sent;
     int headers_sent, answered, close_after;
 };
+
+/* Open HTTP connections (for the connection limit). */
+int http_connection_count(void);
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
                   void *in, size_t len);

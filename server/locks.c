@@ -14,6 +14,7 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
+#include "catalogue.h"
 #include "config.h"
 #include "events.h"
 #include "lk_log.h"
@@ -182,10 +183,12 @@ static const char *get_string(const cJSON *req, const char *name)
 
 static enum lk_status check_device(const char *dev, char *err, size_t n)
 {
-    if (lk_device_name_valid(dev))
-        return LK_E_OK;
-    return errf(err, n, LK_E_INVALID_DEVICE,
-                "invalid device name: use 1-128 characters of A-Z a-z 0-9 _ . : -");
+    if (!lk_device_name_valid(dev))
+        return errf(err, n, LK_E_INVALID_DEVICE,
+                    "invalid device name: use 1-128 characters of A-Z a-z 0-9 _ . : -");
+    if (catalogue_active() && !catalogue_find(dev))
+        return errf(err, n, LK_E_UNKNOWN_DEVICE, "device %s is not in the device catalogue", dev);
+    return LK_E_OK;
 }
 
 /* Seconds to ms for "timeout"/"wait": -2 absent, -1 null. */
@@ -849,6 +852,29 @@ struct locks_call *locks_events(const char *since, long limit, const char *devic
     snprintf(lim, sizeof(lim), "%ld", limit);
     const char *argv[] = {start, lim, device ? device : "", plan_uid ? plan_uid : "", EVENTS_SCAN_CAP};
     return run(call_new(K_EVENTS, fn, ctx), SCRIPT_EVENTS, 5, argv);
+}
+
+/* Writes the catalogue's per-device settings where the scripts read them
+ * (dl:{D}:conf), in batches. Run when Redis comes up and after a reload. */
+void locks_push_catalogue(void)
+{
+    enum { BATCH = 300 };
+    size_t n = catalogue_count();
+    for (size_t i = 0; i < n; i += BATCH) {
+        const char *argv[BATCH * 3];
+        char nums[BATCH * 2][24];
+        int argc = 0;
+        for (size_t k = i; k < n && k < i + BATCH; k++) {
+            const struct catalogue_device *d = catalogue_at(k);
+            char *g = nums[(k - i) * 2], *dl = nums[(k - i) * 2 + 1];
+            snprintf(g, 24, "%lld", d->preempt_grace_s >= 0 ? (long long)(d->preempt_grace_s * 1000) : -1LL);
+            snprintf(dl, 24, "%lld", d->lock_delay_s >= 0 ? (long long)(d->lock_delay_s * 1000) : -1LL);
+            argv[argc++] = d->name;
+            argv[argc++] = g;
+            argv[argc++] = dl;
+        }
+        store_eval(SCRIPT_CONF, 0, argc, argv, NULL, ignore_cb, NULL);
+    }
 }
 
 static void session_cb(void *ctx, redisReply *r, enum lk_status s)

@@ -49,6 +49,8 @@ void locks_waiter_event(const char *waiter);
 /* This broker's id (its waiters are served only while it is alive). */
 const char *locks_broker_id(void);
 void locks_init(void);
+/* Writes the catalogue's per-device settings to Redis. */
+void locks_push_catalogue(void);
 /* Stream retention and default lock-delay, as the scripts take them. */
 const char *locks_arg_maxlen(void);
 const char *locks_arg_delay(void);

@@ -11,6 +11,8 @@
 #include <libwebsockets.h>
 #include <uv.h>
 
+#include "auth.h"
+#include "catalogue.h"
 #include "config.h"
 #include "events.h"
 #include "http.h"
@@ -37,6 +39,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_WRITEABLE:
     case LWS_CALLBACK_CLOSED_HTTP:
         return pss ? http_callback(wsi, reason, &pss->http, in, len) : 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return ws_callback(wsi, reason, pss ? &pss->ws : NULL, in, len);
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
@@ -52,13 +56,48 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static uv_signal_t sig_int, sig_term;
+static uv_signal_t sig_int, sig_term, sig_hup;
 static int stop_signal;
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     stop_signal = signum;
     uv_stop(h->loop);
+}
+
+/* Loads (or reloads) the catalogue and the auth file. A file that does not
+ * load keeps the previous contents (a reload never leaves the broker open). */
+static int load_files(int first)
+{
+    char err[256];
+    int rc = 0;
+    if (cfg.devices[0]) {
+        if (catalogue_load(cfg.devices, err, sizeof(err)) != 0) {
+            lk_error("catalogue %s: %s%s", cfg.devices, err, first ? "" : " (keeping the previous one)");
+            rc = -1;
+        } else {
+            lk_info("catalogue %s: %zu devices", cfg.devices, catalogue_count());
+            if (!first)
+                locks_push_catalogue();
+        }
+    }
+    if (cfg.auth_file[0]) {
+        if (auth_load(cfg.auth_file, err, sizeof(err)) != 0) {
+            lk_error("auth file %s: %s%s", cfg.auth_file, err, first ? "" : " (keeping the previous one)");
+            rc = -1;
+        } else {
+            lk_info("auth file %s loaded: authentication is on", cfg.auth_file);
+        }
+    }
+    return rc;
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    lk_info("SIGHUP: reloading the catalogue and the auth file");
+    load_files(0);
 }
 
 static void lws_log(int level, const char *line)
@@ -99,6 +138,8 @@ int main(int argc, char **argv)
     lws_set_log_level(LLL_ERR | LLL_WARN | (lk_log_threshold == LK_LOG_DEBUG ? LLL_NOTICE : 0),
                       lws_log);
 
+    if (load_files(1) != 0)
+        return 2;
     uv_loop_t *loop = uv_default_loop();
     void *foreign[1] = {loop};
     locks_init();
@@ -120,7 +161,13 @@ int main(int argc, char **argv)
     if (info.iface && strchr(info.iface, ':'))
         info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
     info.foreign_loops = foreign;
-    info.timeout_secs = 10;
+    info.timeout_secs = (unsigned)cfg.io_timeout;
+    if (cfg.tls_cert[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg.tls_cert;
+        info.ssl_private_key_filepath = cfg.tls_key;
+        info.alpn = "http/1.1"; /* our HTTP code speaks HTTP/1.1 */
+    }
     struct lws_context *ctx = lws_create_context(&info);
     if (!ctx) {
         lk_error("cannot listen on %s:%ld", cfg.host, cfg.port);
@@ -133,13 +180,15 @@ int main(int argc, char **argv)
         lws_context_destroy(ctx);
         return 1;
     }
-    lk_info("devlockd listening on %s:%d, Redis %s", cfg.host, port,
+    lk_info("devlockd listening on %s:%d (%s), Redis %s", cfg.host, port, cfg.tls_cert[0] ? "TLS" : "plain",
             strchr(cfg.redis_url, '@') ? "(url with password)" : cfg.redis_url);
 
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
 
     uv_run(loop, UV_RUN_DEFAULT);
 
@@ -149,10 +198,13 @@ int main(int argc, char **argv)
     events_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
     /* let the handles close; bounded, in case a library leaves one open */
     for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++)
         ;
     uv_loop_close(loop);
+    catalogue_free();
+    auth_free();
     config_free();
     return 0;
 }

@@ -25,6 +25,7 @@ enum store_script {
     SCRIPT_UNWAIT,
     SCRIPT_SESSION,
     SCRIPT_STATS,
+    SCRIPT_CONF,
     SCRIPT__COUNT
 };
 

@@ -23,9 +23,11 @@
 #include "lk_mem.h"
 #include "lk_text.h"
 #include "lk_time.h"
+#include "auth.h"
 #include "locks.h"
 #include "metrics.h"
 #include "store.h"
+#include "http.h"
 #include "ws.h"
 
 struct ws_msg {
@@ -177,9 +179,24 @@ static void q_drop_events(struct ws_session *s, const char *upto)
     (void)kept;
 }
 
+/* With auth on, lock keys of other users' locks are hidden (admins see all). */
+static int redacts(const struct ws_session *s) { return auth_active() && !auth_is_admin(&s->user); }
+
+static struct ws_msg *session_msg(const struct ws_session *s, struct lk_buf *b, const char *event_id)
+{
+    if (!redacts(s))
+        return msg_new(lk_buf_data(b), b->len, event_id);
+    struct lk_buf r;
+    lk_buf_init(&r, 0);
+    auth_redact(lk_buf_data(b), b->len, s->user.user_id, &r);
+    struct ws_msg *m = msg_new(lk_buf_data(&r), r.len, event_id);
+    lk_buf_free(&r);
+    return m;
+}
+
 static void send_text(struct ws_session *s, struct lk_buf *b, int front)
 {
-    struct ws_msg *m = msg_new(lk_buf_data(b), b->len, NULL);
+    struct ws_msg *m = session_msg(s, b, NULL);
     q_push(s, m, front);
     msg_unref(m);
 }
@@ -207,7 +224,7 @@ static void send_error(struct ws_session *s, enum lk_status st, const char *deta
 static void sync_add(struct ws_session *s, struct lk_buf *b, const char *event_id)
 {
     s->sync_frames = lk_xrealloc(s->sync_frames, sizeof(*s->sync_frames) * (s->nsync + 1));
-    s->sync_frames[s->nsync++] = msg_new(lk_buf_data(b), b->len, event_id);
+    s->sync_frames[s->nsync++] = session_msg(s, b, event_id);
 }
 
 static void sync_covers(struct ws_session *s, const char *id)
@@ -252,12 +269,33 @@ void ws_broadcast(const char *event_id, const char *device, const char *json, si
     lk_buf_init(&b, 0);
     lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", event_id);
     lk_buf_append(&b, json + 1, json_len - 1);
-    struct ws_msg *m = msg_new(lk_buf_data(&b), b.len, event_id);
+    struct ws_msg *m = msg_new(lk_buf_data(&b), b.len, event_id), *hidden = NULL;
+    struct lk_buf owner;
+    lk_buf_init(&owner, 0);
+    if (auth_active()) { /* one copy with the key hidden, for everyone but its owner */
+        struct lk_buf r;
+        lk_buf_init(&r, 0);
+        auth_redact(lk_buf_data(&b), b.len, NULL, &r);
+        hidden = msg_new(lk_buf_data(&r), r.len, event_id);
+        lk_buf_free(&r);
+        const char *u = strstr(lk_buf_data(&b), "\"user_id\":");
+        if (u) {
+            cJSON *v = cJSON_ParseWithLength(u + 10, strcspn(u + 10, ",}"));
+            if (cJSON_IsString(v))
+                lk_buf_puts(&owner, v->valuestring);
+            cJSON_Delete(v);
+        }
+    }
     lk_buf_free(&b);
-    for (struct ws_session *s = all.head; s; s = s->next)
-        if (wants(s, device))
-            q_push(s, m, 0);
+    for (struct ws_session *s = all.head; s; s = s->next) {
+        if (!wants(s, device))
+            continue;
+        int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, lk_buf_data(&owner));
+        q_push(s, full ? m : hidden, 0);
+    }
     msg_unref(m);
+    msg_unref(hidden);
+    lk_buf_free(&owner);
 }
 
 /* ---- calls in flight ------------------------------------------------------- */
@@ -507,6 +545,38 @@ static void subscribe(struct ws_session *s, const cJSON *msg, const char *id_jso
     lk_buf_free(&b);
 }
 
+/* The same rules as HTTP: the token's user, and the role for the type. */
+static int authorized(struct ws_session *s, const cJSON *msg, int acquire, const char *id_json)
+{
+    if (!auth_active())
+        return 1;
+    const char *user = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "user_id"));
+    if (user && strcmp(user, s->user.user_id) && !auth_is_admin(&s->user)) {
+        metrics_refusal(REF_forbidden);
+        send_error(s, LK_E_FORBIDDEN, "user_id is not the user of this token", id_json);
+        return 0;
+    }
+    int prio = lk_lock_type_parse(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "lock_type")));
+    if (acquire && prio >= 0 && !auth_may_lock(&s->user, prio)) {
+        metrics_refusal(REF_forbidden);
+        send_error(s, LK_E_FORBIDDEN, "this token's roles do not allow that lock type", id_json);
+        return 0;
+    }
+    return 1;
+}
+
+/* The token of an upgrade request: Authorization: Bearer, or ?token=. */
+static int ws_authenticate(struct lws *wsi, struct auth_user *user)
+{
+    char hdr[600] = "", arg[600];
+    const char *tok = NULL;
+    if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) > 0)
+        tok = auth_bearer(hdr);
+    if (!tok)
+        tok = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof(arg));
+    return auth_lookup(tok, user);
+}
+
 /* Takes over an earlier socket's session (its session locks stay). */
 static int attach_session(struct ws_session *s, const cJSON *sid, const char *id_json)
 {
@@ -554,6 +624,9 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     } else if (!strcmp(t, "get_status")) {
         struct ws_call *c = call_new(s, CALL_STATUS, id);
         call_started(c, locks_status(NULL, -1, command_done, c));
+    } else if ((!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) &&
+               !authorized(s, msg, t[1] == 'c', id_json)) {
+        /* refused: the error frame is sent */
     } else if (!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) {
         enum call_kind k = t[1] == 'c' ? CALL_ACQUIRE : t[2] == 'l' ? CALL_RELEASE : CALL_RENEW;
         struct ws_call *c = call_new(s, k, id);
@@ -635,12 +708,34 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
                 void *in, size_t len)
 {
     switch (reason) {
-    case LWS_CALLBACK_ESTABLISHED: {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        /* refuse the upgrade: wrong path, too many connections, bad token */
         char uri[64];
+        struct auth_user u;
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
             (strcmp(uri, "/ws") && strcmp(uri, "/ws/")))
             return -1;
+        if ((size_t)http_connection_count() + all.count >= (size_t)cfg.max_connections) {
+            metrics_refusal(REF_connections);
+            return -1;
+        }
+        if (auth_active() && ws_authenticate(wsi, &u) != 0) {
+            metrics_refusal(REF_unauthorized);
+            return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+        char uri[64];
+        struct auth_user user;
+        memset(&user, 0, sizeof(user));
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+            (strcmp(uri, "/ws") && strcmp(uri, "/ws/")))
+            return -1;
+        if (auth_active() && ws_authenticate(wsi, &user) != 0)
+            return -1;
         memset(s, 0, sizeof(*s));
+        s->user = user;
         s->wsi = wsi;
         uuid_t u;
         uuid_generate_random(u);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "lk_buf.h"
 
 struct ws_call;
@@ -31,6 +32,7 @@ struct ws_session {
     char **filter;                    /* subscribe: devices wanted (NULL = all) */
     size_t nfilter;
     char session_id[37];              /* owner of this socket's session locks */
+    struct auth_user user;            /* auth on: the token's user */
 };
 
 void ws_init(void);
