@@ -6,12 +6,13 @@
 #   client       tests/client/run.sh (liblockclient + lockctl)
 #   e2e          tests/e2e/run.sh (curl, wscat)
 #   dashboard    tests/dashboard/run.js (headless Chromium)
+#   sentinel     tests/sentinel/run.sh (Redis Sentinel failover)
 #   fuzz         tests/fuzz/replay.sh (corpora under ASan)
 set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit integration client e2e dashboard fuzz}
+suites=${*:-unit integration client e2e dashboard sentinel fuzz}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -45,6 +46,7 @@ for s in $suites; do
     client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;
     e2e) [ -f tests/e2e/run.sh ] && run_suite e2e bash tests/e2e/run.sh ;;
     dashboard) [ -f tests/dashboard/run.js ] && run_suite dashboard node tests/dashboard/run.js ;;
+    sentinel) [ -f tests/sentinel/run.sh ] && run_suite sentinel bash tests/sentinel/run.sh ;;
     fuzz) [ -f tests/fuzz/replay.sh ] && run_suite fuzz sh tests/fuzz/replay.sh ;;
     *) echo "unknown suite $s"; total_fail=$((total_fail + 1)) ;;
     esac

@@ -162,7 +162,8 @@ int config_load(int argc, char **argv, FILE *out, FILE *err)
     if (cfg.port < 0 || cfg.port > 65535 || cfg.redis_timeout_ms < 10 || cfg.max_body < 64 ||
         cfg.max_json_depth < 2 || cfg.max_ws_message < 64 || cfg.ws_queue_max < 16 ||
         cfg.stream_maxlen < 10 || cfg.default_timeout <= 0 || cfg.max_timeout < 0 ||
-        cfg.resume_max < 1 || cfg.max_connections < 1 || cfg.io_timeout < 1 ||
+        cfg.resume_max < 1 || cfg.redis_wait_replicas < 0 || cfg.redis_wait_ms < 1 ||
+        (strcmp(cfg.fence_clock, "on") && strcmp(cfg.fence_clock, "off") && strcmp(cfg.fence_clock, "auto")) || cfg.max_connections < 1 || cfg.io_timeout < 1 ||
         cfg.stream_max_age < 0 || cfg.preempt_grace < 0 || cfg.lock_delay < 0 ||
         cfg.session_grace < 0 || cfg.max_wait < 0 || (!cfg.tls_cert[0] != !cfg.tls_key[0]) ||
         (strcmp(cfg.log_format, "text") && strcmp(cfg.log_format, "json"))) {

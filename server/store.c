@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 
 #include "config.h"
@@ -22,10 +21,12 @@
 #include "lk_log.h"
 #include "lk_mem.h"
 #include "lk_time.h"
+#include "redis_uv.h"
 #include "store.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_SENTINEL_MS 400
 #define HEARTBEAT_MS 250
 #define READ_COUNT "1000"
 
@@ -42,6 +43,11 @@ struct script {
 };
 
 struct store_op {
+    int refs;                /* the script's reply, plus each WAIT in flight */
+    redisReply *saved;       /* the script's reply, kept until WAIT answers */
+    int script_done;
+    long long replicas;      /* what the last WAIT answered */
+    long wait_for;           /* replicas it must reach */
     store_reply_fn fn;       /* NULL once answered or cancelled */
     void *ctx;
     enum store_script script;
@@ -56,8 +62,12 @@ struct store_op {
 struct conn {
     const char *name;
     redisAsyncContext *ac;
+    redisAsyncContext *sentinel;  /* asking a Sentinel for the master */
     int up;                  /* connected and greeted */
     unsigned attempts;       /* failed connects since the last success */
+    unsigned next_sentinel;
+    char host[256];          /* the master, as a Sentinel named it */
+    int port;
     uv_timer_t retry;
 };
 
@@ -74,12 +84,17 @@ static struct {
     unsigned long reconnects;
     char read_id[64];
     char broker_id[64];
+    int fence_clock;
+    long replicas;             /* replicas the master reports (ROLE) */
+    unsigned beats;
     void (*on_up)(void);
     void (*on_events)(redisReply *);
 } st;
 
 static void conn_start(struct conn *c);
 static void deadline_cb(uv_timer_t *t);
+static void schedule_retry(struct conn *c);
+static void conn_drop(struct conn *c, const char *why);
 
 /* ---- URL ------------------------------------------------------------ */
 
@@ -181,8 +196,13 @@ static void deadline_cb(uv_timer_t *t)
     arm_deadline();
 }
 
+static void reply_free(redisReply *r);
+
 static void op_free(struct store_op *op)
 {
+    if (--op->refs > 0)
+        return;
+    reply_free(op->saved);
     for (int i = 0; i < op->argc; i++)
         free(op->argv[i]);
     free(op->argv);
@@ -202,6 +222,45 @@ static void got_reply(void)
 
 static int send_script(struct store_op *op, int as_eval);
 
+/* Scripts that change state: with --redis-wait-replicas, their answer waits
+ * for WAIT, so an acknowledged change survives a failover. */
+static const int script_writes[SCRIPT__COUNT] = {
+    [SCRIPT_ACQUIRE] = 1, [SCRIPT_RELEASE] = 1, [SCRIPT_RENEW] = 1, [SCRIPT_EXPIRE] = 1,
+    [SCRIPT_FORCE_RELEASE] = 1, [SCRIPT_UNWAIT] = 1, [SCRIPT_SESSION] = 1, [SCRIPT_CONF] = 1,
+};
+
+static redisReply *reply_dup(const redisReply *r)
+{
+    redisReply *d = lk_xcalloc(1, sizeof(*d));
+    d->type = r->type;
+    d->integer = r->integer;
+    if (r->str) {
+        d->str = lk_xstrndup(r->str, r->len);
+        d->len = r->len;
+    }
+    if (r->elements) {
+        d->elements = r->elements;
+        d->element = lk_xcalloc(r->elements, sizeof(*d->element));
+        for (size_t i = 0; i < r->elements; i++)
+            d->element[i] = reply_dup(r->element[i]);
+    }
+    return d;
+}
+
+static void reply_free(redisReply *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        reply_free(r->element[i]);
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
+static void conn_drop(struct conn *c, const char *why);
+static long wait_target(void);
+
 static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -212,16 +271,46 @@ static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !op->retried &&
         op->fn) {
         op->retried = 1;
-        if (send_script(op, 1) == 0)
+        if (send_script(op, 1) == 0) {
+            op_free(op);
             return;
+        }
     }
-    if (!r)
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+        /* a replica now (failover): find the new master */
+        conn_drop(&st.cmd, "the server is a read-only replica now");
+        answer(op, NULL, LK_E_UNAVAILABLE);
+    } else if (!r)
         answer(op, NULL, LK_E_UNAVAILABLE);
     else if (r->type == REDIS_REPLY_ERROR) {
         lk_error("redis: %s failed: %s", script_files[op->script], r->str);
         answer(op, r, LK_E_INTERNAL);
+    } else if (op->refs > 1) {
+        op->saved = reply_dup(r); /* answered when WAIT returns */
+        op->script_done = 1;
     } else
         answer(op, r, LK_E_OK);
+    op_free(op);
+}
+
+static void wait_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct store_op *op = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        op->replicas = r->integer;
+    if (op->refs == 1 && op->script_done) { /* the last WAIT, after the script */
+        if (op->replicas >= op->wait_for) {
+            answer(op, op->saved, LK_E_OK);
+        } else {
+            lk_warn("redis: %lld of %ld replicas confirmed a change within %ld ms; answering 503",
+                    op->replicas, op->wait_for, cfg.redis_wait_ms);
+            answer(op, NULL, LK_E_UNAVAILABLE);
+        }
+    } else if (!r) {
+        answer(op, NULL, LK_E_UNAVAILABLE);
+    }
     op_free(op);
 }
 
@@ -246,7 +335,14 @@ static int send_script(struct store_op *op, int as_eval)
     int rc = redisAsyncCommandArgv(st.cmd.ac, script_cb, op, n, av, al);
     free(av);
     free(al);
-    return rc == REDIS_OK ? 0 : -1;
+    if (rc != REDIS_OK)
+        return -1;
+    op->refs++;
+    op->wait_for = script_writes[op->script] ? wait_target() : 0;
+    if (op->wait_for > 0 &&
+        redisAsyncCommand(st.cmd.ac, wait_cb, op, "WAIT %ld %ld", op->wait_for, cfg.redis_wait_ms) == REDIS_OK)
+        op->refs++;
+    return 0;
 }
 
 int store_ready(void) { return st.cmd.up && !st.stalled; }
@@ -272,7 +368,9 @@ struct store_op *store_eval(enum store_script script, int nkeys, int argc, const
         op->argv[i] = lk_xstrndup(argv[i], len);
         op->argvlen[i] = len;
     }
-    op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms;
+    op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms +
+                      (cfg.redis_wait_replicas > 0 && script_writes[script] ? cfg.redis_wait_ms : 0);
+    op->refs = 1; /* ours, until it is queued */
     if (send_script(op, 0) != 0) {
         fn(ctx, NULL, LK_E_UNAVAILABLE);
         op_free(op);
@@ -286,6 +384,7 @@ struct store_op *store_eval(enum store_script script, int nkeys, int argc, const
     st.tail = op;
     if (st.head == op)
         arm_deadline();
+    op_free(op); /* drop our reference: the callbacks hold theirs */
     return op;
 }
 
@@ -303,20 +402,42 @@ static void ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     (void)privdata;
+    redisReply *r = reply;
     st.ping_in_flight = 0;
-    if (reply)
+    if (r)
         got_reply();
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0)
+        conn_drop(&st.cmd, "the server is a read-only replica now");
 }
 
 /* Keeps one heartbeat in flight when idle (it also refreshes this broker's
  * liveness key, which keeps its queued requests servable), so a stall is seen even with no
  * traffic, and its end is seen even when requests are refused. */
+static void role_count_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    (void)privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY)
+        st.replicas = (long)r->element[2]->elements;
+}
+
+/* How many replicas a change waits for: --redis-wait-replicas, but no more
+ * than are connected (after a failover the new master may have none yet:
+ * the fence clock keeps fences safe meanwhile). */
+static long wait_target(void)
+{
+    return cfg.redis_wait_replicas < st.replicas ? cfg.redis_wait_replicas : st.replicas;
+}
+
 static void heartbeat_cb(uv_timer_t *t)
 {
     (void)t;
     int64_t now = lk_time_mono_ms();
     if (!st.cmd.up)
         return;
+    if (cfg.redis_wait_replicas > 0 && st.beats++ % 4 == 0)
+        redisAsyncCommand(st.cmd.ac, role_count_cb, NULL, "ROLE");
     if (st.ping_in_flight) {
         if (!st.stalled && now - st.last_reply_ms > cfg.redis_timeout_ms) {
             lk_warn("redis: heartbeat unanswered for %ld ms", (long)(now - st.last_reply_ms));
@@ -391,8 +512,10 @@ static void schedule_retry(struct conn *c)
         return;
     unsigned shift = c->attempts < 6 ? c->attempts : 6;
     uint64_t cap = (uint64_t)BACKOFF_MIN_MS << shift;
-    if (cap > BACKOFF_MAX_MS)
-        cap = BACKOFF_MAX_MS;
+    /* with Sentinels, asking again is cheap and a failover is short: stay quick */
+    uint64_t max = cfg.redis_sentinel[0] ? BACKOFF_MAX_SENTINEL_MS : BACKOFF_MAX_MS;
+    if (cap > max)
+        cap = max;
     /* full jitter over [cap/2, cap]: brokers restarted together spread out */
     uint64_t delay = cap / 2 + (uint64_t)(rand() % (int)(cap / 2 + 1));
     c->attempts++;
@@ -424,6 +547,23 @@ static void greet_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+static void greet(redisAsyncContext *a, struct conn *c);
+
+static void role_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct conn *c = privdata;
+    redisReply *r = reply;
+    if (!r)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "master")) {
+        lk_warn("redis: %s: %s:%d is not the master (yet); asking the Sentinels again", c->name, c->host, c->port);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    greet(ac, c);
+}
+
 static void connect_cb(const redisAsyncContext *ac, int status)
 {
     struct conn *c = ac->data;
@@ -436,8 +576,21 @@ static void connect_cb(const redisAsyncContext *ac, int status)
     redisAsyncContext *a = (redisAsyncContext *)ac;
     if (st.password)
         redisAsyncCommand(a, NULL, NULL, "AUTH %s", st.password);
+    if (cfg.redis_sentinel[0]) { /* make sure it is the master before using it */
+        redisAsyncCommand(a, role_cb, c, "ROLE");
+        return;
+    }
+    greet(a, c);
+}
+
+static void greet(redisAsyncContext *a, struct conn *c)
+{
     if (st.db)
         redisAsyncCommand(a, NULL, NULL, "SELECT %d", st.db);
+    if (c == &st.cmd && cfg.redis_wait_replicas > 0)
+        redisAsyncCommand(a, role_count_cb, NULL, "ROLE");
+    if (c == &st.cmd) /* where the scripts read the fence mode (configure brokers alike) */
+        redisAsyncCommand(a, NULL, NULL, "HSET dl:config fence_clock %d", st.fence_clock);
     if (c == &st.cmd)
         redisAsyncCommand(a, greet_cb, c, "SET dl:broker:%s 1 PX 5000", st.broker_id);
     else
@@ -461,12 +614,121 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
     schedule_retry(c);
 }
 
+static void conn_drop(struct conn *c, const char *why)
+{
+    if (!c->ac)
+        return;
+    lk_warn("redis: %s: %s; reconnecting", c->name, why);
+    redisAsyncDisconnect(c->ac);
+}
+
+static void conn_open(struct conn *c, const char *host, int port);
+
+/* ---- Sentinel ------------------------------------------------------------- */
+
+static void sentinel_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct conn *c = privdata;
+    redisReply *r = reply;
+    int found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING;
+    if (found) {
+        snprintf(c->host, sizeof(c->host), "%s", r->element[0]->str);
+        c->port = atoi(r->element[1]->str);
+    }
+    if (c->sentinel == ac) {
+        c->sentinel = NULL;
+        redisAsyncDisconnect(ac);
+    }
+    if (!r)
+        return; /* the sentinel went away: its disconnect callback retries */
+    if (found) {
+        lk_debug("redis: %s: Sentinel says the master is %s:%d", c->name, c->host, c->port);
+        conn_open(c, c->host, c->port);
+    } else {
+        lk_warn("redis: %s: Sentinel does not know master '%s'", c->name, cfg.redis_master);
+        schedule_retry(c);
+    }
+}
+
+static void sentinel_connect_cb(const redisAsyncContext *ac, int status)
+{
+    struct conn *c = ac->data;
+    if (status != REDIS_OK) {
+        if (c->sentinel == ac)
+            c->sentinel = NULL;
+        schedule_retry(c);
+        return;
+    }
+    redisAsyncCommand((redisAsyncContext *)ac, sentinel_reply_cb, c, "SENTINEL get-master-addr-by-name %s",
+                      cfg.redis_master);
+}
+
+static void sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+    struct conn *c = ac->data;
+    (void)status;
+    if (c->sentinel == ac) { /* dropped before answering */
+        c->sentinel = NULL;
+        schedule_retry(c);
+    }
+}
+
+/* Asks the next Sentinel of the list where the master is. */
+static void sentinel_ask(struct conn *c)
+{
+    const char *list = cfg.redis_sentinel;
+    unsigned n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    unsigned pick = c->next_sentinel++ % n;
+    const char *p = list;
+    for (unsigned i = 0; i < pick; i++)
+        p = strchr(p, ',') + 1;
+    size_t len = strcspn(p, ",");
+    char host[256];
+    const char *colon = memrchr(p, ':', len);
+    if (!colon || (size_t)(colon - p) >= sizeof(host)) {
+        lk_error("redis: bad --redis-sentinel entry '%.*s' (host:port)", (int)len, p);
+        schedule_retry(c);
+        return;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
+    redisAsyncContext *ac = redisAsyncConnect(host, atoi(colon + 1));
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(c);
+        return;
+    }
+    ac->data = c;
+    c->sentinel = ac;
+    redis_uv_attach(ac, st.loop);
+    redisAsyncSetConnectCallback(ac, sentinel_connect_cb);
+    redisAsyncSetDisconnectCallback(ac, sentinel_disconnect_cb);
+}
+
 static void conn_start(struct conn *c)
 {
     if (st.shutting_down)
         return;
-    redisAsyncContext *ac = st.unix_path ? redisAsyncConnectUnix(st.unix_path)
-                                         : redisAsyncConnect(st.host, st.port);
+    if (cfg.redis_sentinel[0]) {
+        sentinel_ask(c);
+        return;
+    }
+    conn_open(c, st.host, st.port);
+}
+
+static void conn_open(struct conn *c, const char *host, int port)
+{
+    if (st.shutting_down)
+        return;
+    if (host != c->host)
+        snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
+    c->port = port;
+    lk_debug("redis: %s connecting to %s:%d", c->name, c->host, c->port);
+    redisAsyncContext *ac = st.unix_path && !cfg.redis_sentinel[0] ? redisAsyncConnectUnix(st.unix_path)
+                                                                   : redisAsyncConnect(host, port);
     if (!ac || ac->err) {
         lk_warn("redis: %s connect failed: %s", c->name, ac ? ac->errstr : "out of memory");
         if (ac)
@@ -476,7 +738,7 @@ static void conn_start(struct conn *c)
     }
     ac->data = c;
     c->ac = ac;
-    redisLibuvAttach(ac, st.loop);
+    redis_uv_attach(ac, st.loop);
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
 }
@@ -513,6 +775,7 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
 {
     st.loop = loop;
     snprintf(st.broker_id, sizeof(st.broker_id), "%s", broker_id);
+    st.fence_clock = !strcmp(cfg.fence_clock, "on") || (!strcmp(cfg.fence_clock, "auto") && cfg.redis_sentinel[0]);
     if (parse_url(url) != 0)
         return -1;
     load_scripts();
@@ -534,6 +797,11 @@ static void close_conn(struct conn *c)
 {
     uv_timer_stop(&c->retry);
     uv_close((uv_handle_t *)&c->retry, NULL);
+    if (c->sentinel) {
+        redisAsyncContext *ac = c->sentinel;
+        c->sentinel = NULL;
+        redisAsyncFree(ac);
+    }
     if (c->ac) {
         redisAsyncContext *ac = c->ac;
         c->ac = NULL;

@@ -194,6 +194,15 @@ end
 -- Grants D to request r (a table of the request's fields). Returns the lock.
 local function grant(dev, r, now, maxlen, group, waiter)
     local fence = redis.call('INCR', fence_key(dev))
+    if redis.call('HGET', 'dl:config', 'fence_clock') == '1' then
+        -- never below the Redis clock in ms: a failover that lost the last
+        -- INCRs cannot hand out an old fence again (failover takes seconds)
+        local floor_ms = floor(now / 1000)
+        if fence < floor_ms then
+            fence = floor_ms
+            redis.call('SET', fence_key(dev), int(fence))
+        end
+    end
     local lease = tonumber(r.lease)
     local exp = 0
     if lease > 0 then exp = now + lease * 1000 end
