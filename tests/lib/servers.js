@@ -1,0 +1,175 @@
+'use strict';
+// servers.js - private redis-server and devlockd processes for tests, on
+// free loopback ports in a temp dir; only processes started here are killed.
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BUILD = path.resolve(ROOT, process.env.DEVLOCK_BUILD || 'build');
+const started = new Set();
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+// Polls fn until it returns a truthy value or the deadline passes.
+async function poll(fn, timeoutMs = 5000, what = 'condition', stepMs = 20) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    let v;
+    try { v = await fn(); } catch (e) { v = undefined; }
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise(r => setTimeout(r, stepMs));
+  }
+}
+
+function track(child, logFile) {
+  started.add(child);
+  child.on('exit', () => started.delete(child));
+  child.logFile = logFile;
+  return child;
+}
+
+class Redis {
+  constructor(dir, port) { this.dir = dir; this.port = port; }
+  static async start(opts = {}) {
+    const dir = opts.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-redis-'));
+    const r = new Redis(dir, opts.port || await freePort());
+    r.args = ['--port', String(r.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
+      '--appendfsync', opts.fsync || 'everysec', '--dir', dir, ...(opts.args || [])];
+    await r.spawn();
+    return r;
+  }
+  async spawn() {
+    const log = path.join(this.dir, 'redis.log');
+    const out = fs.openSync(log, 'a');
+    this.proc = track(spawn('redis-server', this.args, { stdio: ['ignore', out, out] }), log);
+    await poll(() => this.cli('PING') === 'PONG', 10000, 'redis-server to answer');
+  }
+  cli(...args) {
+    try {
+      return execFileSync('redis-cli', ['-p', String(this.port), ...args], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch (e) { return null; }
+  }
+  get url() { return `redis://127.0.0.1:${this.port}`; }
+  async kill(signal = 'SIGKILL') { await stop(this.proc, signal); }
+  async restart() { await this.spawn(); }
+}
+
+class Broker {
+  static async start(redisUrl, args = [], opts = {}) {
+    const b = new Broker();
+    b.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-broker-'));
+    b.portFile = path.join(b.dir, 'port');
+    b.args = ['--host', '127.0.0.1', '--port', String(opts.port || 0), '--port-file', b.portFile,
+      '--redis-url', redisUrl, ...args];
+    await b.spawn(opts.env);
+    return b;
+  }
+  async spawn(env) {
+    try { fs.unlinkSync(this.portFile); } catch (e) { /* first start */ }
+    const log = path.join(this.dir, 'devlockd.log');
+    const out = fs.openSync(log, 'a');
+    this.proc = track(spawn(path.join(BUILD, 'devlockd'), this.args,
+      { stdio: ['ignore', out, out], env: { ...process.env, ...(env || {}) } }), log);
+    this.port = await poll(() => {
+      const s = fs.existsSync(this.portFile) && fs.readFileSync(this.portFile, 'utf8').trim();
+      return s ? Number(s) : 0;
+    }, 10000, 'devlockd to listen');
+    this.base = `http://127.0.0.1:${this.port}`;
+    await poll(async () => (await fetch(this.base + '/api/health/ready')).status === 200, 10000, 'devlockd ready');
+  }
+  async stop(signal = 'SIGTERM') { return stop(this.proc, signal); }
+  async restart(env) { await this.stop(); this.args[this.args.indexOf('--port') + 1] = String(this.port); await this.spawn(env); }
+  log() { try { return fs.readFileSync(this.proc.logFile, 'utf8'); } catch (e) { return ''; } }
+
+  // HTTP helpers: {status, body}
+  async post(p, body, headers = {}) {
+    const r = await fetch(this.base + p, { method: 'POST', headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body) });
+    const text = await r.text();
+    let json; try { json = JSON.parse(text); } catch (e) { json = undefined; }
+    return { status: r.status, body: json, text };
+  }
+  async get(p, headers = {}) {
+    const r = await fetch(this.base + p, { headers });
+    const text = await r.text();
+    let json; try { json = JSON.parse(text); } catch (e) { json = undefined; }
+    return { status: r.status, body: json, text };
+  }
+  acquire(fields, headers) { return this.post('/api/lock/request', fields, headers); }
+  release(fields, headers) { return this.post('/api/lock/release', fields, headers); }
+  ws(query = '', headers = {}) { return Watcher.open(`ws://127.0.0.1:${this.port}/ws${query}`, headers); }
+}
+
+// A WebSocket client (npm "ws") that keeps every frame for waitFor().
+class Watcher {
+  static open(url, headers) {
+    const WebSocket = require(path.join(ROOT, 'tests', 'node_modules', 'ws'));
+    const w = new Watcher();
+    w.frames = [];
+    w.waiters = [];
+    w.sock = new WebSocket(url, { headers });
+    w.sock.on('message', (data) => {
+      let f; try { f = JSON.parse(String(data)); } catch (e) { f = { raw: String(data) }; }
+      w.frames.push(f);
+      w.waiters = w.waiters.filter(x => !x.check());
+    });
+    w.closed = new Promise(resolve => w.sock.on('close', (code) => { w.closeCode = code; resolve(code); }));
+    return new Promise((resolve, reject) => {
+      w.sock.on('open', () => resolve(w));
+      w.sock.on('error', reject);
+    });
+  }
+  send(obj) { this.sock.send(typeof obj === 'string' ? obj : JSON.stringify(obj)); }
+  // Resolves with the first frame (after index `from`) matching pred.
+  waitFor(pred, timeoutMs = 5000, from = 0) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        for (let i = from; i < this.frames.length; i++) if (pred(this.frames[i])) { resolve(this.frames[i]); return true; }
+        return false;
+      };
+      if (check()) return;
+      const entry = { check };
+      this.waiters.push(entry);
+      setTimeout(() => {
+        if (this.waiters.includes(entry)) {
+          this.waiters = this.waiters.filter(x => x !== entry);
+          reject(new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(-5)).slice(0, 600)}`));
+        }
+      }, timeoutMs);
+    });
+  }
+  updates() { return this.frames.filter(f => f.type === 'lock_update'); }
+  close() { this.sock.close(); return this.closed; }
+}
+
+function stop(child, signal) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise(resolve => {
+    const t = setTimeout(() => { try { child.kill('SIGKILL'); } catch (e) { /* gone */ } }, 10000);
+    child.once('exit', (code, sig) => { clearTimeout(t); resolve({ code, signal: sig }); });
+    child.kill(signal);
+  });
+}
+
+async function stopAll() {
+  await Promise.all([...started].map(c => stop(c, 'SIGKILL')));
+}
+process.on('exit', () => { for (const c of started) { try { c.kill('SIGKILL'); } catch (e) { /* gone */ } } });
+
+// Compares stream ids "ms-seq" numerically.
+function idCmp(a, b) {
+  const [am, as] = a.split('-').map(BigInt), [bm, bs] = b.split('-').map(BigInt);
+  return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : (am < bm ? -1 : 1);
+}
+
+module.exports = { Redis, Broker, Watcher, poll, freePort, stopAll, idCmp, BUILD, ROOT };
