@@ -11,6 +11,10 @@ extern int lk_log_json;        /* 1: one JSON object per line */
 /* "DEBUG", "INFO", "WARNING"/"WARN", "ERROR" (any case); -1 if unknown. */
 int lk_log_level_parse(const char *s);
 void lk_log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One event as key=value fields (text: `what k=v k="v w"`; json: an object
+ * with msg = what and one member per field). kv holds n key/value pairs;
+ * NULL values are left out. */
+void lk_log_fields(int level, const char *what, const char *const *kv, int n);
 
 #define LK_LOG(level, ...)                         \
     do {                                           \

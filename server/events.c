@@ -100,6 +100,50 @@ static const char *field(redisReply *fields, const char *name, size_t *len)
     return NULL;
 }
 
+/* The value of "key":"..." or "key":123 in our fixed-layout event JSON. */
+static const char *json_field(const char *j, const char *key, char *out, size_t n)
+{
+    char pat[40];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(j, pat);
+    if (!p)
+        return NULL;
+    p += strlen(pat);
+    if (*p == 'n')
+        return NULL; /* null */
+    int quoted = *p == '"';
+    p += quoted;
+    size_t k = 0;
+    while (*p && k + 1 < n && (quoted ? *p != '"' : (*p != ',' && *p != '}'))) {
+        if (quoted && *p == '\\' && p[1])
+            p++;
+        out[k++] = *p++;
+    }
+    out[k] = '\0';
+    return out;
+}
+
+/* One log line per event: who, device, type, fence, cause (every broker
+ * logs every event it reads; the event id ties them together). */
+static void log_event(const char *id, const char *j, size_t len)
+{
+    (void)len;
+    if (LK_LOG_INFO < lk_log_threshold)
+        return;
+    char action[32], dev[160], user[300], type[32], fence[32], cause[32], plan[160];
+    const char *kv[] = {
+        "event_id", id,
+        "action", json_field(j, "action", action, sizeof(action)),
+        "device", json_field(j, "device_name", dev, sizeof(dev)),
+        "user", json_field(j, "user_id", user, sizeof(user)),
+        "type", json_field(j, "lock_type", type, sizeof(type)),
+        "fence", json_field(j, "fence", fence, sizeof(fence)),
+        "plan_uid", json_field(j, "plan_uid", plan, sizeof(plan)),
+        "cause", json_field(j, "cause", cause, sizeof(cause)),
+    };
+    lk_log_fields(LK_LOG_INFO, "event", kv, 8);
+}
+
 static void on_events(redisReply *entries)
 {
     for (size_t i = 0; i < entries->elements; i++) {
@@ -115,6 +159,7 @@ static void on_events(redisReply *entries)
         const char *waiter = field(e->element[1], "w", NULL);
         snprintf(ev.last_id, sizeof(ev.last_id), "%s", id);
         if (j) {
+            log_event(id, j, jlen);
             metrics_event(j, jlen);
             ws_broadcast(id, dev ? dev : "", j, jlen);
         }

@@ -419,7 +419,7 @@ static void request_reply(struct locks_call *c, redisReply *r)
         cJSON_Delete(j);
     }
     if (!strcmp(what, "granted")) {
-        lk_info("granted device=%s user=%s", c->device, c->user_id);
+        lk_debug("granted device=%s user=%s", c->device, c->user_id);
         metrics_acquire(strstr(body, "\"preempted\":") ? ACQ_PREEMPTED : ACQ_GRANTED);
     } else if (!strcmp(what, "denied")) {
         metrics_acquire(ACQ_DENIED);
