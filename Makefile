@@ -24,7 +24,7 @@ CLI_LIBS   = $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null)
 
 .DEFAULT_GOAL := all
 .PHONY: all deps run test test-unit test-integration test-e2e test-asan clean help \
-        install uninstall examples bench fuzz chaos
+        install uninstall examples bench fuzz fuzz-targets chaos
 
 # ---- common/: libcommon.a, linked into everything -------------------------
 COMMON_SRC := $(wildcard common/*.c)
@@ -106,6 +106,19 @@ UNIT_LINK := $(filter-out $(B)/server/main.o,$(SERVER_OBJ)) $(B)/libcommon.a
 $(B)/tests/test_%: tests/unit/test_%.c $(UNIT_LINK)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iserver -Itests $(PKG_CFLAGS) -o $@ $< $(UNIT_LINK) $(PKG_LIBS) -lm
+
+# Fuzz targets (clang + libFuzzer), built in their own tree: make fuzz-targets B=build/fuzz ...
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzzers/%)
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 60
+$(B)/fuzzers/fuzz_%: tests/fuzz/fuzz_%.c $(UNIT_LINK)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iserver $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(UNIT_LINK) $(PKG_LIBS) -lm
+fuzz-targets: $(FUZZ_BIN)
+fuzz:
+	$(MAKE) B=build/fuzz CC=clang WERROR=0 CFLAGS="$(FUZZ_CFLAGS)" fuzz-targets
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
 

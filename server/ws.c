@@ -591,25 +591,43 @@ static int attach_session(struct ws_session *s, const cJSON *sid, const char *id
     return 1;
 }
 
+enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char **type,
+                         const char **detail)
+{
+    *msg = NULL;
+    *type = NULL;
+    if (lk_json_depth(text, len, (int)cfg.max_json_depth) > cfg.max_json_depth) {
+        *detail = "JSON nesting is too deep";
+        return LK_E_TOO_DEEP;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    if (!j || !cJSON_IsObject(j)) {
+        *detail = j ? "a message must be a JSON object" : "message is not valid JSON";
+        cJSON_Delete(j);
+        return LK_E_INVALID_JSON;
+    }
+    *msg = j;
+    *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
+    if (!*type) {
+        *detail = "field 'type' is required and must be a string";
+        return LK_E_VALIDATION;
+    }
+    return LK_E_OK;
+}
+
 static void handle_message(struct ws_session *s, const char *text, size_t len)
 {
-    if (lk_json_depth(text, len, (int)cfg.max_json_depth) > cfg.max_json_depth) {
-        send_error(s, LK_E_TOO_DEEP, "JSON nesting is too deep", NULL);
+    cJSON *msg;
+    const char *t, *detail = NULL;
+    enum lk_status st = ws_decode(text, len, &msg, &t, &detail);
+    if (!msg) {
+        send_error(s, st, detail, NULL);
         return;
     }
-    cJSON *msg = cJSON_ParseWithLength(text, len);
-    if (!msg || !cJSON_IsObject(msg)) {
-        send_error(s, LK_E_INVALID_JSON, msg ? "a message must be a JSON object"
-                                             : "message is not valid JSON", NULL);
-        cJSON_Delete(msg);
-        return;
-    }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
     char *id_json = id ? cJSON_PrintUnformatted(id) : NULL;
-    const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
     if (!t) {
-        send_error(s, LK_E_VALIDATION, "field 'type' is required and must be a string", id_json);
+        send_error(s, st, detail, id_json);
     } else if (!strcmp(t, "ping")) {
         char ts[40];
         lk_time_format_us(lk_time_now_us(), ts, sizeof(ts));

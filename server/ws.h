@@ -9,6 +9,9 @@
 
 #include "auth.h"
 #include "lk_buf.h"
+#include "lk_error.h"
+
+struct cJSON;
 
 struct ws_call;
 struct ws_msg;
@@ -43,6 +46,13 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
 void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len);
 size_t ws_client_count(void);
 unsigned long ws_dropped_count(void);
+
+/* Checks and parses one client message (depth first, then JSON, an object
+ * with a string "type"). On LK_E_OK *msg (caller frees with cJSON_Delete)
+ * and *type are set; on LK_E_VALIDATION *msg is set but *type is NULL; else
+ * *msg is NULL. *detail says what is wrong. */
+enum lk_status ws_decode(const char *text, size_t len, struct cJSON **msg, const char **type,
+                         const char **detail);
 
 /* Stream ids "ms-seq": <0, 0, >0 like strcmp; malformed ids sort first. */
 int ws_event_id_cmp(const char *a, const char *b);
