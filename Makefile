@@ -24,7 +24,7 @@ CLI_LIBS   = $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null)
 
 .DEFAULT_GOAL := all
 .PHONY: all deps run test test-unit test-integration test-e2e test-asan clean help \
-        install uninstall examples bench fuzz fuzz-targets chaos
+        install uninstall examples bench fuzz fuzz-targets chaos test-valgrind
 
 # ---- common/: libcommon.a, linked into everything -------------------------
 COMMON_SRC := $(wildcard common/*.c)
@@ -143,6 +143,10 @@ test-e2e: all
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all
 	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit integration
+
+# The unit and integration suites with devlockd and the unit tests under valgrind.
+test-valgrind: all
+	VALGRIND=1 sh scripts/run-tests.sh unit integration
 
 install: $(CLIENT_TARGETS)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

@@ -37,7 +37,7 @@ for s in $suites; do
         [ -n "$(ls "$B"/tests/test_* 2>/dev/null)" ] || continue
         run_suite unit sh -c "p=0; f=0; for t in $B/tests/test_*; do
             case \$t in *.d) continue;; esac
-            out=\$(\$t 2>&1); rc=\$?; echo \"\$out\" | tail -n 20
+            if [ \"\${VALGRIND:-}\" = 1 ]; then out=\$(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \$t 2>&1); else out=\$(\$t 2>&1); fi; rc=\$?; echo \"\$out\" | tail -n 20
             l=\$(echo \"\$out\" | tail -n 1)
             tp=\$(echo \"\$l\" | sed -n 's/^\([0-9]*\) passed.*/\1/p'); tf=\$(echo \"\$l\" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
             [ -n \"\$tp\" ] || { tp=0; tf=1; }; [ \$rc = 0 ] || [ \"\$tf\" != 0 ] || tf=1

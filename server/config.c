@@ -116,6 +116,7 @@ static const struct setting *find_flag(const char *name, size_t n)
 
 int config_load(int argc, char **argv, FILE *out, FILE *err)
 {
+    config_free(); /* a reload starts from nothing (and leaks nothing) */
     memset(&cfg, 0, sizeof(cfg));
     for (size_t i = 0; i < NSETTINGS; i++) {
         const char *env = getenv(table[i].env);

@@ -78,12 +78,16 @@ class Broker {
     try { fs.unlinkSync(this.portFile); } catch (e) { /* first start */ }
     const log = path.join(this.dir, 'devlockd.log');
     const out = fs.openSync(log, 'a');
-    this.proc = track(spawn(path.join(BUILD, 'devlockd'), this.args,
-      { stdio: ['ignore', out, out], env: { ...process.env, ...(env || {}) } }), log);
+    // VALGRIND=1 runs the broker under memcheck (make test-valgrind)
+    const [cmd, argv] = process.env.VALGRIND === '1'
+      ? ['valgrind', ['--quiet', '--error-exitcode=99', '--leak-check=full', '--errors-for-leak-kinds=definite',
+          path.join(BUILD, 'devlockd'), ...this.args]]
+      : [path.join(BUILD, 'devlockd'), this.args];
+    this.proc = track(spawn(cmd, argv, { stdio: ['ignore', out, out], env: { ...process.env, ...(env || {}) } }), log);
     this.port = await poll(() => {
       const s = fs.existsSync(this.portFile) && fs.readFileSync(this.portFile, 'utf8').trim();
       return s ? Number(s) : 0;
-    }, 10000, 'devlockd to listen');
+    }, process.env.VALGRIND === '1' ? 60000 : 10000, 'devlockd to listen');
     this.base = `http://127.0.0.1:${this.port}`;
     await poll(async () => (await fetch(this.base + '/api/health/ready')).status === 200, 10000, 'devlockd ready');
   }
