@@ -605,6 +605,7 @@ static int write_answer(struct lws *wsi, struct http_req *r)
 static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t len)
 {
     if (!r->wsi) {
+        r->kind = PSS_HTTP;
         lk_buf_init(&r->body, 0);
         lk_buf_init(&r->resp, 0);
         http_conns++;
@@ -683,6 +684,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             return 0;
         return write_answer(wsi, r);
     case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (r->call) {
             locks_cancel(r->call);
             r->call = NULL;

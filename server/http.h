@@ -11,6 +11,7 @@
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
  * transaction on it). */
 struct http_req {
+    int kind;                 /* PSS_HTTP once used (shared first member with ws_session) */
     struct lws *wsi;
     int method;               /* LWSHUMETH_* */
     char path[256];
@@ -33,6 +34,9 @@ struct http_req {
 
 /* Open HTTP connections (for the connection limit). */
 int http_connection_count(void);
+
+/* The first member of both per-connection structs says which one it is. */
+enum { PSS_UNUSED, PSS_HTTP, PSS_WS };
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
                   void *in, size_t len);

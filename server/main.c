@@ -37,15 +37,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_BODY:
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
     case LWS_CALLBACK_HTTP_WRITEABLE:
-    case LWS_CALLBACK_CLOSED_HTTP:
         return pss ? http_callback(wsi, reason, &pss->http, in, len) : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL: /* also at shutdown, for open keep-alives */
+        return pss && pss->http.kind == PSS_HTTP ? http_callback(wsi, reason, &pss->http, in, len) : 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return ws_callback(wsi, reason, pss ? &pss->ws : NULL, in, len);
     case LWS_CALLBACK_ESTABLISHED:
+        return pss ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLOSED:
-        return pss ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
+        return pss && pss->ws.kind == PSS_WS ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }

@@ -702,6 +702,8 @@ static void session_close(struct ws_session *s)
     }
     /* its session locks end after the grace period unless resumed */
     locks_session(s->session_id, 0);
+    for (size_t i = 0; i < s->nfilter; i++)
+        free(s->filter[i]);
     free(s->filter);
     struct ws_msg *m;
     while ((m = q_pop(s)))
@@ -753,6 +755,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         if (auth_active() && ws_authenticate(wsi, &user) != 0)
             return -1;
         memset(s, 0, sizeof(*s));
+        s->kind = PSS_WS;
         s->user = user;
         s->wsi = wsi;
         uuid_t u;

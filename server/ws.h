@@ -18,6 +18,7 @@ struct ws_msg;
 
 /* Per-connection state (inside the lws per-session data). */
 struct ws_session {
+    int kind;                         /* PSS_WS (see http.h) */
     struct lws *wsi;
     struct ws_session *prev, *next;   /* all sessions */
     struct ws_msg **q;                /* ring of frames to send */
