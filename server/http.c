@@ -549,32 +549,73 @@ static int add_cors(struct lws *wsi, struct http_req *r, unsigned char **p, unsi
     return 0;
 }
 
+/* Headers shared by both ways of answering. */
+static int extra_headers(struct lws *wsi, struct http_req *r, unsigned char **p, unsigned char *end)
+{
+    if (r->static_data &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-cache", 8, p, end))
+        return -1;
+    if (r->status == 401 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                    (const unsigned char *)"Bearer", 6, p, end))
+        return -1;
+    if (add_cors(wsi, r, p, end))
+        return -1;
+    if (r->close_after &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, p, end))
+        return -1;
+    return 0;
+}
+
+static int answered(struct lws *wsi, struct http_req *r)
+{
+    if (r->close_after)
+        return -1;
+    /* keep-alive: ready for the next transaction on this connection */
+    r->answered = r->headers_sent = 0;
+    r->static_data = NULL;
+    r->sent = 0;
+    lk_buf_reset(&r->body);
+    lk_buf_reset(&r->resp);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* A small answer goes out in one write: headers and body together (half
+ * the system calls of writing them apart, which is what most answers are). */
+static int write_small(struct lws *wsi, struct http_req *r, const char *data, size_t len)
+{
+    unsigned char buf[LWS_PRE + 1024 + CHUNK], *start = buf + LWS_PRE, *p = start,
+                                               *end = buf + LWS_PRE + 1024 - 1;
+    char clen[24];
+    int n = snprintf(clen, sizeof(clen), "%zu", len);
+    if (lws_add_http_header_status(wsi, (unsigned)r->status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)r->ctype,
+                                     (int)strlen(r->ctype), &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const unsigned char *)clen, n,
+                                     &p, end) ||
+        extra_headers(wsi, r, &p, end) || lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    memcpy(p, data, len);
+    p += len;
+    if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) != (int)(p - start))
+        return -1;
+    return answered(wsi, r);
+}
+
 static int write_answer(struct lws *wsi, struct http_req *r)
 {
     const char *data = r->static_data ? r->static_data : lk_buf_data(&r->resp);
     size_t len = r->static_data ? r->static_len : r->resp.len;
     if (r->status == 204)
         len = 0;
+    if (!r->headers_sent && len <= CHUNK)
+        return write_small(wsi, r, data, len);
     if (!r->headers_sent) {
         unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
                                            *end = hdr + sizeof(hdr) - 1;
-        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype, len, &p, end))
-            return -1;
-        if (r->static_data &&
-            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                         (const unsigned char *)"no-cache", 8, &p, end))
-            return -1;
-        if (r->status == 401 &&
-            lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
-                                        (const unsigned char *)"Bearer", 6, &p, end))
-            return -1;
-        if (add_cors(wsi, r, &p, end))
-            return -1;
-        if (r->close_after &&
-            lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                         (const unsigned char *)"close", 5, &p, end))
-            return -1;
-        if (lws_finalize_write_http_header(wsi, start, &p, end))
+        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype, len, &p, end) ||
+            extra_headers(wsi, r, &p, end) || lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         r->headers_sent = 1;
         lws_callback_on_writable(wsi);
@@ -591,15 +632,7 @@ static int write_answer(struct lws *wsi, struct http_req *r)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    if (r->close_after)
-        return -1;
-    /* keep-alive: ready for the next transaction on this connection */
-    r->answered = r->headers_sent = 0;
-    r->static_data = NULL;
-    r->sent = 0;
-    lk_buf_reset(&r->body);
-    lk_buf_reset(&r->resp);
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return answered(wsi, r);
 }
 
 static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t len)
