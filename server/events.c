@@ -15,6 +15,7 @@
 #include "events.h"
 #include "locks.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "lk_log.h"
 #include "lk_time.h"
 #include "store.h"
@@ -29,6 +30,7 @@ static struct {
     int running;             /* an expire.lua call is in flight */
     int again;               /* run once more when it returns */
     int started;             /* the stream reader has a position */
+    int snapshotting;
     unsigned long expired;
     char last_id[48];
 } ev;
@@ -161,6 +163,7 @@ static void on_events(redisReply *entries)
         if (j) {
             log_event(id, j, jlen);
             metrics_event(j, jlen);
+            mirror_apply(id, j, jlen);
             ws_broadcast(id, dev ? dev : "", j, jlen);
         }
         if (exp)
@@ -170,25 +173,59 @@ static void on_events(redisReply *entries)
     }
 }
 
-/* The stream's position when the reader first starts: only events after it
- * are read (clients get earlier state from snapshots). */
-static void start_cb(void *ctx, redisReply *r, enum lk_status st)
+/* A snapshot of every lock and its stream position: it (re)builds the read
+ * copy; on the first start it is also where the stream reader begins (only
+ * events after it are read: clients get earlier state from snapshots). */
+static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
 {
     (void)ctx;
-    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+    ev.snapshotting = 0;
+    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[1]->type != REDIS_REPLY_STRING)
         return; /* retried on the next connection */
-    ev.started = 1;
-    snprintf(ev.last_id, sizeof(ev.last_id), "%s", r->element[1]->str);
-    store_read_from(r->element[1]->str);
+    size_t n = r->elements - 3;
+    const char **locks = calloc(n ? n : 1, sizeof(*locks));
+    size_t *lens = calloc(n ? n : 1, sizeof(*lens));
+    for (size_t i = 0; i < n; i++) {
+        locks[i] = r->element[3 + i]->str ? r->element[3 + i]->str : "";
+        lens[i] = r->element[3 + i]->len;
+    }
+    mirror_reset(r->element[1]->str, locks, lens, n);
+    free(locks);
+    free(lens);
+    if (!ev.started) {
+        ev.started = 1;
+        snprintf(ev.last_id, sizeof(ev.last_id), "%s", r->element[1]->str);
+        store_read_from(r->element[1]->str);
+    }
+}
+
+static void take_snapshot(void)
+{
+    if (ev.snapshotting)
+        return;
+    const char *argv[] = {"-", "-1"};
+    ev.snapshotting = 1;
+    if (!store_eval(SCRIPT_SNAPSHOT, 0, 2, argv, NULL, snapshot_cb, NULL))
+        ev.snapshotting = 0;
+}
+
+/* The stream connection came back: events may have been lost with Redis (a
+ * restart without fsync) or trimmed, so the read copy starts over from a
+ * fresh snapshot; the reader itself goes on from where it was, so
+ * WebSocket clients still get every event it can read. */
+static void on_stream_up(void)
+{
+    if (ev.started) {
+        mirror_invalidate();
+        take_snapshot();
+    }
 }
 
 static void on_up(void)
 {
-    if (!ev.started) {
-        const char *argv[] = {"-", "0"};
-        store_eval(SCRIPT_SNAPSHOT, 0, 2, argv, NULL, start_cb, NULL);
-    }
+    if (!ev.started || !mirror_ready())
+        take_snapshot();
     /* Leases may have ended while Redis was away: end them now. */
     run_expire();
     locks_push_catalogue();
@@ -199,10 +236,12 @@ void events_init(uv_loop_t *loop)
     uv_timer_init(loop, &ev.timer);
     store_on_up(on_up);
     store_on_events(on_events);
+    store_on_stream_up(on_stream_up);
 }
 
 void events_shutdown(void)
 {
+    mirror_free();
     uv_timer_stop(&ev.timer);
     uv_close((uv_handle_t *)&ev.timer, NULL);
 }

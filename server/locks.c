@@ -23,6 +23,7 @@
 #include "lk_time.h"
 #include "locks.h"
 #include "metrics.h"
+#include "mirror.h"
 
 #define USER_ID_MAX 256
 #define TEXT_MAX 1024
@@ -567,6 +568,11 @@ static void script_cb(void *ctx, redisReply *r, enum lk_status s)
         call_end(c);
         return;
     }
+    /* a change's last event: reads on this broker wait for the copy to have it */
+    redisReply *last = r->element[r->elements - 1];
+    if (last->type == REDIS_REPLY_STRING && last->len && last->str[0] >= '0' && last->str[0] <= '9' &&
+        memchr(last->str, '-', last->len))
+        mirror_note_write(last->str);
     switch (c->kind) {
     case K_REQUEST: request_reply(c, r); break;
     case K_UNWAIT: unwait_reply(c, r); break;
@@ -782,6 +788,34 @@ struct locks_call *locks_validate(const cJSON *req, locks_done_fn fn, void *ctx)
     return run(c, SCRIPT_DEVICE, 1, argv);
 }
 
+/* Reads come from this broker's copy of the lock table when it is valid
+ * and has every change this broker acknowledged (see mirror.h). */
+static int from_mirror(void) { return store_ready() && mirror_ready(); }
+
+static int64_t redis_now_us(void) { return lk_time_now_us() + events_clock_offset_us(); }
+
+static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn, void *ctx)
+{
+    char ts[40], pos[48];
+    int64_t now = redis_now_us();
+    lk_time_format_us(now, ts, sizeof(ts));
+    snprintf(pos, sizeof(pos), "%s", mirror_position());
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"locks\":");
+    const char *next;
+    size_t n = mirror_list(&b, cursor && cursor[0] ? cursor : NULL, limit, now, &next);
+    lk_buf_printf(&b, ",\"total_count\":%zu,\"timestamp\":\"%s\"", limit < 0 ? n : mirror_count(), ts);
+    if (limit > 0) {
+        lk_buf_puts(&b, ",\"next_cursor\":");
+        lk_buf_json_str(&b, next);
+    }
+    lk_buf_putc(&b, '}');
+    struct locks_result res = {200, &b, pos};
+    fn(ctx, &res);
+    lk_buf_free(&b);
+}
+
 struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx)
 {
     char start[LK_DEVICE_NAME_MAX + 2] = "-", lim[32];
@@ -792,6 +826,10 @@ struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn
         }
         snprintf(start, sizeof(start), "(%s", cursor);
     }
+    if (from_mirror()) {
+        status_from_mirror(cursor, limit, fn, ctx);
+        return NULL;
+    }
     snprintf(lim, sizeof(lim), "%ld", limit);
     const char *argv[] = {start, lim};
     struct locks_call *c = call_new(K_STATUS, fn, ctx);
@@ -799,6 +837,8 @@ struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn
     return run(c, SCRIPT_SNAPSHOT, 2, argv);
 }
 
+/* One device: read from Redis, because the answer lists the device's
+ * waiters, which only Redis knows (queueing emits no event). */
 struct locks_call *locks_device(const char *dev, locks_done_fn fn, void *ctx)
 {
     char err[256];

@@ -89,6 +89,7 @@ static struct {
     unsigned beats;
     void (*on_up)(void);
     void (*on_events)(redisReply *);
+    void (*on_stream_up)(void);
 } st;
 
 static void conn_start(struct conn *c);
@@ -498,6 +499,7 @@ void store_read_from(const char *last_id)
 
 void store_on_up(void (*fn)(void)) { st.on_up = fn; }
 void store_on_events(void (*fn)(redisReply *)) { st.on_events = fn; }
+void store_on_stream_up(void (*fn)(void)) { st.on_stream_up = fn; }
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -543,6 +545,8 @@ static void greet_cb(redisAsyncContext *ac, void *reply, void *privdata)
         if (st.on_up)
             st.on_up();
     } else {
+        if (st.on_stream_up)
+            st.on_stream_up();
         read_next();
     }
 }

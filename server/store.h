@@ -60,6 +60,8 @@ void store_cancel(struct store_op *op);
  * stream entries read (reply = the entries array of XREAD). */
 void store_on_up(void (*fn)(void));
 void store_on_events(void (*fn)(redisReply *entries));
+/* Run each time the stream connection comes (back) up. */
+void store_on_stream_up(void (*fn)(void));
 /* Starts (or restarts) the stream reader after the given id. */
 void store_read_from(const char *last_id);
 

@@ -19,13 +19,13 @@ end
 if rid ~= '' then
     local prev = redis.call('GET', rid)
     if prev then
-        if string.sub(prev, 1, 2) ~= 'W:' then return {'replay', prev} end
+        if string.sub(prev, 1, 2) ~= 'W:' then return {'replay', prev, S.last_id} end
         local wid = string.sub(prev, 3)
         local res = redis.call('GET', 'dl:wres:' .. wid)
-        if res then return {'replay', res} end
+        if res then return {'replay', res, S.last_id} end
         local w = hload('dl:waiter:' .. wid)
-        if w and waiter_alive(w, now) then return {'queued', wid, w.deadline} end
-        return {'replay', timed_out_body()}
+        if w and waiter_alive(w, now) then return {'queued', wid, w.deadline, S.last_id} end
+        return {'replay', timed_out_body(), S.last_id}
     end
 end
 
@@ -77,11 +77,11 @@ end
 if blocker then
     if wait_ms > 0 then
         local deadline = now + wait_ms * 1000
-        return {'queued', enqueue(deadline), int(deadline)}
+        return {'queued', enqueue(deadline), int(deadline), S.last_id}
     end
     local body = denied_body(devs[1], blocker_json, blocker)
     if rid ~= '' then redis.call('SET', rid, body, 'PX', 300000) end
-    return {'denied', body}
+    return {'denied', body, S.last_id}
 end
 
 if graceful > 0 then
@@ -95,7 +95,7 @@ if graceful > 0 then
         redis.call('ZADD', 'dl:expiry', int(now + graceful * 1000), '!' .. h.device_name)
         emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
     end
-    return {'queued', wid, int(deadline)}
+    return {'queued', wid, int(deadline), S.last_id}
 end
 
 local preempted = {}
@@ -111,4 +111,4 @@ local body = granted_body(locks, preempted)
 if rid ~= '' then
     redis.call('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))
 end
-return {'granted', body}
+return {'granted', body, S.last_id}

@@ -6,7 +6,7 @@ local dev, maxlen = ARGV[1], ARGV[3]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
 local now = now_us()
 local h = live_lock(dev, now, maxlen)
-if not h then return {-1} end
+if not h then return {-1, '', S.last_id} end
 local devs = {dev}
 if h.group then devs = cjson.decode(h.group) end
 local names = {}
@@ -24,4 +24,4 @@ for _, d in ipairs(devs) do
         names[#names + 1] = d
     end
 end
-return {1, '{"success":true,"message":' .. jstr('Lock force-released for ' .. table.concat(names, ', ')) .. '}'}
+return {1, '{"success":true,"message":' .. jstr('Lock force-released for ' .. table.concat(names, ', ')) .. '}', S.last_id}

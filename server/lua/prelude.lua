@@ -29,7 +29,7 @@
 local floor = math.floor
 
 -- Settings a script receives in ARGV and sets before calling the helpers.
-local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0}
+local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = ''}
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact.
@@ -125,11 +125,13 @@ local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
     local how, limit = 'MAXLEN', maxlen
     if tonumber(maxlen) < 0 then how, limit = 'MINID', int(floor(now / 1000) + tonumber(maxlen)) end
     if waiter then
-        return redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
+        S.last_id = redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
             'plan', plan or '', 'exp', earliest(), 'w', waiter, 'j', j)
+    else
+        S.last_id = redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
+            'plan', plan or '', 'exp', earliest(), 'j', j)
     end
-    return redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
-        'plan', plan or '', 'exp', earliest(), 'j', j)
+    return S.last_id
 end
 
 local function expired(h, now)

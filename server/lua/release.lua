@@ -5,9 +5,9 @@ local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[4]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[5])
 local now = now_us()
 local h = live_lock(dev, now, maxlen)
-if not h then return {-1} end
-if h.lock_key ~= key then return {-2} end
-if h.user_id ~= ARGV[3] then return {-3} end
+if not h then return {-1, '', S.last_id} end
+if h.lock_key ~= key then return {-2, '', S.last_id} end
+if h.user_id ~= ARGV[3] then return {-3, '', S.last_id} end
 local devs = {dev}
 if h.group then devs = cjson.decode(h.group) end
 local names = {}
@@ -19,4 +19,4 @@ for _, d in ipairs(devs) do
     end
 end
 return {1, '{"success":true,"message":' ..
-    jstr((#names > 1 and 'Locks released for ' or 'Lock released for ') .. table.concat(names, ', ')) .. '}'}
+    jstr((#names > 1 and 'Locks released for ' or 'Lock released for ') .. table.concat(names, ', ')) .. '}', S.last_id}

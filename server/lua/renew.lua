@@ -6,9 +6,9 @@ local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[5]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
 local h = live_lock(dev, now, maxlen)
-if not h then return {-1} end
-if h.lock_key ~= key then return {-2} end
-if h.user_id ~= ARGV[3] then return {-3} end
+if not h then return {-1, '', S.last_id} end
+if h.lock_key ~= key then return {-2, '', S.last_id} end
+if h.user_id ~= ARGV[3] then return {-3, '', S.last_id} end
 local lease = tonumber(h.lease)
 if ARGV[4] ~= '' then lease = tonumber(ARGV[4]) end
 local devs = {dev}
@@ -29,4 +29,4 @@ end
 local exp = tonumber(mine.exp)
 return {1, '{"success":true,"message":' .. jstr('Lock renewed for ' .. dev) ..
     ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
-    ',"fence":' .. mine.fence .. ',"lock":' .. lock_json(mine) .. '}'}
+    ',"fence":' .. mine.fence .. ',"lock":' .. lock_json(mine) .. '}', S.last_id}

@@ -5,7 +5,7 @@
 local wid, maxlen = ARGV[1], ARGV[3]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
 local res = redis.call('GET', 'dl:wres:' .. wid)
-if res then return {'granted', res} end
+if res then return {'granted', res, S.last_id} end
 local w = hload('dl:waiter:' .. wid)
 if ARGV[2] == 'check' then
     if w then return {'waiting'} end
@@ -19,4 +19,4 @@ local body = denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(
 if w.rid and w.rid ~= '' then redis.call('SET', w.rid, body, 'PX', 300000) end
 -- the next in line may be servable now (e.g. it waited behind this group)
 for _, d in ipairs(devs) do serve(d, now, maxlen) end
-return {'removed', body}
+return {'removed', body, S.last_id}

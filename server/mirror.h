@@ -1,0 +1,42 @@
+/* mirror.h - this broker's copy of the lock table, fed by the event stream,
+ * that serves reads (GET /api/locks/status, /api/locks/device/{name}).
+ *
+ * Consistency: the copy holds every event the broker has read, in stream
+ * order. A read on a broker waits until the copy includes every change
+ * that broker has acknowledged (read-your-writes per broker); changes made
+ * through other brokers show up within the stream's latency. While the copy
+ * is not valid (start-up, after a Redis reconnect, until the reader has
+ * caught up with a fresh snapshot), reads go to Redis. */
+#ifndef MIRROR_H
+#define MIRROR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lk_buf.h"
+
+/* Starts over from a snapshot taken at stream position `at`: locks are
+ * lock-object JSON texts. Events up to `at` are then ignored. */
+void mirror_reset(const char *at, const char *const *locks, const size_t *lens, size_t n);
+/* Marks the copy unusable until the next reset. */
+void mirror_invalidate(void);
+/* Applies one stream event (its JSON) read at id. */
+void mirror_apply(const char *id, const char *event_json, size_t len);
+/* A change this broker acknowledged produced event `id`. */
+void mirror_note_write(const char *id);
+/* 1 when reads can be served: valid, and caught up with every
+ * acknowledged write of this broker. */
+int mirror_ready(void);
+/* The lock JSON of a device, or NULL (also when its lease ended before
+ * now_us, Redis clock). */
+const char *mirror_get(const char *device, int64_t now_us, size_t *len);
+/* Appends the held locks (name order) after cursor (NULL = first), at most
+ * limit (< 0 = all), as a JSON array; returns how many; *next = last name
+ * when more remain. */
+size_t mirror_list(struct lk_buf *out, const char *cursor, long limit, int64_t now_us, const char **next);
+size_t mirror_count(void);
+/* The stream position of the copy. */
+const char *mirror_position(void);
+void mirror_free(void);
+
+#endif
