@@ -123,10 +123,11 @@ fuzz:
 all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
 
 deps:
-	@sh scripts/install-deps.sh
+	@sh scripts/install-deps.sh test
 
-run: deps
-	$(MAKE) all
+run:
+	@sh scripts/install-deps.sh run
+	$(MAKE) $(B)/devlockd
 	sh scripts/run-local.sh
 
 test: deps

@@ -1,14 +1,23 @@
 #!/bin/sh
-# install-deps.sh - installs what devlock needs to build, run and test, and
-# nothing that is already there. Idempotent; safe to run on every `make`.
-#   Debian packages: compilers, libraries (-dev), redis-server, test tools.
-#   npm packages (tests/package-lock.json): ws, wscat, playwright-core.
+# install-deps.sh [run|test] - installs what devlock needs, and nothing that
+# is already there. Idempotent; safe to run on every `make`.
+#   run:  compilers, libraries (-dev), redis-server        (make run)
+#   test: the same, plus test tools: node + npm packages (ws, wscat,
+#         playwright-core from tests/package-lock.json), clang for the
+#         fuzzers, Debian's chromium for the dashboard test  (make test)
 set -eu
 cd "$(dirname "$0")/.."
+mode=${1:-test}
 
 PKGS="build-essential pkg-config libwebsockets-dev libhiredis-dev libcjson-dev uuid-dev
-libcurl4-openssl-dev libuv1-dev libssl-dev redis-server curl jq openssl nodejs npm
-clang libclang-rt-14-dev chromium"
+libcurl4-openssl-dev libuv1-dev libssl-dev redis-server curl openssl"
+if [ "$mode" = test ]; then
+    PKGS="$PKGS jq clang libclang-rt-14-dev chromium valgrind wrk"
+    # Node may come from elsewhere than Debian (this image has its own):
+    # install Debian's only when there is none.
+    command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+    command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
+fi
 
 missing=""
 for p in $PKGS; do
@@ -25,7 +34,7 @@ if [ -n "$missing" ]; then
 fi
 
 # Test tools from npm, pinned by tests/package-lock.json.
-if [ -f tests/package-lock.json ]; then
+if [ "$mode" = test ] && [ -f tests/package-lock.json ]; then
     if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules/.stamp ]; then
         echo "install-deps: npm ci (tests/)"
         (cd tests && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp)
