@@ -117,6 +117,9 @@
   try { token = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { token = ''; }
   var tokenWait = null;
   var inflight = 0;
+  st.authUsed = !!token;
+  /* Escape would close the form with nobody to answer it: keep it open */
+  $('auth').addEventListener('cancel', function (ev) { ev.preventDefault(); });
 
   function askToken(message) {
     if (tokenWait) return tokenWait;
@@ -197,7 +200,7 @@
     var d = st.devices.get(name);
     if (d || !create || typeof name !== 'string' || !name) return d || null;
     d = { name: name, description: '', known: null, lock: null, waiters: [], leaseStart: 0, expMs: null,
-          flashTimer: 0, leftText: '', lowState: false };
+          flashTimer: 0, flashAt: 0, leftText: '', lowState: false };
     st.devices.set(name, d);
     makeTile(d);
     /* sorted insert: binary search on the names */
@@ -301,9 +304,16 @@
     if (d.lock && Array.isArray(d.lock.waiters)) d.waiters = d.lock.waiters;
   }
 
+  function clearFlash(d) {
+    clearTimeout(d.flashTimer);
+    d.ui.flash.textContent = '';
+    delete d.el.dataset.flash;
+  }
+
   function flash(d, label, strong) {
     animate(d.el, strong ? '#6b5000' : '#2d3b4f', strong ? 2500 : 1400);
     if (!label) return;
+    d.flashAt = Date.now();
     d.ui.flash.textContent = label;
     d.el.dataset.flash = label;
     clearTimeout(d.flashTimer);
@@ -343,6 +353,8 @@
       setLock(d, m.lock, m.lock && m.lock.acquired_at);
       el.classList.remove('expiring', 'preempt-pending');
       render(d);
+      /* keep the label of the preemption this grant belongs to */
+      if (Date.now() - (d.flashAt || 0) > 1000) clearFlash(d);
       flash(d, '', false);
       break;
     case 'renewed':
@@ -357,8 +369,12 @@
         d.lock = null;
         render(d);
       }
-      if (m.action === 'force_released') flash(d, causeLabel(m) || 'force-released', true);
-      else flash(d, '', false);
+      if (m.action === 'force_released') {
+        flash(d, causeLabel(m) || 'force-released', true);
+      } else {
+        clearFlash(d);
+        flash(d, '', false);
+      }
       break;
     case 'expiring':
       el.classList.add('expiring');
@@ -366,6 +382,14 @@
       break;
     case 'preempt_requested':
       el.classList.add('preempt-pending');
+      /* the preemption ends the lock within the grace; if it does not (the
+       * request gave up), stop showing it a little after */
+      if (typeof m.grace_s === 'number' && d.lock) {
+        var fence = d.lock.fence;
+        setTimeout(function () {
+          if (d.lock && d.lock.fence === fence) el.classList.remove('preempt-pending');
+        }, (m.grace_s + 5) * 1000);
+      }
       var rb = m.requested_by;
       flash(d, 'preemption requested' + (rb ? ' by ' + who(rb) : '') +
         (typeof m.grace_s === 'number' ? ' · grace ' + m.grace_s + 's' : ''), true);
@@ -579,12 +603,15 @@
    * stream: /api/events pages forward from `since`, and stream ids start with
    * their time in ms, so ask for growing windows back from now. */
   async function fetchRecent(params, want) {
+    /* a short history fits in one answer: try that first */
+    var all = await getEvents(params, '', want);
+    if (!all || all.events.length < want) return all ? all.events : null;
     var last = parseId(st.lastSeen);
     var end = last ? last[0] : serverNow();
-    var windows = [300e3, 3600e3, 86400e3, 7 * 86400e3, Infinity];
+    var windows = [300e3, 3600e3, 86400e3, 7 * 86400e3];
     var best = null;
     for (var w = 0; w < windows.length; w++) {
-      var since = windows[w] === Infinity ? '' : Math.max(0, Math.floor(end - windows[w])) + '-0';
+      var since = Math.max(0, Math.floor(end - windows[w])) + '-0';
       var r = await getEvents(params, since, want);
       if (!r) return best;
       if (r.events.length >= want) {
@@ -603,7 +630,7 @@
       best = r.events;
       if (best.length >= want / 2) return best;
     }
-    return best;
+    return best && best.length ? best : all.events;
   }
 
   async function getEvents(params, since, limit) {
@@ -663,6 +690,7 @@
     sock.onopen = function () {
       opened = true;
       failures = 0;
+      setConn('connecting', st.everConnected ? 'reconnecting…' : 'connecting…');
       lastMessageAt = Date.now();
       /* the server sends initial_status first; the replay follows it */
       if (st.lastSeen) send({ type: 'resume', since: st.lastSeen, id: 'resume-' + (++resumeSeq) });
