@@ -137,17 +137,17 @@ test: deps
 test-unit: all
 	sh scripts/run-tests.sh unit
 test-integration: all
-	sh scripts/run-tests.sh integration
+	sh scripts/run-tests.sh api integration
 test-e2e: all
 	sh scripts/run-tests.sh e2e
 
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all
-	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit integration
+	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit api integration
 
 # The unit and integration suites with devlockd and the unit tests under valgrind.
 test-valgrind: all
-	VALGRIND=1 sh scripts/run-tests.sh unit integration
+	VALGRIND=1 sh scripts/run-tests.sh unit api
 
 install: $(CLIENT_TARGETS)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
@@ -165,6 +165,11 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# Long mutual-exclusion run under injected faults (about 10 minutes); SEED=n
+# repeats a fault schedule. The short form runs in `make test`.
+chaos: $(B)/devlockd
+	DEVLOCK_BUILD=$(B) node tests/chaos/run.js --long $(if $(SEED),--seed $(SEED))
 
 help:
 	@echo "make run    - install deps, build, start a private redis-server and devlockd"

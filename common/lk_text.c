@@ -70,6 +70,18 @@ int lk_json_depth(const char *s, size_t n, int limit)
     return deepest;
 }
 
+int lk_json_has_nul(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u' && n - i >= 6 && !memcmp(s + i + 2, "0000", 4))
+            return 1;
+        i++; /* skip the escaped character (e.g. a second backslash) */
+    }
+    return 0;
+}
+
 int lk_device_name_valid(const char *name)
 {
     if (!name)

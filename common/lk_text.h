@@ -15,6 +15,10 @@ int lk_utf8_valid(const char *s, size_t n);
  * Stops counting (and returns limit + 1) as soon as limit is passed. */
 int lk_json_depth(const char *s, size_t n, int limit);
 
+/* 1 if the JSON text has a \u0000 escape (cJSON would cut the string
+ * there, so "a\u0000b" would read as "a"). */
+int lk_json_has_nul(const char *s, size_t n);
+
 /* 1 if name is 1..128 chars of A-Z a-z 0-9 _ . : - */
 int lk_device_name_valid(const char *name);
 

@@ -96,6 +96,10 @@ static cJSON *body_json(struct http_req *r)
         respond_error(r, LK_E_INVALID_JSON, "body is not valid UTF-8");
         return NULL;
     }
+    if (lk_json_has_nul(text, r->body.len)) {
+        respond_error(r, LK_E_INVALID_JSON, "strings must not contain NUL (\\u0000)");
+        return NULL;
+    }
     if (lk_json_depth(text, r->body.len, (int)cfg.max_json_depth) > cfg.max_json_depth) {
         char msg[96];
         snprintf(msg, sizeof(msg), "JSON nesting deeper than %ld levels", cfg.max_json_depth);
@@ -698,6 +702,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY:
+        if (!r->waiting_body)
+            return 0;
         if (r->body_over || r->body.len + len > (size_t)cfg.max_body) {
             r->body_over = 1;
             return 0;
@@ -705,6 +711,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         lk_buf_append(&r->body, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!r->waiting_body)
+            return 0; /* "Content-Length: 0": already dispatched */
         r->waiting_body = 0;
         if (r->body_over) {
             respond_error(r, LK_E_TOO_LARGE, "request body is too large");

@@ -600,6 +600,10 @@ enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char *
         *detail = "JSON nesting is too deep";
         return LK_E_TOO_DEEP;
     }
+    if (lk_json_has_nul(text, len)) {
+        *detail = "strings must not contain NUL (\\u0000)";
+        return LK_E_INVALID_JSON;
+    }
     cJSON *j = cJSON_ParseWithLength(text, len);
     if (!j || !cJSON_IsObject(j)) {
         *detail = j ? "a message must be a JSON object" : "message is not valid JSON";

@@ -21,6 +21,12 @@ local lms, lseq = parse(f['last-generated-id'])
 if less(lms, lseq, sms, sseq) then return {'gap'} end
 local dms, dseq = parse(f['max-deleted-entry-id'] or '0-0')
 if less(sms, sseq, dms, dseq) then return {'gap'} end
+-- trimmed (MAXLEN/MINID do not move max-deleted-entry-id in Redis 7.0):
+-- an id before the first kept entry may have lost events after it
+if tonumber(f['entries-added'] or 0) > tonumber(f['length']) and f['first-entry'] then
+    local fms, fseq = parse(f['first-entry'][1])
+    if less(sms, sseq, fms, fseq) then return {'gap'} end
+end
 local max = tonumber(ARGV[2])
 local batch = redis.call('XRANGE', 'dl:events', '(' .. ARGV[1], '+', 'COUNT', max + 1)
 if #batch > max then return {'gap'} end

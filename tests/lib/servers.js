@@ -3,6 +3,7 @@
 // free loopback ports in a temp dir; only processes started here are killed.
 const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
+const http = require('http');
 const net = require('net');
 const os = require('os');
 const path = require('path');
@@ -89,26 +90,39 @@ class Broker {
       return s ? Number(s) : 0;
     }, process.env.VALGRIND === '1' ? 60000 : 10000, 'devlockd to listen');
     this.base = `http://127.0.0.1:${this.port}`;
-    await poll(async () => (await fetch(this.base + '/api/health/ready')).status === 200, 10000, 'devlockd ready');
+    // one keep-alive pool per broker process: a restarted broker never gets
+    // requests on its predecessor's dead connections
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+    await poll(async () => (await this.get('/api/health/ready')).status === 200, 10000, 'devlockd ready');
   }
-  async stop(signal = 'SIGTERM') { return stop(this.proc, signal); }
+  async stop(signal = 'SIGTERM') {
+    if (this.agent) this.agent.destroy();
+    return stop(this.proc, signal);
+  }
   async restart(env) { await this.stop(); this.args[this.args.indexOf('--port') + 1] = String(this.port); await this.spawn(env); }
   log() { try { return fs.readFileSync(this.proc.logFile, 'utf8'); } catch (e) { return ''; } }
 
-  // HTTP helpers: {status, body}
-  async post(p, body, headers = {}) {
-    const r = await fetch(this.base + p, { method: 'POST', headers: { 'content-type': 'application/json', ...headers },
-      body: typeof body === 'string' ? body : JSON.stringify(body) });
-    const text = await r.text();
-    let json; try { json = JSON.parse(text); } catch (e) { json = undefined; }
-    return { status: r.status, body: json, text };
+  // HTTP (node's http client): {status, body (parsed JSON or undefined), text, headers}
+  request(method, p, body, headers = {}, { signal } = {}) {
+    return new Promise((resolve, reject) => {
+      const data = body === undefined ? null : Buffer.from(typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+      const req = http.request({ host: '127.0.0.1', port: this.port, path: p, method, agent: this.agent, signal,
+        headers: { ...(data ? { 'content-type': 'application/json', 'content-length': data.length } : {}), ...headers } }, (res) => {
+        const chunks = [];
+        res.on('data', c => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json; try { json = JSON.parse(text); } catch (e) { json = undefined; }
+          resolve({ status: res.statusCode, body: json, text, headers: res.headers });
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(data || undefined);
+    });
   }
-  async get(p, headers = {}) {
-    const r = await fetch(this.base + p, { headers });
-    const text = await r.text();
-    let json; try { json = JSON.parse(text); } catch (e) { json = undefined; }
-    return { status: r.status, body: json, text };
-  }
+  post(p, body, headers = {}, opts) { return this.request('POST', p, body === undefined ? '' : body, headers, opts); }
+  get(p, headers = {}, opts) { return this.request('GET', p, undefined, headers, opts); }
   acquire(fields, headers) { return this.post('/api/lock/request', fields, headers); }
   release(fields, headers) { return this.post('/api/lock/release', fields, headers); }
   ws(query = '', headers = {}) { return Watcher.open(`ws://127.0.0.1:${this.port}/ws${query}`, headers); }

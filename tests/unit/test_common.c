@@ -68,6 +68,14 @@ static void json_depth_prescan(void)
     CHECK(lk_json_depth(deep, 100000, 16) == 17);          /* stops at limit + 1 */
 }
 
+static void nul_escapes(void)
+{
+    CHECK(lk_json_has_nul("{\"a\":\"x\\u0000y\"}", 16));
+    CHECK(!lk_json_has_nul("{\"a\":\"x\\\\u0000y\"}", 17)); /* an escaped backslash, then text */
+    CHECK(!lk_json_has_nul("{\"a\":\"\\u0001\"}", 13));
+    CHECK(!lk_json_has_nul("\\", 1));
+}
+
 static void device_names(void)
 {
     CHECK(lk_device_name_valid("detector1"));
@@ -129,6 +137,7 @@ int main(void)
     RUN(buffer_growth_and_headroom);
     RUN(utf8_validation);
     RUN(json_depth_prescan);
+    RUN(nul_escapes);
     RUN(device_names);
     RUN(lock_types);
     RUN(timestamps);
