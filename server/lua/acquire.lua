@@ -92,7 +92,7 @@ if graceful > 0 then
     local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":{"user_id":' ..
         jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) .. ',"priority":' .. r.prio .. '}'
     for _, h in ipairs(preempt) do
-        redis.call('ZADD', 'dl:expiry', int(now + graceful * 1000), '!' .. h.device_name)
+        add_deadline(now + graceful * 1000, '!' .. h.device_name)
         emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
     end
     return {'queued', wid, int(deadline), S.last_id}

@@ -29,7 +29,7 @@
 local floor = math.floor
 
 -- Settings a script receives in ARGV and sets before calling the helpers.
-local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = ''}
+local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil}
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact.
@@ -107,9 +107,16 @@ local function lock_json(h)
     return s .. '}'
 end
 
+-- Every deadline a script adds goes through here: its events then carry the
+-- earliest one ("exp"), so every broker arms its timer for it.
+local function add_deadline(at, member)
+    local s = int(at)
+    redis.call('ZADD', 'dl:expiry', s, member)
+    if not S.deadline or at < S.deadline then S.deadline = at end
+end
+
 local function earliest()
-    local n = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
-    if #n > 0 then return n[2] end
+    if S.deadline then return int(S.deadline) end
     return '0'
 end
 
@@ -142,8 +149,8 @@ end
 -- Lease end and the expiry warning (at 80 % of the lease).
 local function set_deadlines(dev, from, lease)
     if lease > 0 then
-        redis.call('ZADD', 'dl:expiry', int(from + lease * 1000), dev)
-        redis.call('ZADD', 'dl:expiry', int(from + lease * 800), '?' .. dev)
+        add_deadline(from + lease * 1000, dev)
+        add_deadline(from + lease * 800, '?' .. dev)
     else
         redis.call('ZREM', 'dl:expiry', dev, '?' .. dev)
     end
@@ -165,7 +172,7 @@ local function end_lock(h, action, cause, now, maxlen, hold)
         local delay = conf(dev, 'delay_ms', S.delay_ms)
         if delay > 0 then
             redis.call('SET', delay_key(dev), '1', 'PX', delay)
-            redis.call('ZADD', 'dl:expiry', int(now + delay * 1000), '~' .. dev)
+            add_deadline(now + delay * 1000, '~' .. dev)
         end
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)

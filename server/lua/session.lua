@@ -11,5 +11,5 @@ if ARGV[1] == 'attach' then
 end
 if n == 0 then return {0, 0} end
 local deadline = now_us() + tonumber(ARGV[3]) * 1000
-redis.call('ZADD', 'dl:expiry', int(deadline), '$' .. ARGV[2])
+add_deadline(deadline, '$' .. ARGV[2])
 return {n, deadline}
