@@ -1,11 +1,13 @@
 /* redis_uv.c - see redis_uv.h.
  *
  * Writes are batched: when hiredis asks to write (a command was queued),
- * the adapter does not start polling for writability at once; a uv_check
- * handle flushes the output buffer right after the loop's poll phase, once
- * for all the commands queued in that iteration. Only when the socket
- * cannot take everything does the adapter poll for writability. This saves
- * two epoll_ctl calls per batch on the hot path. */
+ * the adapter does not start polling for writability at once; a uv_idle
+ * handle flushes the output buffer in the same loop iteration, once for all
+ * the commands queued so far (idle runs after the timers, and right after
+ * the I/O callbacks of the previous poll; an active idle handle also keeps
+ * the poll from blocking, so commands queued by a timer go out at once).
+ * Only when the socket cannot take everything does the adapter poll for
+ * writability. This saves two epoll_ctl calls per batch on the hot path. */
 #include <stdlib.h>
 
 #include "redis_uv.h"
@@ -13,7 +15,7 @@
 struct redis_uv {
     redisAsyncContext *ac;
     uv_poll_t handle;
-    uv_check_t flush;
+    uv_idle_t flush;
     int reading;      /* hiredis wants read events */
     int want_write;   /* hiredis has output to write */
     int poll_write;   /* the socket was full: poll for writability */
@@ -51,10 +53,10 @@ static void on_poll(uv_poll_t *handle, int status, int events)
         update(p);
 }
 
-static void on_flush(uv_check_t *check)
+static void on_flush(uv_idle_t *check)
 {
     struct redis_uv *p = check->data;
-    uv_check_stop(check);
+    uv_idle_stop(check);
     if (!p->ac || !p->want_write)
         return;
     redisAsyncHandleWrite(p->ac); /* calls del_write when all is written */
@@ -83,7 +85,7 @@ static void add_write(void *privdata)
     struct redis_uv *p = privdata;
     p->want_write = 1;
     if (!p->poll_write)
-        uv_check_start(&p->flush, on_flush);
+        uv_idle_start(&p->flush, on_flush);
 }
 
 static void del_write(void *privdata)
@@ -121,7 +123,7 @@ int redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p);
         return -1;
     }
-    uv_check_init(loop, &p->flush);
+    uv_idle_init(loop, &p->flush);
     p->ac = ac;
     p->handle.data = p;
     p->flush.data = p;
