@@ -4,6 +4,7 @@
 #   unit         build/tests/test_* (no Redis, no sockets)
 #   api          tests/api/run.js (the HTTP + WebSocket API, real redis-server + devlockd)
 #   locks        tests/locks/run.js (waits, groups, sessions, preemption, delays, paging)
+#   operations   tests/operations/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs)
 #   integration  tests/integration/run.js (real redis-server + devlockd)
 #   client       tests/client/run.sh (liblockclient + lockctl)
 #   e2e          tests/e2e/run.sh (curl, wscat)
@@ -14,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit api locks integration client e2e dashboard sentinel fuzz}
+suites=${*:-unit api locks operations integration client e2e dashboard sentinel fuzz}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -46,6 +47,7 @@ for s in $suites; do
             p=\$((p+tp)); f=\$((f+tf)); done; echo \"\$p passed, \$f failed\"" ;;
     api) run_suite api node tests/api/run.js ;;
     locks) run_suite locks node tests/locks/run.js ;;
+    operations) run_suite operations node tests/operations/run.js ;;
     integration) [ -f tests/integration/run.js ] && run_suite integration node tests/integration/run.js ;;
     client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;
     e2e) [ -f tests/e2e/run.sh ] && run_suite e2e bash tests/e2e/run.sh ;;

@@ -121,8 +121,29 @@ static cJSON *body_json(struct http_req *r)
 
 /* ---- authorization -------------------------------------------------------------- */
 
-static int http_conns;
-int http_connection_count(void) { return http_conns; }
+/* Open connections, counted per socket (a keep-alive connection between
+ * requests counts too). A connection accepted past --max-connections is
+ * marked and answered 503 (HTTP) or refused (WebSocket upgrade). */
+static int open_conns;
+static char counted, over_limit;
+
+void http_connection_opened(struct lws *wsi)
+{
+    open_conns++;
+    lws_set_opaque_user_data(wsi, open_conns > cfg.max_connections ? &over_limit : &counted);
+}
+
+void http_connection_closed(struct lws *wsi)
+{
+    void *mark = lws_get_opaque_user_data(wsi);
+    if (mark == &counted || mark == &over_limit) {
+        open_conns--;
+        lws_set_opaque_user_data(wsi, NULL);
+    }
+}
+
+int http_over_limit(struct lws *wsi) { return lws_get_opaque_user_data(wsi) == &over_limit; }
+int http_connection_count(void) { return open_conns; }
 
 /* With auth on: the token's user must be the request's user_id, and hold
  * the role for the lock type (MAINTENANCE: maintenance, QUEUE_*: queue,
@@ -645,7 +666,6 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
         r->kind = PSS_HTTP;
         lk_buf_init(&r->body, 0);
         lk_buf_init(&r->resp, 0);
-        http_conns++;
     }
     r->authed = 0;
     r->wsi = wsi;
@@ -669,7 +689,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         begin(r, wsi, in, len);
-        if ((size_t)http_conns + ws_client_count() > (size_t)cfg.max_connections) {
+        if (http_over_limit(wsi)) {
             r->close_after = 1;
             metrics_refusal(REF_connections);
             respond_error(r, LK_E_TOO_MANY, "too many connections; try again later");
@@ -737,7 +757,6 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         if (r->wsi) {
             lk_buf_free(&r->body);
             lk_buf_free(&r->resp);
-            http_conns--;
         }
         r->wsi = NULL;
         return 0;

@@ -32,7 +32,10 @@ struct http_req {
     int headers_sent, answered, close_after;
 };
 
-/* Open HTTP connections (for the connection limit). */
+/* The connection limit: every accepted socket is counted until destroyed. */
+void http_connection_opened(struct lws *wsi);
+void http_connection_closed(struct lws *wsi);
+int http_over_limit(struct lws *wsi);
 int http_connection_count(void);
 
 /* The first member of both per-connection structs says which one it is. */

@@ -49,6 +49,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLOSED:
         return pss && pss->ws.kind == PSS_WS ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        http_connection_opened(wsi);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        http_connection_closed(wsi);
+        return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
@@ -165,6 +171,7 @@ int main(int argc, char **argv)
         info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
     info.foreign_loops = foreign;
     info.timeout_secs = (unsigned)cfg.io_timeout;
+    info.timeout_secs_ah_idle = (unsigned)cfg.io_timeout; /* slow headers */
     if (cfg.tls_cert[0]) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg.tls_cert;

@@ -68,12 +68,12 @@ void metrics_http(int status, double seconds)
 void metrics_event(const char *json, size_t len)
 {
     m.events++;
-    const char *rel = memmem(json, len, "\"action\":\"released\"", 20);
-    if (rel) {
+    static const char released[] = "\"action\":\"released\"", forced[] = "\"action\":\"force_released\"";
+    if (memmem(json, len, released, sizeof(released) - 1)) {
         m.releases[0]++;
         return;
     }
-    if (!memmem(json, len, "\"action\":\"force_released\"", 26))
+    if (!memmem(json, len, forced, sizeof(forced) - 1))
         return;
     for (size_t i = 1; i < NCAUSES; i++) {
         char pat[48];

@@ -739,7 +739,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
             (strcmp(uri, "/ws") && strcmp(uri, "/ws/")))
             return -1;
-        if ((size_t)http_connection_count() + all.count >= (size_t)cfg.max_connections) {
+        if (http_over_limit(wsi)) {
             metrics_refusal(REF_connections);
             return -1;
         }
