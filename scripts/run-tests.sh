@@ -22,13 +22,16 @@ log=$(mktemp -d)
 run_suite() {
     name=$1; shift
     echo "=== suite: $name"
-    "$@" 2>&1 | tee "$log/$name.out"
+    { "$@"; echo $? > "$log/$name.rc"; } 2>&1 | tee "$log/$name.out"
     st=$(tail -n 50 "$log/$name.out" | grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     p=$(echo "$st" | sed -n 's/.*\b\([0-9][0-9]*\) passed.*/\1/p')
     f=$(echo "$st" | sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p')
     if [ -z "$st" ]; then
         echo "suite $name: no result line (crashed?)"
         p=0; f=1
+    elif [ "$(cat "$log/$name.rc")" != 0 ] && [ "$f" = 0 ]; then
+        echo "suite $name: exited $(cat "$log/$name.rc") although no test failed"
+        f=1
     fi
     total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
     [ "$f" = 0 ] || failed_suites="$failed_suites $name"

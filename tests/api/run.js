@@ -422,4 +422,4 @@ test('--help lists the flags; an unknown flag is refused', async () => {
 
 run({
   onFail: async () => { if (current) console.log(current.log().split('\n').filter(l => !/ event /.test(l)).slice(-15).join('\n')); },
-}).then(async failed => { await stopAll(); process.exit(failed ? 1 : 0); });
+}).then(async failed => { await stopAll(); process.exit(failed || process.exitCode ? 1 : 0); });

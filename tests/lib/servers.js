@@ -97,7 +97,10 @@ class Broker {
   }
   async stop(signal = 'SIGTERM') {
     if (this.agent) this.agent.destroy();
-    return stop(this.proc, signal);
+    const res = await stop(this.proc, signal);
+    const report = sanitizerReport(this.log());
+    if (report) throw new Error(`devlockd sanitizer report:\n${report}`);
+    return res;
   }
   async restart(env) { await this.stop(); this.args[this.args.indexOf('--port') + 1] = String(this.port); await this.spawn(env); }
   log() { try { return fs.readFileSync(this.proc.logFile, 'utf8'); } catch (e) { return ''; } }
@@ -179,8 +182,27 @@ function stop(child, signal) {
   });
 }
 
+// ASan/UBSan/LSan findings in a log (make test-asan builds devlockd with them).
+function sanitizerReport(log) {
+  const i = log.search(/ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/);
+  return i < 0 ? null : log.slice(i, i + 3000);
+}
+
+// Stops every process started here: brokers with SIGTERM (so sanitizers
+// report at exit), the rest with SIGKILL. A sanitizer report fails the run.
 async function stopAll() {
+  const brokers = [...started].filter(c => /devlockd/.test(c.spawnfile) || (c.spawnargs || []).some(a => /devlockd$/.test(a)));
+  await Promise.all(brokers.map(c => stop(c, 'SIGTERM')));
   await Promise.all([...started].map(c => stop(c, 'SIGKILL')));
+  for (const c of brokers) {
+    let log = '';
+    try { log = fs.readFileSync(c.logFile, 'utf8'); } catch (e) { /* no log */ }
+    const report = sanitizerReport(log);
+    if (report) {
+      console.log(`FAIL - devlockd sanitizer report:\n${report}`);
+      process.exitCode = 1;
+    }
+  }
 }
 process.on('exit', () => { for (const c of started) { try { c.kill('SIGKILL'); } catch (e) { /* gone */ } } });
 

@@ -373,4 +373,4 @@ test('status paging over 10 000 locks', async () => {
 
 run({
   onFail: async () => { if (current) console.log(current.log().split('\n').filter(l => !/ event /.test(l)).slice(-15).join('\n')); },
-}).then(async failed => { await stopAll(); process.exit(failed ? 1 : 0); });
+}).then(async failed => { await stopAll(); process.exit(failed || process.exitCode ? 1 : 0); });

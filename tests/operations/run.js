@@ -370,4 +370,4 @@ test('logs: --log-format json writes one JSON object per line', async () => {
 
 run({
   onFail: async () => { if (current) console.log(current.log().split('\n').filter(l => !/event/.test(l)).slice(-12).join('\n')); },
-}).then(async failed => { await stopAll(); fs.rmSync(tmp, { recursive: true, force: true }); process.exit(failed ? 1 : 0); });
+}).then(async failed => { await stopAll(); fs.rmSync(tmp, { recursive: true, force: true }); process.exit(failed || process.exitCode ? 1 : 0); });
