@@ -82,8 +82,14 @@ $(B)/liblockclient.so: $(B)/liblockclient.so.$(LC_VERSION)
 	ln -sf liblockclient.so.$(LC_VERSION) $@
 $(B)/liblockclient.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
-$(B)/lockclient.pc: client/lockclient.pc.in
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(LC_VERSION)|g' $< > $@
+# Regenerated on every run (PREFIX may differ from the last one), but only
+# rewritten when its text changes.
+$(B)/lockclient.pc: client/lockclient.pc.in lockclient-pc-check
+	@mkdir -p $(@D)
+	@sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(LC_VERSION)|g' $< > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; echo "generated $@ (prefix $(PREFIX))"; fi
+.PHONY: lockclient-pc-check
+lockclient-pc-check:
 
 $(B)/cli/%.o: client/cli/%.c
 	@mkdir -p $(@D)
@@ -119,6 +125,13 @@ fuzz-targets: $(FUZZ_BIN)
 fuzz:
 	$(MAKE) B=build/fuzz CC=clang WERROR=0 CFLAGS="$(FUZZ_CFLAGS)" fuzz-targets
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# Benchmarks: lockbench (tests/bench/) against a private Redis and devlockd; docs/BENCHMARKS.md.
+BENCH_SRC := $(wildcard tests/bench/*.c)
+$(B)/lockbench: $(BENCH_SRC) $(wildcard tests/bench/*.h) $(B)/libcommon.a
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags openssl) -o $@ $(BENCH_SRC) $(B)/libcommon.a $(shell pkg-config --libs openssl)
+bench: $(B)/devlockd $(B)/lockbench
+	B=$(B) sh scripts/bench.sh
 
 all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
 

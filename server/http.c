@@ -700,10 +700,26 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             return 0;
         }
         if (r->method == LWSHUMETH_POST) {
-            char cl[32] = "";
+            char cl[32] = "", second[32];
             long long clen = -1;
-            if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
-                clen = strtoll(cl, NULL, 10);
+            /* request smuggling: two Content-Length headers, or one with
+             * Transfer-Encoding, could be read two ways; refuse and close */
+            int te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+            if (lws_hdr_copy_fragment(wsi, second, sizeof(second), WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) >= 0 ||
+                (te && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)) {
+                r->close_after = 1;
+                respond_error(r, LK_E_BAD_REQUEST, "conflicting Content-Length / Transfer-Encoding headers");
+                return 0;
+            }
+            if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+                char *end;
+                clen = strtoll(cl, &end, 10);
+                if (end == cl || *end || clen < 0) {
+                    r->close_after = 1;
+                    respond_error(r, LK_E_BAD_REQUEST, "Content-Length is not a number");
+                    return 0;
+                }
+            }
             if (clen > cfg.max_body) {
                 r->close_after = 1; /* the unread body must not become the next request */
                 respond_error(r, LK_E_TOO_LARGE, "request body is too large");
@@ -724,6 +740,14 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
     case LWS_CALLBACK_HTTP_BODY:
         if (!r->waiting_body)
             return 0;
+        /* lws restarts its content timeout with every packet: a body dripped
+         * a byte at a time is cut here, --io-timeout after the request began */
+        if (lk_time_now_us() - r->started_us > cfg.io_timeout * 1000000LL) {
+            r->waiting_body = 0;
+            r->close_after = 1;
+            respond_error(r, LK_E_REQUEST_TIMEOUT, "the request body was not sent in time");
+            return 0;
+        }
         if (r->body_over || r->body.len + len > (size_t)cfg.max_body) {
             r->body_over = 1;
             return 0;

@@ -434,6 +434,22 @@ static void unwait_reply(struct locks_call *c, redisReply *r)
     const char *what = elem_str(r, 0);
     if (what && !strcmp(what, "waiting"))
         return; /* a grant event for another device of ours; keep waiting */
+    if (what && !strcmp(what, "gone")) {
+        /* the queue dropped it at its deadline (a hand-over found it expired)
+         * before our timer asked: that is a timeout like any other */
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        lk_buf_puts(&b, "{\"success\":false,\"lock_key\":null,\"message\":");
+        char msg[LK_DEVICE_NAME_MAX + 40];
+        snprintf(msg, sizeof(msg), "Timed out waiting for %s", c->device);
+        lk_buf_json_str(&b, msg);
+        lk_buf_puts(&b, ",\"expires_at\":null,\"fence\":null}");
+        metrics_acquire(ACQ_TIMED_OUT);
+        answer(c, 200, &b, NULL);
+        lk_buf_free(&b);
+        call_end(c);
+        return;
+    }
     if (what && (!strcmp(what, "granted") || !strcmp(what, "removed")) && elem_str(r, 1)) {
         if (!c->fn && !strcmp(what, "granted")) {
             cJSON *j = cJSON_Parse(elem_str(r, 1));
