@@ -150,13 +150,13 @@ test: deps
 test-unit: all
 	sh scripts/run-tests.sh unit
 test-integration: all
-	sh scripts/run-tests.sh api locks integration
+	sh scripts/run-tests.sh api semantics operations
 test-e2e: all
 	sh scripts/run-tests.sh e2e
 
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all
-	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit api locks integration
+	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit api semantics operations
 
 # The unit and integration suites with devlockd and the unit tests under valgrind.
 test-valgrind: all

@@ -3,7 +3,7 @@
 # prints each suite's closing line, then a total. Exit status 1 if any failed.
 #   unit         build/tests/test_* (no Redis, no sockets)
 #   api          tests/api/run.js (the HTTP + WebSocket API, real redis-server + devlockd)
-#   locks        tests/locks/run.js (waits, groups, sessions, preemption, delays, paging)
+#   semantics    tests/semantics/run.js (waits, groups, idempotency, sessions, preemption, delays, paging)
 #   operations   tests/operations/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs)
 #   integration  tests/integration/run.js (real redis-server + devlockd)
 #   client       tests/client/run.sh (liblockclient + lockctl)
@@ -17,7 +17,7 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit api locks operations integration client e2e dashboard sentinel probes chaos fuzz}
+suites=${*:-unit api semantics operations integration client e2e dashboard sentinel probes chaos fuzz}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -51,7 +51,7 @@ for s in $suites; do
             [ -n \"\$tp\" ] || { tp=0; tf=1; }; [ \$rc = 0 ] || [ \"\$tf\" != 0 ] || tf=1
             p=\$((p+tp)); f=\$((f+tf)); done; echo \"\$p passed, \$f failed\"" ;;
     api) run_suite api node tests/api/run.js ;;
-    locks) run_suite locks node tests/locks/run.js ;;
+    semantics) run_suite semantics node tests/semantics/run.js ;;
     operations) run_suite operations node tests/operations/run.js ;;
     integration) [ -f tests/integration/run.js ] && run_suite integration node tests/integration/run.js ;;
     client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;

@@ -46,6 +46,7 @@ struct locks_call {
     char waiter[32];
     char lock_key[37], user_id[USER_ID_MAX + 1];
     int waiting;
+    int recheck;               /* a grant event came while a check was in flight */
     uv_timer_t timer;
     struct locks_call *prev, *next;   /* waiting calls */
 };
@@ -402,8 +403,9 @@ static void request_reply(struct locks_call *c, redisReply *r)
         const char *d = elem_str(r, 2);
         start_waiting(c, elem_str(r, 1), d ? strtoll(d, NULL, 10) : 0);
         metrics_acquire(ACQ_QUEUED);
-        if (!c->fn) /* cancelled while the script ran */
-            unwait(c, 1);
+        /* The grant may already have happened, and its event been read from
+         * the stream before this reply arrived: ask once now. */
+        unwait(c, !c->fn);
         return;
     }
     const char *body = elem_str(r, 1);
@@ -432,8 +434,16 @@ static void request_reply(struct locks_call *c, redisReply *r)
 static void unwait_reply(struct locks_call *c, redisReply *r)
 {
     const char *what = elem_str(r, 0);
-    if (what && !strcmp(what, "waiting"))
-        return; /* a grant event for another device of ours; keep waiting */
+    if (what && !strcmp(what, "waiting")) {
+        if (!c->fn) { /* the requester left while we were asking */
+            c->recheck = 0;
+            unwait(c, 1);
+        } else if (c->recheck) { /* a grant event arrived while we were asking */
+            c->recheck = 0;
+            unwait(c, 0);
+        }
+        return;
+    }
     if (what && !strcmp(what, "gone")) {
         /* the queue dropped it at its deadline (a hand-over found it expired)
          * before our timer asked: that is a timeout like any other */
@@ -605,8 +615,10 @@ static void script_cb(void *ctx, redisReply *r, enum lk_status s)
 
 static void unwait(struct locks_call *c, int cancel)
 {
-    if (c->op)
-        return; /* already asking */
+    if (c->op) {
+        c->recheck = 1; /* ask again when the answer in flight comes */
+        return;
+    }
     c->kind = K_UNWAIT;
     const char *argv[] = {c->waiter, cancel ? "cancel" : "check", maxlen_arg, delay_arg};
     struct store_op *op = store_eval(SCRIPT_UNWAIT, 0, 4, argv, NULL, script_cb, c);

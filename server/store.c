@@ -28,6 +28,7 @@
 #define BACKOFF_MAX_MS 5000
 #define BACKOFF_MAX_SENTINEL_MS 400
 #define HEARTBEAT_MS 250
+#define OVERLOAD_FACTOR 8
 #define READ_COUNT "1000"
 
 static const char *const script_files[SCRIPT__COUNT] = {
@@ -187,6 +188,14 @@ static void deadline_cb(uv_timer_t *t)
 {
     (void)t;
     int64_t now = lk_time_mono_ms();
+    /* Redis answering, only busy (a burst queued many commands): give the
+     * queue more time, up to OVERLOAD_FACTOR timeouts; a Redis that answers
+     * nothing for a whole timeout is unavailable and answered 503 at once. */
+    if (st.head && st.head->deadline_ms <= now && now - st.last_reply_ms < cfg.redis_timeout_ms &&
+        st.head->deadline_ms - cfg.redis_timeout_ms + OVERLOAD_FACTOR * cfg.redis_timeout_ms > now) {
+        uv_timer_start(&st.deadline_timer, deadline_cb, (uint64_t)(st.last_reply_ms + cfg.redis_timeout_ms - now), 0);
+        return;
+    }
     while (st.head && st.head->deadline_ms <= now) {
         if (!st.stalled)
             lk_warn("redis: no reply within %ld ms, answering 503 until it answers again",

@@ -99,10 +99,13 @@ if graceful > 0 then
 end
 
 local preempted = {}
+local taking = {}
+for _, dev in ipairs(devs) do taking[dev] = true end
 for _, h in ipairs(preempt) do
     preempted[#preempted + 1] = lock_json(h)
     end_lock(h, 'force_released', 'preempted', now, maxlen, true)
 end
+for _, h in ipairs(preempt) do end_group_rest(h, taking, 'preempted', now, maxlen) end
 local group = false
 if #devs > 1 then group = cjson.encode(devs) end
 local locks = {}

@@ -28,6 +28,9 @@ for _, m in ipairs(due) do
         local w = top[1] and hload('dl:waiter:' .. top[1])
         if h and w and waiter_alive(w, now) and tonumber(w.prio) < tonumber(h.prio) then
             end_lock(h, 'force_released', 'preempted', now, maxlen)
+            local taking = {}
+            for _, d in ipairs(split(w.devices)) do taking[d] = true end
+            end_group_rest(h, taking, 'preempted', now, maxlen)
         else
             serve(name, now, maxlen)
         end

@@ -180,6 +180,19 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     return id
 end
 
+-- A preempted lock ends its whole group (no plan is left half-locked): the
+-- other devices of the group that are not being taken over are released
+-- with the same cause and handed to their waiters.
+local function end_group_rest(h, taking, cause, now, maxlen)
+    if not h.group then return end
+    for _, d in ipairs(cjson.decode(h.group)) do
+        if d ~= h.device_name and not taking[d] then
+            local x = hload(lock_key(d))
+            if x and x.lock_key == h.lock_key then end_lock(x, 'force_released', cause, now, maxlen) end
+        end
+    end
+end
+
 -- D's lock, ending it first if its lease has run out (so a request never
 -- sees or is refused by a lock the expiry timer has not reached yet).
 local function live_lock(dev, now, maxlen)
