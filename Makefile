@@ -150,17 +150,17 @@ test: deps
 test-unit: all
 	sh scripts/run-tests.sh unit
 test-integration: all
-	sh scripts/run-tests.sh api semantics operations
+	sh scripts/run-tests.sh integration semantics ops
 test-e2e: all
 	sh scripts/run-tests.sh e2e
 
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" all
-	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit api semantics operations
+	DEVLOCK_BUILD=build/asan sh scripts/run-tests.sh unit integration semantics ops
 
 # The unit and integration suites with devlockd and the unit tests under valgrind.
 test-valgrind: all
-	VALGRIND=1 sh scripts/run-tests.sh unit api
+	VALGRIND=1 sh scripts/run-tests.sh unit integration
 
 install: $(CLIENT_TARGETS)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

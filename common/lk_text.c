@@ -82,6 +82,14 @@ int lk_json_has_nul(const char *s, size_t n)
     return 0;
 }
 
+int lk_json_only_space(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
 int lk_device_name_valid(const char *name)
 {
     if (!name)

@@ -19,6 +19,9 @@ int lk_json_depth(const char *s, size_t n, int limit);
  * there, so "a\u0000b" would read as "a"). */
 int lk_json_has_nul(const char *s, size_t n);
 
+/* 1 if s[0..n) holds nothing but JSON whitespace. */
+int lk_json_only_space(const char *s, size_t n);
+
 /* 1 if name is 1..128 chars of A-Z a-z 0-9 _ . : - */
 int lk_device_name_valid(const char *name);
 

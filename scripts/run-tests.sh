@@ -2,10 +2,9 @@
 # run-tests.sh [SUITE...] - runs the test suites (all when none is named) and
 # prints each suite's closing line, then a total. Exit status 1 if any failed.
 #   unit         build/tests/test_* (no Redis, no sockets)
-#   api          tests/api/run.js (the HTTP + WebSocket API, real redis-server + devlockd)
 #   semantics    tests/semantics/run.js (waits, groups, idempotency, sessions, preemption, delays, paging)
-#   operations   tests/operations/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs)
-#   integration  tests/integration/run.js (real redis-server + devlockd)
+#   ops          tests/ops/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs, config)
+#   integration  tests/integration/run.js (every route and error, preemption matrix, faults)
 #   client       tests/client/run.sh (liblockclient + lockctl)
 #   e2e          tests/e2e/run.sh (curl, wscat)
 #   dashboard    tests/dashboard/run.js (headless Chromium)
@@ -17,7 +16,7 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit api semantics operations integration client e2e dashboard sentinel probes chaos fuzz}
+suites=${*:-unit integration semantics ops client e2e dashboard sentinel probes chaos fuzz}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -50,9 +49,8 @@ for s in $suites; do
             tp=\$(echo \"\$l\" | sed -n 's/^\([0-9]*\) passed.*/\1/p'); tf=\$(echo \"\$l\" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
             [ -n \"\$tp\" ] || { tp=0; tf=1; }; [ \$rc = 0 ] || [ \"\$tf\" != 0 ] || tf=1
             p=\$((p+tp)); f=\$((f+tf)); done; echo \"\$p passed, \$f failed\"" ;;
-    api) run_suite api node tests/api/run.js ;;
     semantics) run_suite semantics node tests/semantics/run.js ;;
-    operations) run_suite operations node tests/operations/run.js ;;
+    ops) run_suite ops node tests/ops/run.js ;;
     integration) [ -f tests/integration/run.js ] && run_suite integration node tests/integration/run.js ;;
     client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;
     e2e) [ -f tests/e2e/run.sh ] && run_suite e2e bash tests/e2e/run.sh ;;

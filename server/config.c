@@ -161,7 +161,7 @@ int config_load(int argc, char **argv, FILE *out, FILE *err)
             return -1;
     }
     if (cfg.port < 0 || cfg.port > 65535 || cfg.redis_timeout_ms < 10 || cfg.max_body < 64 ||
-        cfg.max_json_depth < 2 || cfg.max_ws_message < 64 || cfg.ws_queue_max < 16 ||
+        cfg.max_json_depth < 2 || cfg.max_ws_message < 64 || cfg.ws_queue_max < 1024 ||
         cfg.stream_maxlen < 10 || cfg.default_timeout <= 0 || cfg.max_timeout < 0 ||
         cfg.resume_max < 1 || cfg.redis_wait_replicas < 0 || cfg.redis_wait_ms < 1 ||
         (strcmp(cfg.fence_clock, "on") && strcmp(cfg.fence_clock, "off") && strcmp(cfg.fence_clock, "auto")) || cfg.max_connections < 1 || cfg.io_timeout < 1 ||

@@ -106,9 +106,15 @@ static cJSON *body_json(struct http_req *r)
         respond_error(r, LK_E_TOO_DEEP, msg);
         return NULL;
     }
-    cJSON *j = cJSON_ParseWithLength(text, r->body.len);
+    /* one JSON value and nothing after it but whitespace */
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, r->body.len, &end, 0);
+    if (j && (!end || !lk_json_only_space(end, (size_t)(text + r->body.len - end)))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
     if (!j) {
-        respond_error(r, LK_E_INVALID_JSON, "body is not valid JSON");
+        respond_error(r, LK_E_INVALID_JSON, "body is not valid JSON (or has bytes after the JSON value)");
         return NULL;
     }
     if (!cJSON_IsObject(j)) {
@@ -725,7 +731,13 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
                 respond_error(r, LK_E_TOO_LARGE, "request body is too large");
                 return 0;
             }
-            if (clen > 0 || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+            if (te) {
+                r->close_after = 1;
+                respond_error(r, LK_E_LENGTH_REQUIRED,
+                              "chunked request bodies are not accepted; send a Content-Length");
+                return 0;
+            }
+            if (clen > 0) {
                 r->waiting_body = 1;
                 return 0;
             }

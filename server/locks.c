@@ -686,8 +686,8 @@ struct locks_call *locks_request(const cJSON *req, const char *session, locks_do
     opt_arg(&plan, req, "plan_uid");
     client_arg(&client, req);
     const char *request_id = get_string(req, "request_id");
-    if (request_id) {
-        lk_buf_puts(&rid, "dl:rid:");
+    if (request_id) { /* per user; the length prefix keeps "a:b"+"c" apart from "a"+"b:c" */
+        lk_buf_printf(&rid, "dl:rid:%zu:", strlen(c->user_id));
         lk_buf_puts(&rid, c->user_id);
         lk_buf_putc(&rid, ':');
         lk_buf_puts(&rid, request_id);

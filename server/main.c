@@ -184,7 +184,13 @@ int main(int argc, char **argv)
         return 1;
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(ctx, "default");
-    int port = vh ? lws_get_vhost_listen_port(vh) : (int)cfg.port;
+    if (!vh || (cfg.port && lws_get_vhost_listen_port(vh) <= 0) || (!cfg.port && lws_get_vhost_listen_port(vh) <= 0)) {
+        lk_error("cannot serve on %s:%ld%s", cfg.host, cfg.port,
+                 cfg.tls_cert[0] ? " (check --tls-cert and --tls-key)" : "");
+        lws_context_destroy(ctx);
+        return 1;
+    }
+    int port = lws_get_vhost_listen_port(vh);
     if (cfg.port_file[0] && write_port_file(cfg.port_file, port) != 0) {
         lk_error("cannot write --port-file %s", cfg.port_file);
         lws_context_destroy(ctx);

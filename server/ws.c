@@ -134,7 +134,9 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
         all.dropped++;
         metrics_refusal(REF_slow_client);
         lk_warn("ws: client fell %zu frames behind; dropping it", s->qlen);
-        lws_callback_on_writable(s->wsi);
+        /* it may never become writeable again (it does not read): close it
+         * from the loop rather than waiting for a WRITEABLE callback */
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         return;
     }
     m->refs++;
@@ -604,7 +606,12 @@ enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char *
         *detail = "strings must not contain NUL (\\u0000)";
         return LK_E_INVALID_JSON;
     }
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (j && (!end || !lk_json_only_space(end, (size_t)(text + len - end)))) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
     if (!j || !cJSON_IsObject(j)) {
         *detail = j ? "a message must be a JSON object" : "message is not valid JSON";
         cJSON_Delete(j);

@@ -1,0 +1,136 @@
+'use strict';
+// util.js - helpers of the operations suite: assertions, a seeded PRNG, a
+// dump of devlock's Redis state, a lock_key leak check, raw sockets, and
+// devlockd processes started outside tests/lib/servers.js (TLS brokers, which
+// its plain-HTTP readiness poll cannot start). Processes started here are
+// recorded and only those are killed.
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+const { poll, BUILD } = require('../lib/servers.js');
+
+function assert(c, m) { if (!c) throw new Error(m); }
+function eq(a, e, m) {
+  if (a !== e) throw new Error(`${m}: expected ${JSON.stringify(e)}, got ${JSON.stringify(a)}`.slice(0, 800));
+}
+const bearer = (t) => ({ authorization: `Bearer ${t}` });
+
+// mulberry32: a small seeded PRNG, so a failing sweep can be replayed.
+function prng(seed) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return { next, int: (n) => Math.floor(next() * n), pick: (xs) => xs[Math.floor(next() * xs.length)] };
+}
+
+// Every devlock key in Redis with its full contents (hashes, fence counters,
+// sets, sorted sets, the stream's length and last id), as one string. Broker
+// liveness keys (dl:broker:*) are left out: their value is a heartbeat.
+function redisState(redis) {
+  const keys = (redis.cli('--scan', '--pattern', 'dl:*') || '').split('\n').filter(k => k && !k.startsWith('dl:broker:')).sort();
+  return keys.map(k => {
+    const t = redis.cli('TYPE', k);
+    let v;
+    if (t === 'hash') v = redis.cli('HGETALL', k).split('\n').reduce((acc, x, i, a) => (i % 2 ? acc : acc.concat(`${x}=${a[i + 1]}`)), []).sort().join(' ');
+    else if (t === 'string') v = redis.cli('GET', k);
+    else if (t === 'zset') v = redis.cli('ZRANGE', k, '0', '-1', 'WITHSCORES').replace(/\n/g, ' ');
+    else if (t === 'set') v = redis.cli('SMEMBERS', k).split('\n').sort().join(' ');
+    else if (t === 'list') v = redis.cli('LRANGE', k, '0', '-1').replace(/\n/g, ' ');
+    else if (t === 'stream') v = `xlen=${redis.cli('XLEN', k)} last=${(redis.cli('XREVRANGE', k, '+', '-', 'COUNT', '1') || '').split('\n')[0]}`;
+    else v = '?';
+    return `${k} (${t}) ${v}`;
+  }).join('\n');
+}
+
+// Where a JSON value shows a lock_key its viewer must not see: with auth on,
+// a lock object's key is visible only to its owner and to admins.
+function keyLeaks(value, viewer, admin, where = '$', out = []) {
+  if (Array.isArray(value)) value.forEach((v, i) => keyLeaks(v, viewer, admin, `${where}[${i}]`, out));
+  else if (value && typeof value === 'object') {
+    if ('lock_key' in value && 'user_id' in value && value.lock_key !== null && !admin && value.user_id !== viewer)
+      out.push(`${where}.lock_key of ${value.user_id}'s lock`);
+    for (const [k, v] of Object.entries(value)) keyLeaks(v, viewer, admin, `${where}.${k}`, out);
+  }
+  return out;
+}
+// The lock objects in a JSON value (objects with lock_type, user_id and lock_key).
+function lockObjects(value, out = []) {
+  if (Array.isArray(value)) value.forEach(v => lockObjects(v, out));
+  else if (value && typeof value === 'object') {
+    if ('lock_key' in value && 'user_id' in value && 'lock_type' in value) out.push(value);
+    Object.values(value).forEach(v => lockObjects(v, out));
+  }
+  return out;
+}
+
+// A raw TCP connection that records what it receives and when it closes.
+function rawConnect(port, host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host);
+    s.data = '';
+    s.closedAt = null;
+    s.ended = new Promise(res => s.on("close", () => { s.closedAt = Date.now(); res(); }));
+    s.on('data', d => { s.data += d.toString('latin1'); });
+    s.on('error', () => {});
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+function rssKb(pid) {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+// devlockd started directly (for TLS); stopped with stop() or at exit.
+const daemons = new Set();
+async function startDaemon(args, env = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-ops-d-'));
+  const portFile = path.join(dir, 'port'), logFile = path.join(dir, 'devlockd.log');
+  const out = fs.openSync(logFile, 'a');
+  const proc = spawn(path.join(BUILD, 'devlockd'), ['--host', '127.0.0.1', '--port', '0', '--port-file', portFile, ...args],
+    { stdio: ['ignore', out, out], env: { ...process.env, ...env } });
+  fs.closeSync(out);
+  daemons.add(proc);
+  proc.on('exit', () => daemons.delete(proc));
+  const d = {
+    proc, dir,
+    log: () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } },
+    stop: () => new Promise(res => {
+      if (proc.exitCode !== null || proc.signalCode !== null) { res(); return; }
+      const t = setTimeout(() => proc.kill('SIGKILL'), 10000);
+      proc.once('exit', () => { clearTimeout(t); res(); });
+      proc.kill('SIGTERM');
+    }),
+  };
+  d.port = await poll(() => {
+    if (proc.exitCode !== null) throw new Error(`devlockd exited: ${d.log()}`);
+    const s = fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim();
+    return s ? Number(s) : 0;
+  }, 10000, 'devlockd (TLS) to listen');
+  return d;
+}
+async function stopDaemons() { await Promise.all([...daemons].map(p => new Promise(res => { p.once('exit', res); p.kill('SIGKILL'); }))); }
+process.on('exit', () => { for (const p of daemons) { try { p.kill('SIGKILL'); } catch (e) { /* gone */ } } });
+
+// curl, for HTTPS with a CA file: {code (curl exit), status, body}
+function curl(args) {
+  try {
+    const out = execFileSync('curl', ['-s', '-S', '-m', '10', '-w', '\n%{http_code}', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const i = out.lastIndexOf('\n');
+    const text = out.slice(0, i);
+    let body; try { body = JSON.parse(text); } catch (e) { body = undefined; }
+    return { code: 0, status: Number(out.slice(i + 1)), text, body };
+  } catch (e) {
+    return { code: e.status, status: Number(String(e.stdout || '').split('\n').pop()) || 0, text: '', stderr: String(e.stderr || '') };
+  }
+}
+
+module.exports = { assert, eq, bearer, prng, redisState, keyLeaks, lockObjects, rawConnect, rssKb, startDaemon, stopDaemons, curl };
