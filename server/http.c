@@ -726,9 +726,16 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
                     return 0;
                 }
             }
-            if (clen > cfg.max_body) {
+            if (clen > 16LL * cfg.max_body) {
                 r->close_after = 1; /* the unread body must not become the next request */
                 respond_error(r, LK_E_TOO_LARGE, "request body is too large");
+                return 0;
+            }
+            if (clen > cfg.max_body) {
+                /* read and drop it, then answer 413: answering while the client
+                 * is still sending can lose the answer to a TCP reset */
+                r->body_over = 1;
+                r->waiting_body = 1;
                 return 0;
             }
             if (te) {

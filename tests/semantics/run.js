@@ -503,7 +503,7 @@ test('idempotency: a retry with the same request_id returns the first reply, and
   eq(updatesOf(w, 'id1').filter(f => f.action === 'acquired').length, 1, 'one grant event');
   eq((await A.get('/api/locks/status')).body.locks.filter(l => l.device_name === 'id1').length, 1, 'one lock');
   // kept at least as long as the lease (600 s here), and at least 300 s
-  const ttl = Number(redis.cli('PTTL', 'dl:rid:alice:r-1'));
+  const ttl = Number(redis.cli('PTTL', 'dl:rid:5:alice:r-1'));
   assert(ttl > 595000, `request_id record kept >= the lease (PTTL ${ttl} ms)`);
   // a denial is a reply too: retrying it returns the denial, even once the device is free
   const den = await acq(B, 'id2', 'MANUAL_OPERATOR', 'carol', { request_id: 'r-2' });
