@@ -1,0 +1,504 @@
+/* lockclient.h - liblockclient, the C client of the devlock broker (devlockd).
+ *
+ * This header is the reference manual. Conventions that hold everywhere:
+ *
+ * - Every call that can fail returns an lc_status; objects come back through
+ *   out-parameters (set to NULL on failure). LC_OK is 0.
+ * - Pointers are marked *borrowed* (the library only reads it during the
+ *   call, or as long as stated, and keeps no reference), *copied* (the
+ *   library takes its own copy during the call) or *caller frees with X*.
+ *   Every `_free(NULL)` is a no-op.
+ * - The library never prints, never aborts and never exits: out of memory is
+ *   LC_ERR_NOMEM; diagnostics go to the optional log callback.
+ * - Blocking: every network call blocks for at most the client's timeout_ms
+ *   (plus the request's wait for lc_acquire). An unreachable broker
+ *   (connection refused, no route) or an HTTP 503 (broker up, Redis down) is
+ *   LC_ERR_UNAVAILABLE, reported as soon as the connection fails; a call
+ *   that runs out of time is LC_ERR_TIMEOUT.
+ *
+ * Threads (each function below repeats its own rule under "Thread:"):
+ * - An lc_client may be used from several threads at once; its HTTP calls
+ *   are serialised by a mutex inside the client (one connection, kept alive
+ *   and reused), so a call may wait for another thread's call first. For
+ *   parallel calls use one client per thread.
+ * - lc_errmsg() is per client: with several threads on one client the text
+ *   may be another thread's. Read it on the thread that made the call, before
+ *   its next call, when the client is not shared.
+ * - lc_lock, lc_lock_list and lc_event_list objects are not changed by the
+ *   library after they are returned, except: lc_renew on that lock, and a
+ *   keepalive updating its lock's lc_lock_expires_us / lc_lock_lost (atomics,
+ *   safe to read from any thread).
+ * - Callbacks run on library threads (the keepalive thread, the watch
+ *   thread), never while the library holds an internal lock: they may call
+ *   any lc_ function except stopping/freeing the very object that calls them.
+ *
+ * Build: `cc app.c $(pkg-config --cflags --libs lockclient)`.
+ */
+#ifndef LOCKCLIENT_H
+#define LOCKCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LC_VERSION_STRING "1.0.0"
+
+/* Marks the exported functions (the library is built with hidden
+ * visibility; its version script exports lc_* only). */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define LC_API __attribute__((visibility("default")))
+#else
+#define LC_API
+#endif
+
+/* ---- status codes --------------------------------------------------------
+ * One row per row of the project's error table (common/errors.def), in the
+ * same order; a compile-time check in the library keeps them in step. The
+ * lockctl exit code of each is in brackets. */
+typedef enum lc_status {
+    LC_OK = 0,               /* [0] success */
+    LC_ERR_BAD_REQUEST,      /* [2] malformed request (400), or a bad argument to a call */
+    LC_ERR_INVALID_JSON,     /* [2] the broker could not read the body */
+    LC_ERR_INVALID_DEVICE,   /* [2] invalid device name (1-128 of A-Z a-z 0-9 _ . : -) */
+    LC_ERR_INVALID_TIMEOUT,  /* [2] timeout must be a positive number of seconds */
+    LC_ERR_VALIDATION,       /* [2] a field is missing or has the wrong type (422) */
+    LC_ERR_UNAUTHORIZED,     /* [1] missing or invalid token (401) */
+    LC_ERR_FORBIDDEN,        /* [1] wrong lock_key/user, or role (403) */
+    LC_ERR_NOT_FOUND,        /* [1] no such lock / device / route (404) */
+    LC_ERR_METHOD,           /* [2] method not allowed (405) */
+    LC_ERR_TOO_LARGE,        /* [2] payload too large (413) */
+    LC_ERR_TOO_DEEP,         /* [2] JSON nesting too deep */
+    LC_ERR_DENIED,           /* [4] held by an equal or higher priority (or a wait ran out) */
+    LC_ERR_UNAVAILABLE,      /* [3] broker unreachable, or it answered 503 (Redis down) */
+    LC_ERR_TIMEOUT,          /* [3] the call ran out of time */
+    LC_ERR_RESUME_GAP,       /* [1] events since that id are no longer kept */
+    LC_ERR_UNKNOWN_TYPE,     /* [2] unknown message type */
+    LC_ERR_NOMEM,            /* [1] out of memory */
+    LC_ERR_INTERNAL,         /* [1] internal error (500) */
+    LC_ERR_IO,               /* [3] connection failed */
+    LC_ERR_PROTOCOL,         /* [1] the broker's answer could not be understood */
+    LC_ERR_LOST,             /* [1] the lock was lost (preempted, expired, force-released) */
+    LC_ERR_UNKNOWN_DEVICE,   /* [1] device is not in the catalogue */
+    LC_ERR_LENGTH_REQUIRED,  /* [2] the broker wants a Content-Length (411) */
+    LC_ERR_REQUEST_TIMEOUT,  /* [3] the broker did not get the whole request in time (408) */
+    LC_ERR_TOO_MANY,         /* [4] connection limit reached */
+    LC_STATUS_COUNT
+} lc_status;
+
+/* Static description of a status ("out of memory"). Never NULL; static
+ * storage. Out-of-range values describe LC_ERR_INTERNAL.
+ * Thread: any thread. */
+LC_API const char *lc_strerror(lc_status status);
+/* The wire code of a status ("lock_denied"), as in the broker's JSON
+ * "error" field. Never NULL; static storage. Thread: any thread. */
+LC_API const char *lc_status_code(lc_status status);
+/* The lockctl exit code of a status: 0 ok, 1 failed, 2 usage/bad request,
+ * 3 unreachable, 4 busy. Thread: any thread. */
+LC_API int lc_status_exit_code(lc_status status);
+
+/* ---- lock types --------------------------------------------------------- */
+typedef enum lc_lock_type {
+    LC_TYPE_DEFAULT = 0,       /* in a request: MANUAL_OPERATOR */
+    LC_MAINTENANCE,            /* priority 0 (highest) */
+    LC_QUEUE_EXECUTING,        /* priority 1 */
+    LC_MANUAL_OPERATOR,        /* priority 2 */
+    LC_QUEUE_QUEUED            /* priority 3 */
+} lc_lock_type;
+
+/* "MAINTENANCE" etc.; NULL for LC_TYPE_DEFAULT or out of range. Static
+ * storage. Thread: any thread. */
+LC_API const char *lc_lock_type_name(lc_lock_type type);
+/* Inverse of lc_lock_type_name (exact, upper case). name borrowed; NULL or
+ * unknown gives LC_TYPE_DEFAULT. Thread: any thread. */
+LC_API lc_lock_type lc_lock_type_parse(const char *name);
+
+/* ---- client ------------------------------------------------------------- */
+typedef struct lc_client lc_client;
+
+/* Log callback: level 0 debug, 1 info, 2 warning, 3 error. msg is borrowed
+ * for the call. Called from any thread that makes a call, and from library
+ * threads (keepalive, watch); must be thread-safe if those are used. */
+typedef void (*lc_log_fn)(int level, const char *msg, void *userdata);
+
+typedef struct lc_options {
+    const char *url;        /* copied; "http://host:port[/prefix]", NULL: http://localhost:60620 */
+    const char *token;      /* copied; sent as "Authorization: Bearer TOKEN", NULL: none */
+    long timeout_ms;        /* per call (connect + answer); <= 0: 5000 */
+    const char *user_id;    /* copied; default user for requests, NULL: $USER, else "unknown" */
+    const char *client_name;/* copied; sent as lock "client" {host, pid, name}, NULL: not sent */
+    lc_log_fn log;          /* optional; NULL: no diagnostics */
+    void *log_userdata;     /* borrowed: passed to log, must outlive the client */
+} lc_options;
+
+/* Creates a client. Does not connect (the first call does; the connection
+ * is then kept and reused). opts: borrowed, may be NULL for all defaults;
+ * its strings are copied. *out: caller frees with lc_client_free.
+ * Returns LC_OK, LC_ERR_NOMEM, LC_ERR_BAD_REQUEST (url not http(s)://, out
+ * NULL) or LC_ERR_INTERNAL (libcurl failed to initialise).
+ * Does not block. Thread: any thread. */
+LC_API lc_status lc_client_new(const lc_options *opts, lc_client **out);
+/* Frees a client and closes its connection. No call on it may be running,
+ * and no lc_with_lock / guard on it may be in scope (keepalives have their
+ * own connection and may outlive it). Does not release any lock held on
+ * the broker. NULL is a no-op. Thread: any thread, once no other uses it. */
+LC_API void lc_client_free(lc_client *client);
+/* Detail text of the client's last failed call: the broker's "detail" or
+ * "message" (e.g. the holder of a denied lock), or the transport error
+ * (e.g. "broker unreachable: ... Connection refused"). "" after a success.
+ * Never NULL. Borrowed: valid until the next call on this client.
+ * Thread: see "Threads" above (per client, not per thread). */
+LC_API const char *lc_errmsg(const lc_client *client);
+/* The user_id this client sends by default. Borrowed, lives as long as the
+ * client. Thread: any thread. */
+LC_API const char *lc_client_user(const lc_client *client);
+
+/* ---- locks -------------------------------------------------------------- */
+typedef struct lc_lock lc_lock;
+
+/* Accessors of a lock (one granted to you, one in a listing, or one in an
+ * event). All return values are borrowed from the lock and live until it
+ * is freed (or, for lc_lock_expires_at, until lc_renew on it).
+ * Thread: any thread, as long as the lock is not being freed or passed to
+ * lc_renew concurrently. */
+LC_API const char *lc_lock_device(const lc_lock *lock);       /* first (or only) device */
+LC_API size_t lc_lock_device_count(const lc_lock *lock);      /* 1, or the group size of a grant */
+LC_API const char *lc_lock_device_at(const lc_lock *lock, size_t i); /* NULL if out of range */
+LC_API const char *lc_lock_key(const lc_lock *lock);          /* NULL if hidden by the broker */
+/* The fencing token of the (first) device: strictly increasing per device
+ * over every grant. Pass it to the device server with each command; it can
+ * check it with lc_validate_fence. -1 if unknown. Thread: as the accessors
+ * above (all accessors below too). */
+LC_API int64_t lc_lock_fence(const lc_lock *lock);
+LC_API int64_t lc_lock_fence_at(const lc_lock *lock, size_t i);  /* i-th device of a group; -1 */
+LC_API const char *lc_lock_expires_at(const lc_lock *lock);   /* RFC 3339 as granted/renewed, NULL: no expiry */
+/* Expiry in Unix microseconds, 0: no expiry. Kept current by a keepalive
+ * running on this lock (an atomic; any thread may read it). */
+LC_API int64_t lc_lock_expires_us(const lc_lock *lock);
+/* 1 once a keepalive (or lc_with_lock / the guard) found this lock gone
+ * (preempted, expired, force-released); an atomic, any thread. */
+LC_API int lc_lock_lost(const lc_lock *lock);
+LC_API lc_lock_type lc_lock_type_of(const lc_lock *lock);
+LC_API const char *lc_lock_user(const lc_lock *lock);
+LC_API const char *lc_lock_reason(const lc_lock *lock);       /* NULL if none */
+LC_API const char *lc_lock_plan_uid(const lc_lock *lock);     /* NULL if none */
+LC_API const char *lc_lock_acquired_at(const lc_lock *lock);  /* RFC 3339 */
+/* The broker's JSON for the lock (for a group grant, the first device's
+ * lock object), compact, one line. */
+LC_API const char *lc_lock_json(const lc_lock *lock);
+/* Frees a lock object (does NOT release it on the broker). Stop its
+ * keepalive first. NULL is a no-op. Thread: any thread, once no other
+ * thread uses the lock. */
+LC_API void lc_lock_free(lc_lock *lock);
+
+/* What to acquire. Zero-initialise it ({0}) and set what you need: fields
+ * left 0/NULL are not sent (the broker's defaults apply). All strings are
+ * borrowed for the duration of the call. */
+typedef struct lc_request {
+    const char *device_name;           /* one device, or NULL with device_names */
+    const char *const *device_names;   /* a group, acquired all-or-none under one lock_key */
+    size_t n_devices;                  /* entries in device_names */
+    lc_lock_type type;                 /* LC_TYPE_DEFAULT: MANUAL_OPERATOR */
+    const char *user_id;               /* NULL: the client's user */
+    double timeout_s;                  /* lease; 0: broker default (300 s); < 0: no expiry (null) */
+    const char *reason;                /* NULL: not sent */
+    const char *plan_uid;              /* NULL: not sent */
+    double wait_s;                     /* > 0: queue up to this long if busy (broker serves by priority, then FIFO) */
+    const char *request_id;            /* idempotency key: a retry returns the same grant; NULL: not sent */
+    int session;                       /* 1: sends "session": true (the broker takes session
+                                        * locks only over its WebSocket; over HTTP it answers
+                                        * LC_ERR_VALIDATION) */
+    const char *client_host;           /* lock "client" info: NULL: gethostname() */
+    long client_pid;                   /* 0: getpid() */
+    const char *client_name;           /* NULL: the client's client_name; the "client"
+                                        * object is sent when any of the three is set */
+} lc_request;
+
+/* Requests a lock (POST /api/lock/request). client, req borrowed.
+ * On LC_OK *out is the granted lock: caller frees with lc_lock_free, after
+ * releasing it with lc_release (or letting it expire).
+ * Returns LC_OK; LC_ERR_DENIED (held by an equal or higher priority, or the
+ * wait ran out; lc_errmsg() names the holder); LC_ERR_INVALID_DEVICE,
+ * LC_ERR_INVALID_TIMEOUT, LC_ERR_VALIDATION (the broker refused a field),
+ * LC_ERR_FORBIDDEN / LC_ERR_UNAUTHORIZED (auth), LC_ERR_UNKNOWN_DEVICE,
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_NOMEM, LC_ERR_PROTOCOL,
+ * LC_ERR_BAD_REQUEST (NULL arguments, no device, bad type).
+ * Blocks up to timeout_ms + wait_s. Thread: any thread (serialised per client). */
+LC_API lc_status lc_acquire(lc_client *client, const lc_request *req, lc_lock **out);
+/* Releases a lock (a group: all of it) on the broker (POST
+ * /api/lock/release). The lock object stays allocated (lc_lock_free it).
+ * client, lock borrowed. Returns LC_OK, LC_ERR_FORBIDDEN (wrong key/user:
+ * someone else holds it now), LC_ERR_NOT_FOUND (no lock any more),
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_BAD_REQUEST (NULL).
+ * Blocks up to timeout_ms. Thread: any thread (serialised per client). */
+LC_API lc_status lc_release(lc_client *client, const lc_lock *lock);
+/* Extends the lease to now + timeout_s (<= 0: the lock's lease as last set) (POST
+ * /api/lock/renew) and updates the lock's expiry. client borrowed; lock
+ * borrowed and modified. Returns LC_OK, LC_ERR_FORBIDDEN / LC_ERR_NOT_FOUND
+ * (the lock was lost), LC_ERR_INVALID_TIMEOUT, LC_ERR_UNAVAILABLE,
+ * LC_ERR_TIMEOUT, LC_ERR_NOMEM. Blocks up to timeout_ms.
+ * Thread: not concurrently with readers of this lock's lc_lock_expires_at
+ * (a keepalive renews its own copy, so it does not count). */
+LC_API lc_status lc_renew(lc_client *client, lc_lock *lock, double timeout_s);
+/* Release by device name and key, for callers that only kept the key (the
+ * CLI). Strings borrowed; user_id NULL: the client's user. Returns as
+ * lc_release. Thread: any thread (serialised per client). */
+LC_API lc_status lc_release_key(lc_client *client, const char *device, const char *lock_key,
+                                const char *user_id);
+/* Renew by device name and key. Strings borrowed; user_id NULL: the
+ * client's user. out may be NULL; else on LC_OK *out is the renewed lock
+ * (caller frees with lc_lock_free). Returns as lc_renew.
+ * Thread: any thread (serialised per client). */
+LC_API lc_status lc_renew_key(lc_client *client, const char *device, const char *lock_key,
+                              const char *user_id, double timeout_s, lc_lock **out);
+
+/* Admin: ends whoever holds device (POST /api/lock/force_release); the
+ * holder's lock ends with force_released, cause admin. client, device,
+ * reason (NULL: none) borrowed. Returns LC_OK, LC_ERR_NOT_FOUND (no lock),
+ * LC_ERR_FORBIDDEN (needs the admin role when auth is on),
+ * LC_ERR_INVALID_DEVICE, LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT. Blocks up to
+ * timeout_ms. Thread: any thread (serialised per client). */
+LC_API lc_status lc_force_release(lc_client *client, const char *device, const char *reason);
+
+/* ---- queries ------------------------------------------------------------ */
+typedef struct lc_lock_list lc_lock_list;
+/* Number of locks. Thread: any thread. */
+LC_API size_t lc_lock_list_count(const lc_lock_list *list);
+/* The i-th lock, borrowed from the list; NULL if out of range.
+ * Thread: any thread. */
+LC_API const lc_lock *lc_lock_list_get(const lc_lock_list *list, size_t i);
+/* Frees the list and its locks. NULL is a no-op. Thread: once no other
+ * thread uses it. */
+LC_API void lc_lock_list_free(lc_lock_list *list);
+
+/* Every current lock, sorted by device (GET /api/locks/status). client
+ * borrowed; *out: caller frees with lc_lock_list_free. Returns LC_OK,
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_PROTOCOL, LC_ERR_NOMEM,
+ * LC_ERR_BAD_REQUEST (NULL). Blocks up to timeout_ms.
+ * Thread: any thread (serialised per client). */
+LC_API lc_status lc_locks_status(lc_client *client, lc_lock_list **out);
+/* One device (GET /api/locks/device/NAME). client, device borrowed.
+ * LC_OK with *out = NULL when the device is free; otherwise *out is its
+ * lock (caller frees with lc_lock_free). Also LC_ERR_INVALID_DEVICE,
+ * LC_ERR_UNKNOWN_DEVICE / LC_ERR_NOT_FOUND (catalogue), LC_ERR_UNAVAILABLE,
+ * LC_ERR_TIMEOUT. Blocks up to timeout_ms. Thread: any thread (serialised
+ * per client). */
+LC_API lc_status lc_device_status(lc_client *client, const char *device, lc_lock **out);
+/* Fence check (POST /api/lock/validate {device_name, fence}): *valid is 1
+ * if fence is the current holder's fence of device, else 0; *current (may
+ * be NULL) gets the current fence, -1 if the device is free. client, device
+ * borrowed. Returns LC_OK, LC_ERR_NOT_FOUND (a broker without this route),
+ * LC_ERR_INVALID_DEVICE, LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT,
+ * LC_ERR_BAD_REQUEST (NULL). Blocks up to timeout_ms.
+ * Thread: any thread (serialised per client). */
+LC_API lc_status lc_validate_fence(lc_client *client, const char *device, int64_t fence,
+                                   int *valid, int64_t *current);
+
+typedef struct lc_health {
+    int ready;              /* 1 if the broker reports ready */
+    int redis_connected;    /* 1 if the broker reaches Redis */
+    long active_locks;
+} lc_health;
+/* Readiness (GET /api/health/ready). client borrowed; *out filled (zeroed
+ * if the broker is unreachable). Returns LC_OK when ready;
+ * LC_ERR_UNAVAILABLE when not ready (503, *out still filled) or
+ * unreachable; LC_ERR_TIMEOUT. Blocks up to timeout_ms.
+ * Thread: any thread (serialised per client). */
+LC_API lc_status lc_health_check(lc_client *client, lc_health *out);
+
+/* An event: a lock_update from the watch, or an entry of the history. All
+ * pointers are borrowed: for the duration of the callback (watch) or from
+ * the list (history). */
+typedef struct lc_event {
+    const char *event_id;     /* stream id "ms-seq"; NULL for warnings without one */
+    const char *action;       /* acquired, released, force_released, renewed, expiring, ... */
+    const char *device_name;
+    const char *cause;        /* preempted, expired, admin, session_lost; NULL if none */
+    const char *timestamp;    /* RFC 3339 */
+    const lc_lock *lock;      /* may be NULL */
+    const char *json;         /* the whole event as compact JSON */
+} lc_event;
+
+typedef struct lc_event_list lc_event_list;
+/* Number of events. Thread: any thread. */
+LC_API size_t lc_event_list_count(const lc_event_list *list);
+/* The i-th event, borrowed from the list; NULL if out of range.
+ * Thread: any thread. */
+LC_API const lc_event *lc_event_list_get(const lc_event_list *list, size_t i);
+/* The id to pass as `since` for the next page; borrowed from the list, NULL
+ * if none. Thread: any thread. */
+LC_API const char *lc_event_list_last_id(const lc_event_list *list);
+/* Frees the list. NULL is a no-op. Thread: once no other thread uses it. */
+LC_API void lc_event_list_free(lc_event_list *list);
+
+typedef struct lc_history_query {
+    const char *since;        /* borrowed; NULL: from the oldest kept */
+    int limit;                /* 1..1000, 0: broker default (100) */
+    const char *device;       /* borrowed; NULL: all */
+    const char *plan_uid;     /* borrowed; NULL: all */
+} lc_history_query;
+/* Lock history (GET /api/events), oldest first. client, q borrowed; q may
+ * be NULL. *out: caller frees with lc_event_list_free. Returns LC_OK,
+ * LC_ERR_BAD_REQUEST, LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_PROTOCOL,
+ * LC_ERR_NOMEM. Blocks up to timeout_ms. Thread: any thread (serialised
+ * per client). */
+LC_API lc_status lc_history(lc_client *client, const lc_history_query *q, lc_event_list **out);
+
+/* ---- keepalive ---------------------------------------------------------- */
+typedef struct lc_keepalive lc_keepalive;
+/* Called once, on the keepalive thread, when a renew answers 403/404: the
+ * lock was preempted, expired or force-released. lock is the caller's lock
+ * (borrowed for the call), status the renew's status (LC_ERR_FORBIDDEN or
+ * LC_ERR_NOT_FOUND), detail the broker's text (borrowed for the call).
+ * The keepalive thread ends after it returns; still call
+ * lc_keepalive_stop, but not from inside the callback. No library lock is
+ * held: the callback may call lc_ functions (e.g. lc_acquire to retry). */
+typedef void (*lc_lost_fn)(const lc_lock *lock, lc_status status, const char *detail,
+                           void *userdata);
+
+/* Starts a thread that renews lock every interval_ms (<= 0: a third of the
+ * lease, at least 100 ms; 1000 ms for a lock without expiry) with the
+ * original lease, over its own connection (a copy of client's options:
+ * client is borrowed for the call only). lock is borrowed and must outlive
+ * the keepalive; the keepalive renews a private copy and publishes the new
+ * expiry (lc_lock_expires_us) and the loss (lc_lock_lost) through the
+ * lock's atomics. Transient failures (unreachable, 503, timeout) are
+ * retried every interval/3 while the lease may last. lost_cb may be NULL;
+ * userdata is borrowed and passed to it. *out: stop with
+ * lc_keepalive_stop. Returns LC_OK, LC_ERR_BAD_REQUEST (NULL, or a lock
+ * without a key), LC_ERR_NOMEM, LC_ERR_INTERNAL. Does not block.
+ * Thread: any thread. */
+LC_API lc_status lc_keepalive_start(lc_client *client, lc_lock *lock, long interval_ms,
+                                    lc_lost_fn lost_cb, void *userdata, lc_keepalive **out);
+/* Stops and joins the thread (blocks for at most one renew call, i.e.
+ * timeout_ms) and frees ka. Does not release the lock. Returns
+ * LC_ERR_LOST if the lock was lost, else LC_OK. NULL: LC_OK.
+ * Thread: any thread except the keepalive's own (its lost callback). */
+LC_API lc_status lc_keepalive_stop(lc_keepalive *ka);
+/* 1 once the lock was lost. Thread: any thread. */
+LC_API int lc_keepalive_lost(const lc_keepalive *ka);
+/* Successful renewals so far. Thread: any thread. */
+LC_API long lc_keepalive_renewals(const lc_keepalive *ka);
+
+/* ---- scoped locks ------------------------------------------------------- */
+/* The body of lc_with_lock: runs on the caller's thread with the lock held
+ * (and renewed). client and lock are borrowed for the call; fn may use
+ * client (the keepalive has its own connection). For a long body, poll
+ * lc_lock_lost(lock) and stop early once it is 1: the lock is gone. */
+typedef void (*lc_locked_fn)(lc_client *client, const lc_lock *lock, void *userdata);
+/* Runs fn while holding the lock(s) of req: acquire; if the lease expires,
+ * start a keepalive; fn(client, lock, userdata) on the calling thread;
+ * stop the keepalive; release - whatever fn does (short of longjmp/exit).
+ * client, req borrowed; userdata borrowed and passed to fn.
+ * Returns the acquire's error (fn not called: LC_ERR_DENIED etc.), else
+ * LC_ERR_LOST if the lock was lost while fn ran, else the release's status
+ * (LC_OK). Blocks for the acquire, fn, and the release.
+ * Thread: any thread (the client's usual rules). */
+LC_API lc_status lc_with_lock(lc_client *client, const lc_request *req, lc_locked_fn fn, void *userdata);
+
+/* A lock bound to a C scope:
+ *
+ *     {
+ *         LC_LOCK_GUARD(g, client, &req);
+ *         if (g.status != LC_OK)
+ *             return g.status;            // nothing held; lc_errmsg(client) says why
+ *         use(lc_lock_fence(g.lock));
+ *         if (bad)
+ *             return -1;                  // released here
+ *     }                                   // and here
+ *
+ * LC_LOCK_GUARD(name, client, req) declares `name`, acquires like
+ * lc_acquire and, if the lease expires, renews it in the background like
+ * lc_with_lock; when `name` goes out of scope - the closing brace, return,
+ * break, continue - the keepalive is stopped, the lock released and freed.
+ * g.status: LC_OK while held (g.lock is the lock, e.g.
+ * lc_lock_fence(g.lock)); the acquire's error otherwise (g.lock NULL).
+ * Rules:
+ *  - gcc and clang only (__attribute__((cleanup))).
+ *  - Never jump INTO the guard's scope past its declaration (goto, switch
+ *    case label): the cleanup would run on an uninitialised guard. gcc 12
+ *    compiles such a goto without a word (clang rejects it), so do not mix
+ *    the guard with goto-style cleanup in one function. Jumping OUT of the
+ *    scope (goto to a label after it) releases, like return.
+ *  - longjmp, exit() and a crash skip the release: the lease then expires.
+ *  - lc_guard_release(&g) releases early (then the scope end does nothing);
+ *    its status is then in g.status (LC_ERR_LOST if the lock was lost).
+ *  - client must outlive the scope; req is borrowed for the acquire only.
+ * Thread: the guard belongs to the thread whose scope declares it. */
+typedef struct lc_guard {
+    lc_client *client;        /* borrowed */
+    lc_lock *lock;            /* owned by the guard; NULL when not held */
+    lc_keepalive *keepalive;  /* owned by the guard; NULL without expiry */
+    lc_status status;
+} lc_guard;
+/* Acquire for a guard (use LC_LOCK_GUARD). client borrowed (must outlive
+ * the guard), req borrowed. Blocks like lc_acquire. Thread: any thread. */
+LC_API lc_guard lc_guard_acquire(lc_client *client, const lc_request *req);
+/* Stops the keepalive, releases and frees the guard's lock, sets
+ * guard->status; a no-op when nothing is held. Blocks like lc_release.
+ * Thread: the guard's thread. */
+LC_API void lc_guard_release(lc_guard *guard);
+#define LC_LOCK_GUARD(name, client, req) \
+    lc_guard name __attribute__((cleanup(lc_guard_release))) = lc_guard_acquire((client), (req))
+
+/* ---- watch -------------------------------------------------------------- */
+typedef struct lc_watch lc_watch;
+
+/* Callbacks of a watch. All run on the watch's own service thread, one at a
+ * time, in order, never while the watch holds its internal lock (so they may
+ * call lc_watch_snapshot and any other lc_ function, but not lc_watch_free
+ * of this watch). Any may be NULL. */
+typedef struct lc_watch_callbacks {
+    /* Every lock_update, in stream order, each exactly once, also across
+     * reconnects (the missed ones are replayed first). ev borrowed for the
+     * call. The cache already includes ev when it is called. */
+    void (*on_event)(const lc_event *ev, void *userdata);
+    /* The cache was (re)loaded from an initial_status: at the first connect,
+     * and after a resume gap (events were lost for good: compare your state
+     * with this list). locks borrowed for the call. */
+    void (*on_snapshot)(const lc_lock_list *locks, void *userdata);
+    /* Connected and synchronised (1) / disconnected, reconnecting (0). */
+    void (*on_connection)(int connected, void *userdata);
+    void *userdata;           /* borrowed; passed to every callback */
+} lc_watch_callbacks;
+
+/* Opens a watch on opts->url's /ws (token as Bearer header) in its own
+ * service thread, which connects, keeps a cache of every lock (seeded from
+ * initial_status), calls the callbacks, and reconnects with capped
+ * exponential backoff (100 ms doubling to 5 s, +-25 % jitter); a silent
+ * connection is pinged after 10 s and dropped after 20 s. After a
+ * reconnect it sends {"type":"resume","since":<last event_id>}: the broker
+ * replays what was missed, so no event is lost or repeated even across a
+ * broker restart; on resume_gap the fresh initial_status that follows
+ * reloads the cache (on_snapshot). opts, cbs: borrowed, copied (strings
+ * copied; cbs->userdata borrowed for the watch's life). Returns at once
+ * (does not wait for the connection): LC_OK, LC_ERR_BAD_REQUEST (bad url,
+ * out NULL), LC_ERR_NOMEM, LC_ERR_INTERNAL (libwebsockets). *out: caller
+ * frees with lc_watch_free. Note: libwebsockets' own logging is
+ * process-wide; the first watch silences it (the library never prints).
+ * Thread: any thread. */
+LC_API lc_status lc_watch_new(const lc_options *opts, const lc_watch_callbacks *cbs, lc_watch **out);
+/* Copies the cache. *out: caller frees with lc_lock_list_free. Returns
+ * LC_OK, LC_ERR_NOMEM, LC_ERR_BAD_REQUEST. Does not block on the network.
+ * Thread: any thread, including the watch callbacks. */
+LC_API lc_status lc_watch_snapshot(lc_watch *w, lc_lock_list **out);
+/* 1 while connected and synchronised (snapshot loaded or resume done).
+ * Thread: any thread. */
+LC_API int lc_watch_connected(lc_watch *w);
+/* Waits until the watch is connected and synchronised, at most timeout_ms.
+ * LC_OK, or LC_ERR_TIMEOUT. Thread: any thread except the watch callbacks. */
+LC_API lc_status lc_watch_wait_ready(lc_watch *w, long timeout_ms);
+/* The last event id seen, copied into buf of len bytes ("" if none).
+ * Thread: any thread. */
+LC_API void lc_watch_last_event_id(lc_watch *w, char *buf, size_t len);
+/* Stops the service thread, closes the socket, frees w. Blocks until the
+ * thread ends (a few ms). NULL: no-op. Thread: any thread except the
+ * watch's callbacks. */
+LC_API void lc_watch_free(lc_watch *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
