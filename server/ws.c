@@ -778,7 +778,13 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             all.head->prev = s;
         all.head = s;
         all.count++;
-        start_snapshot(s);
+        /* ?since=<event_id>: resume at connect time, replay before anything live */
+        char since[64];
+        const char *sv = lws_get_urlarg_by_name(wsi, "since=", since, sizeof(since));
+        if (sv && sv[0] && strlen(sv) <= 42)
+            start_resume(s, sv, NULL);
+        else
+            start_snapshot(s);
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:

@@ -1119,6 +1119,24 @@ test('status paging: 10 000 locks, limit=1000 via next_cursor: each seen once, s
 
 // ---- run ------------------------------------------------------------------------------------------
 
+test('ws ?since= at connect: the replay comes first, then resume_result, then live events; no initial_status', async () => {
+  const b = await Broker.start(redis.url, ['--stream-maxlen', '100000']);
+  try {
+    const first = await b.acquire({ device_name: 'cs1', lock_type: 'QUEUE_QUEUED', user_id: 'u' });
+    assert(first.body.success, 'cs1');
+    const since = (await b.get('/api/events?device=cs1')).body.events.slice(-1)[0].event_id;
+    await b.acquire({ device_name: 'cs2', lock_type: 'QUEUE_QUEUED', user_id: 'u' });
+    await b.acquire({ device_name: 'cs3', lock_type: 'QUEUE_QUEUED', user_id: 'u' });
+    const w = await b.ws(`?since=${since}`);
+    const done = await w.waitFor(f => f.type === 'resume_result');
+    eq(done.replayed, 2, 'replayed the two later events');
+    await b.acquire({ device_name: 'cs4', lock_type: 'QUEUE_QUEUED', user_id: 'u' });
+    await w.waitFor(f => f.type === 'lock_update' && f.device_name === 'cs4');
+    eq(w.frames.map(f => f.type === 'lock_update' ? f.device_name : f.type).join(), 'cs2,cs3,resume_result,cs4', 'order');
+    w.close();
+  } finally { await b.stop(); }
+});
+
 (async () => {
   const failed = await run({
     onFail: async (name) => {
