@@ -208,31 +208,21 @@ static cJSON *holder_args(struct http_req *r)
     return j;
 }
 
-static void route_release(struct http_req *r)
+typedef struct locks_call *(*holder_fn)(const cJSON *req, locks_done_fn fn, void *ctx);
+
+/* release and renew: the holder's key and user, by query string or body */
+static void holder_route(struct http_req *r, holder_fn call)
 {
     cJSON *j = holder_args(r);
     if (!j)
         return;
-    if (!authorize(r, j, 0)) {
-        cJSON_Delete(j);
-        return;
-    }
-    START(r, locks_release(j, done_cb, CTX));
+    if (authorize(r, j, 0))
+        START(r, call(j, done_cb, CTX));
     cJSON_Delete(j);
 }
 
-static void route_renew(struct http_req *r)
-{
-    cJSON *j = holder_args(r);
-    if (!j)
-        return;
-    if (!authorize(r, j, 0)) {
-        cJSON_Delete(j);
-        return;
-    }
-    START(r, locks_renew(j, done_cb, CTX));
-    cJSON_Delete(j);
-}
+static void route_release(struct http_req *r) { holder_route(r, locks_release); }
+static void route_renew(struct http_req *r) { holder_route(r, locks_renew); }
 
 static void route_force_release(struct http_req *r)
 {
