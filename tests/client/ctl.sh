@@ -18,8 +18,8 @@ free_port() {
 }
 # until_ok SECONDS CMD...: polls CMD every 50 ms until it succeeds
 until_ok() {
-    end=$(( $(date +%s%N) + $1 * 1000000000 )); shift
-    until "$@"; do [ "$(date +%s%N)" -ge "$end" ] && return 1; sleep 0.05; done
+    deadline=$(( $(date +%s%N) + $1 * 1000000000 )); shift
+    until "$@"; do [ "$(date +%s%N)" -ge "$deadline" ] && return 1; sleep 0.05; done
 }
 alive() { [ -s "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 dead() { ! alive "$1"; }

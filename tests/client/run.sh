@@ -27,8 +27,8 @@ expect_rc() {
         bad "$name: exit $got, wanted $want"; sed 's/^/    /' "$dir/out" "$dir/err" | head -n 10; fi
 }
 until_ok() {
-    end=$(( $(date +%s%N) + $1 * 1000000000 )); shift
-    until "$@"; do [ "$(date +%s%N)" -ge "$end" ] && return 1; sleep 0.05; done
+    deadline=$(( $(date +%s%N) + $1 * 1000000000 )); shift
+    until "$@"; do [ "$(date +%s%N)" -ge "$deadline" ] && return 1; sleep 0.05; done
 }
 cleanup() {
     for p in "$dir"/*.pid; do
@@ -228,14 +228,16 @@ expect_rc 0 "run of a command that succeeds" "$L" run runa -- true
 expect_rc 4 "run on a busy device does not run CMD" "$L" run runc -- sh -c "touch $dir/ran"
 [ ! -e "$dir/ran" ]
 check "run: CMD not started when busy"
-# a 2 s lease kept for a CMD of about 3 s
+# a 2 s lease kept past its first expiry: CMD polls (deadline 10 s) until the
+# clock is past the expires_at it started with, then checks the lock is still
+# held, with a later expires_at
 expect_rc 0 "run renews the lease" "$L" run --timeout 2 rund -- sh -c \
-    "i=0; while [ \$i -lt 30 ]; do sleep 0.1; i=\$((i+1)); done; $ROOT/$L status --json rund | jq -e .locked >/dev/null"
+    "first=\$($ROOT/$L status --json rund | jq -r .lock.expires_at); past=\$(date -d \"\$first\" +%s%N); deadline=\$((\$(date +%s) + 10)); until [ \$(date +%s%N) -gt \$past ]; do [ \$(date +%s) -ge \$deadline ] && exit 9; sleep 0.1; done; $ROOT/$L status --json rund | jq -e --arg f \"\$first\" '.locked and .lock.expires_at != \$f' >/dev/null"
 # a lock lost while CMD runs: CMD gets SIGTERM
 cat >"$dir/victim.sh" <<EOF
 trap 'echo TERM >"$dir/got"; exit 143' TERM
 echo started >"$dir/started"
-i=0; while [ \$i -lt 200 ]; do sleep 0.1; i=\$((i+1)); done
+deadline=\$((\$(date +%s) + 20)); while [ \$(date +%s) -lt \$deadline ]; do sleep 0.1; done  # until SIGTERM (the event under test)
 exit 0
 EOF
 "$L" run --timeout 2 rune -- sh "$dir/victim.sh" >"$dir/run.out" 2>"$dir/run.err" &

@@ -12,10 +12,9 @@ now_ms() { date +%s%3N; }
 
 # until_ok SECONDS CMD...: runs CMD every 20 ms until it succeeds or the time is up
 until_ok() {
-    local end=$(( $(now_ms) + $1 * 1000 )); shift
+    local deadline=$(( $(now_ms) + $1 * 1000 )); shift
     until "$@"; do
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.02
+        [ "$(now_ms)" -ge "$deadline" ] && return 1; sleep 0.02  # poll until the deadline
     done
 }
 

@@ -6,7 +6,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
+#include "fuzz_config.h"
 #include "lk_text.h"
 #include "locks.h"
 
@@ -14,14 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int loaded;
-    if (!loaded) {
-        char *argv[] = {"devlockd", NULL};
-        FILE *null = fopen("/dev/null", "w");
-        config_load(1, argv, null, null);
-        fclose(null);
-        loaded = 1;
-    }
+    fuzz_load_defaults();
     const char *text = (const char *)data;
     if (!lk_utf8_valid(text, size) || lk_json_depth(text, size, 16) > 16)
         return 0;

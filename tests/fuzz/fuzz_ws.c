@@ -6,7 +6,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
+#include "fuzz_config.h"
 #include "locks.h"
 #include "ws.h"
 
@@ -14,14 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int loaded;
-    if (!loaded) {
-        char *argv[] = {"devlockd", NULL};
-        FILE *null = fopen("/dev/null", "w");
-        config_load(1, argv, null, null);
-        fclose(null);
-        loaded = 1;
-    }
+    fuzz_load_defaults();
     cJSON *msg;
     const char *type, *detail;
     if (ws_decode((const char *)data, size, &msg, &type, &detail) == LK_E_OK && !strcmp(type, "acquire")) {

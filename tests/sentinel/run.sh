@@ -22,8 +22,8 @@ trap cleanup EXIT
 
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 wait_for() { # wait_for SECONDS CMD...: polls CMD until it succeeds or the deadline passes
-    local end=$(( $(date +%s%N) + $1 * 1000000000 )); shift
-    until "$@"; do [ "$(date +%s%N)" -ge "$end" ] && return 1; sleep 0.05; done
+    local deadline=$(( $(date +%s%N) + $1 * 1000000000 )); shift
+    until "$@"; do [ "$(date +%s%N)" -ge "$deadline" ] && return 1; sleep 0.05; done
 }
 PP=$(free_port); RP=$(free_port); S1=$(free_port); S2=$(free_port); S3=$(free_port)
 redis-server --port "$PP" --bind 127.0.0.1 --save '' --appendonly yes --dir "$dir" --appendfilename p.aof \
