@@ -31,6 +31,8 @@
 #define REQUEST_ID_MAX 128
 #define LEASE_MAX_S (10.0 * 365 * 86400) /* ten years: keeps microseconds in range */
 #define EVENTS_SCAN_CAP "20000"
+#define PID_MAX 4294967295.0      /* any OS's process id fits */
+#define FENCE_MAX 9007199254740992.0 /* 2^53: exact in a double, in JSON and in Lua */
 
 enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
 
@@ -46,7 +48,10 @@ struct locks_call {
     char waiter[32];
     char lock_key[37], user_id[USER_ID_MAX + 1];
     int waiting;
-    int recheck;               /* a grant event came while a check was in flight */
+    /* One unwait script at a time; what is asked for meanwhile is kept and
+     * sent when its reply comes, unless that reply ended the wait. */
+    int recheck;               /* a grant event came while a script was in flight */
+    int cancel_pending;        /* the wait ended (deadline, requester gone) meanwhile */
     uv_timer_t timer;
     struct locks_call *prev, *next;   /* waiting calls */
 };
@@ -54,6 +59,7 @@ struct locks_call {
 static struct {
     char broker[37];
     struct locks_call *waiting;
+    long live;                 /* calls not yet freed (shutdown waits for them) */
 } lk;
 
 static char maxlen_arg[32], delay_arg[32], grace_arg[32];
@@ -98,10 +104,15 @@ static struct locks_call *call_new(enum call_kind kind, locks_done_fn fn, void *
     c->kind = kind;
     c->fn = fn;
     c->ctx = ctx;
+    lk.live++;
     return c;
 }
 
-static void call_free(struct locks_call *c) { free(c); }
+static void call_free(struct locks_call *c)
+{
+    lk.live--;
+    free(c);
+}
 
 static void timer_closed(uv_handle_t *h) { call_free(h->data); }
 
@@ -153,12 +164,16 @@ static void answer_error(struct locks_call *c, enum lk_status s, const char *det
     locks_fail(fn, c->ctx, s, detail);
 }
 
-/* Starts a script for c; NULL (c ended) if it answered at once. */
+/* Starts a script for c; NULL (c ended) if it answered at once. An acquire
+ * answered 503 is followed up when its script's reply comes after all
+ * (request_late_cb): its grant must not stay with nobody. */
 static void script_cb(void *ctx, redisReply *r, enum lk_status s);
+static void request_late_cb(void *ctx, redisReply *r, enum lk_status s);
 static struct locks_call *run(struct locks_call *c, enum store_script script, int argc,
                               const char **argv)
 {
-    struct store_op *op = store_eval(script, 0, argc, argv, NULL, script_cb, c);
+    struct store_op *op = store_eval_late(script, 0, argc, argv, NULL, script_cb,
+                                          c->kind == K_REQUEST ? request_late_cb : NULL, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;
@@ -193,6 +208,12 @@ static enum lk_status check_device(const char *dev, char *err, size_t n)
     return LK_E_OK;
 }
 
+/* 1 if v is a whole number in [0, max]: only then may it become a long long. */
+static int json_integer(double v, double max)
+{
+    return v >= 0 && v <= max && v == floor(v);
+}
+
 /* Seconds to ms for "timeout"/"wait": -2 absent, -1 null. */
 static enum lk_status seconds(const cJSON *req, const char *name, long long *ms, char *err,
                               size_t n)
@@ -211,10 +232,12 @@ static enum lk_status seconds(const cJSON *req, const char *name, long long *ms,
     double s = t->valuedouble;
     if (isnan(s) || s > LEASE_MAX_S)
         return errf(err, n, LK_E_INVALID_TIMEOUT, "field '%s' is too large (at most ten years)", name);
-    long long v = (long long)ceil(s * 1000.0);
-    *ms = s > 0 && v < 1 ? 1 : v;
-    if (s <= 0)
+    if (s <= 0) { /* any negative, -1e400 (-inf) included: no conversion */
         *ms = s == 0 ? 0 : -3;
+        return LK_E_OK;
+    }
+    long long v = (long long)ceil(s * 1000.0); /* in range: 0 < s <= ten years */
+    *ms = v < 1 ? 1 : v;
     return LK_E_OK;
 }
 
@@ -305,6 +328,9 @@ enum lk_status locks_parse_request(const cJSON *req, struct locks_request_args *
             (cJSON_IsString(name) && strlen(name->valuestring) > 255))
             return errf(err, n, LK_E_VALIDATION,
                         "field 'client' must be {\"host\": string, \"pid\": integer, \"name\": string}");
+        if (cJSON_IsNumber(pid) && !json_integer(pid->valuedouble, PID_MAX))
+            return errf(err, n, LK_E_VALIDATION, "field 'client.pid' must be an integer from 0 to %lld",
+                        (long long)PID_MAX);
     }
     return LK_E_OK;
 }
@@ -367,12 +393,21 @@ static void ignore_cb(void *ctx, redisReply *r, enum lk_status s)
     (void)s;
 }
 
-/* A lock granted to a requester who left: give it back. */
-static void release_orphan(const char *dev, const char *key, const char *user)
+/* A grant (body: its reply) that c's requester never received, having
+ * left or been answered 503: give it back, unless a retry with the same
+ * request_id has taken it over (release.lua compares c's owner token). */
+static void release_orphan(struct locks_call *c, const char *body)
 {
-    const char *argv[] = {dev, key, user, maxlen_arg, delay_arg};
-    lk_info("releasing device=%s granted to a requester that left", dev);
-    store_eval(SCRIPT_RELEASE, 0, 5, argv, NULL, ignore_cb, NULL);
+    cJSON *j = cJSON_Parse(body);
+    const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "lock_key"));
+    const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
+    const char *dev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name"));
+    if (key && dev) {
+        const char *argv[] = {dev, key, c->user_id, maxlen_arg, delay_arg, c->lock_key};
+        lk_info("releasing device=%s granted to a requester that left", dev);
+        store_eval(SCRIPT_RELEASE, 0, 6, argv, NULL, ignore_cb, NULL);
+    }
+    cJSON_Delete(j);
 }
 
 static void wait_timer_cb(uv_timer_t *t)
@@ -414,13 +449,10 @@ static void request_reply(struct locks_call *c, redisReply *r)
         call_end(c);
         return;
     }
-    if (!c->fn && !strcmp(what, "granted")) {
-        cJSON *j = cJSON_Parse(body);
-        const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
-        release_orphan(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name")),
-                       c->lock_key, c->user_id);
-        cJSON_Delete(j);
-    }
+    /* a grant, or a replayed one this call took over, nobody will receive */
+    if (!c->fn && (!strcmp(what, "granted") ||
+                   (!strcmp(what, "replay") && !strncmp(body, "{\"success\":true", 15))))
+        release_orphan(c, body);
     if (!strcmp(what, "granted")) {
         lk_debug("granted device=%s user=%s", c->device, c->user_id);
         metrics_acquire(strstr(body, "\"preempted\":") ? ACQ_PREEMPTED : ACQ_GRANTED);
@@ -435,13 +467,16 @@ static void unwait_reply(struct locks_call *c, redisReply *r)
 {
     const char *what = elem_str(r, 0);
     if (what && !strcmp(what, "waiting")) {
-        if (!c->fn) { /* the requester left while we were asking */
-            c->recheck = 0;
+        /* what came while we were asking: the deadline or the requester's
+         * leaving (a cancel), or a grant event (a check) */
+        if (c->cancel_pending || !c->fn)
             unwait(c, 1);
-        } else if (c->recheck) { /* a grant event arrived while we were asking */
-            c->recheck = 0;
+        else if (c->recheck)
             unwait(c, 0);
-        }
+        return;
+    }
+    if (what && !strcmp(what, "detached")) { /* a retry on another call took it over */
+        call_end(c);
         return;
     }
     if (what && !strcmp(what, "gone")) {
@@ -461,13 +496,8 @@ static void unwait_reply(struct locks_call *c, redisReply *r)
         return;
     }
     if (what && (!strcmp(what, "granted") || !strcmp(what, "removed")) && elem_str(r, 1)) {
-        if (!c->fn && !strcmp(what, "granted")) {
-            cJSON *j = cJSON_Parse(elem_str(r, 1));
-            const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
-            release_orphan(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name")),
-                           c->lock_key, c->user_id);
-            cJSON_Delete(j);
-        }
+        if (!c->fn && !strcmp(what, "granted"))
+            release_orphan(c, elem_str(r, 1));
         metrics_acquire(strcmp(what, "granted") ? ACQ_TIMED_OUT : ACQ_GRANTED);
         answer_text(c, 200, elem_str(r, 1), r->element[1]->len);
     } else {
@@ -575,9 +605,26 @@ static void events_reply(struct locks_call *c, redisReply *r)
     call_end(c);
 }
 
+/* An acquire answered 503 whose script ran after all (or whose outcome is
+ * unknown: r NULL): its requester has no answer, so a grant is given back
+ * and a queued request leaves its queue, as for a requester that left. */
+static void request_late_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    c->fn = NULL;
+    if (s == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
+        lk_info("an acquire answered 503 was carried out late (device=%s): following it up", c->device);
+        request_reply(c, r);
+        return;
+    }
+    call_end(c);
+}
+
 static void script_cb(void *ctx, redisReply *r, enum lk_status s)
 {
     struct locks_call *c = ctx;
+    int sent = c->op != NULL; /* else store_eval failed at once: nothing ran */
     c->op = NULL;
     if (s != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         if (s == LK_E_OK || s == LK_E_UNAVAILABLE)
@@ -587,8 +634,14 @@ static void script_cb(void *ctx, redisReply *r, enum lk_status s)
         else
             answer_error(c, LK_E_INTERNAL, "the lock store failed; see the broker log");
         if (c->kind == K_UNWAIT && c->waiting) {
-            /* could not ask: try again shortly (the wait's deadline has passed) */
+            /* could not ask: try again shortly (the requester, answered 503,
+             * is gone for us: the retry removes the wait) */
+            c->recheck = c->cancel_pending = 0;
             uv_timer_start(&c->timer, wait_timer_cb, 500, 0);
+            return;
+        }
+        if (c->kind == K_REQUEST && sent && s == LK_E_UNAVAILABLE) {
+            c->op = NULL; /* request_late_cb follows up the outcome */
             return;
         }
         call_end(c);
@@ -613,15 +666,26 @@ static void script_cb(void *ctx, redisReply *r, enum lk_status s)
 
 /* ---- queued requests ------------------------------------------------------ */
 
+/* Asks about a queued request (check), or ends its wait: at its deadline
+ * (cancel: a retry replays the timeout) or because nobody awaits the answer
+ * any more (abandon: a retry is a new request). While a script is in
+ * flight the wish is kept, a cancel taking precedence over a check, and
+ * unwait_reply sends it, so every wait ends in an answer. */
 static void unwait(struct locks_call *c, int cancel)
 {
     if (c->op) {
-        c->recheck = 1; /* ask again when the answer in flight comes */
+        if (cancel)
+            c->cancel_pending = 1;
+        else
+            c->recheck = 1;
         return;
     }
+    int end = cancel || c->cancel_pending || !c->fn;
+    c->recheck = c->cancel_pending = 0;
     c->kind = K_UNWAIT;
-    const char *argv[] = {c->waiter, cancel ? "cancel" : "check", maxlen_arg, delay_arg};
-    struct store_op *op = store_eval(SCRIPT_UNWAIT, 0, 4, argv, NULL, script_cb, c);
+    const char *mode = !end ? "check" : c->fn ? "cancel" : "abandon";
+    const char *argv[] = {c->waiter, mode, maxlen_arg, delay_arg, c->lock_key};
+    struct store_op *op = store_eval(SCRIPT_UNWAIT, 0, 5, argv, NULL, script_cb, c);
     if (op) /* else script_cb ran: c re-armed its timer (still waiting) */
         c->op = op;
 }
@@ -633,6 +697,31 @@ void locks_waiter_event(const char *waiter)
             unwait(c, 0);
             return;
         }
+}
+
+static void shutdown_timer_cb(uv_timer_t *t) { *(int *)t->data = 1; }
+
+void locks_shutdown(uv_loop_t *loop, long bound_ms)
+{
+    for (struct locks_call *c = lk.waiting, *next; c; c = next) {
+        next = c->next;
+        locks_cancel(c);
+    }
+    if (!lk.live)
+        return;
+    lk_info("shutdown: taking %ld request(s) off the queues", lk.live);
+    static int over;
+    static uv_timer_t t;
+    over = 0;
+    uv_timer_init(loop, &t);
+    t.data = &over;
+    uv_timer_start(&t, shutdown_timer_cb, (uint64_t)bound_ms, 0);
+    while (lk.live > 0 && !over)
+        uv_run(loop, UV_RUN_ONCE);
+    if (lk.live > 0)
+        lk_warn("shutdown: %ld request(s) still in flight after %ld ms", lk.live, bound_ms);
+    uv_timer_stop(&t);
+    uv_close((uv_handle_t *)&t, NULL);
 }
 
 void locks_cancel(struct locks_call *c)
@@ -802,6 +891,10 @@ struct locks_call *locks_validate(const cJSON *req, locks_done_fn fn, void *ctx)
     char err[256];
     if (!dev || !cJSON_IsNumber(fence)) {
         locks_fail(fn, ctx, LK_E_VALIDATION, "fields 'device_name' (string) and 'fence' (integer) are required");
+        return NULL;
+    }
+    if (!json_integer(fence->valuedouble, FENCE_MAX)) {
+        locks_fail(fn, ctx, LK_E_VALIDATION, "field 'fence' must be an integer from 0 to 2^53");
         return NULL;
     }
     enum lk_status s = check_device(dev, err, sizeof(err));

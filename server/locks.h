@@ -6,6 +6,7 @@
 #define LOCKS_H
 
 #include <cjson/cJSON.h>
+#include <uv.h>
 
 #include "lk_buf.h"
 #include "lk_error.h"
@@ -41,6 +42,12 @@ struct locks_call *locks_events(const char *since, long limit, const char *devic
 /* The caller is gone: fn will not be called. A queued request leaves its
  * queue; a lock granted to it meanwhile is released. */
 void locks_cancel(struct locks_call *c);
+
+/* Shutdown, after the connections closed (so their calls are cancelled)
+ * and before store_shutdown: takes this broker's queued requests off the
+ * queues, so none keeps a device reserved after it is gone, and waits for
+ * the scripts in flight, running the loop for at most bound_ms. */
+void locks_shutdown(uv_loop_t *loop, long bound_ms);
 
 /* A session's WebSocket closed (detach) or was resumed (attach). */
 void locks_session(const char *session, int attach);

@@ -210,6 +210,10 @@ int main(int argc, char **argv)
 
     lk_info("signal %d: shutting down", stop_signal);
     lws_context_destroy(ctx);
+    /* closing the connections cancelled their calls: let those cancels
+     * reach Redis (a queued request left behind would reserve its device
+     * until its broker's liveness key expires) */
+    locks_shutdown(loop, cfg.redis_timeout_ms + 500 < 3000 ? cfg.redis_timeout_ms + 500 : 3000);
     store_shutdown();
     events_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);

@@ -7,7 +7,8 @@
  * command is on a FIFO deadline list watched by one timer; a command past
  * its deadline is answered UNAVAILABLE and Redis is marked stalled until
  * any reply comes back (a heartbeat PING keeps one command in flight so
- * recovery is noticed). Scripts are sent with EVALSHA; NOSCRIPT (Redis
+ * recovery is noticed). Every script gets this broker's fence-clock
+ * setting as a last argument (prelude.lua takes it off). Scripts are sent with EVALSHA; NOSCRIPT (Redis
  * restarted and lost its script cache) is answered by resending as EVAL,
  * which also reloads the cache. */
 #include <openssl/sha.h>
@@ -50,6 +51,7 @@ struct store_op {
     long long replicas;      /* what the last WAIT answered */
     long wait_for;           /* replicas it must reach */
     store_reply_fn fn;       /* NULL once answered or cancelled */
+    store_reply_fn late;     /* the outcome after fn was answered 503; NULL once run */
     void *ctx;
     enum store_script script;
     int nkeys, argc;
@@ -173,7 +175,8 @@ static void arm_deadline(void)
     uv_timer_start(&st.deadline_timer, deadline_cb, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
-/* Answers the op (once) and takes it off the deadline list. */
+/* Answers the op (once) and takes it off the deadline list. An op with a
+ * late handler answered 503 keeps the handler for the outcome. */
 static void answer(struct store_op *op, redisReply *r, enum lk_status s)
 {
     store_reply_fn fn = op->fn;
@@ -181,7 +184,27 @@ static void answer(struct store_op *op, redisReply *r, enum lk_status s)
         return;
     op->fn = NULL;
     list_remove(op);
+    if (r || s != LK_E_UNAVAILABLE)
+        op->late = NULL; /* the outcome is known: nothing comes later */
     fn(op->ctx, r, s);
+}
+
+/* The script's own outcome: to the caller if it is still waiting, else to
+ * the late handler (once). An unknown outcome given to the caller is also
+ * given to the late handler at once: late runs after every 503 of a sent
+ * script, as store.h promises. */
+static void deliver(struct store_op *op, redisReply *r, enum lk_status s)
+{
+    if (op->fn) {
+        answer(op, r, s);
+        if (r || s != LK_E_UNAVAILABLE)
+            return;
+    }
+    store_reply_fn late = op->late;
+    if (!late)
+        return;
+    op->late = NULL;
+    late(op->ctx, r, s);
 }
 
 static void deadline_cb(uv_timer_t *t)
@@ -289,12 +312,17 @@ static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
         /* a replica now (failover): find the new master */
         conn_drop(&st.cmd, "the server is a read-only replica now");
-        answer(op, NULL, LK_E_UNAVAILABLE);
+        deliver(op, NULL, LK_E_UNAVAILABLE);
     } else if (!r)
-        answer(op, NULL, LK_E_UNAVAILABLE);
+        deliver(op, NULL, LK_E_UNAVAILABLE);
     else if (r->type == REDIS_REPLY_ERROR) {
         lk_error("redis: %s failed: %s", script_files[op->script], r->str);
-        answer(op, r, LK_E_INTERNAL);
+        if (op->fn)
+            answer(op, r, LK_E_INTERNAL);
+        else
+            deliver(op, NULL, LK_E_UNAVAILABLE); /* late, and it did not run */
+    } else if (!op->fn) {
+        deliver(op, r, LK_E_OK); /* answered 503 already: the late handler follows it up */
     } else if (op->refs > 1) {
         op->saved = reply_dup(r); /* answered when WAIT returns */
         op->script_done = 1;
@@ -317,6 +345,7 @@ static void wait_cb(redisAsyncContext *ac, void *reply, void *privdata)
             lk_warn("redis: %lld of %ld replicas confirmed a change within %ld ms; answering 503",
                     op->replicas, op->wait_for, cfg.redis_wait_ms);
             answer(op, NULL, LK_E_UNAVAILABLE);
+            deliver(op, op->saved, LK_E_OK); /* it ran, unconfirmed: let the caller undo it */
         }
     } else if (!r) {
         answer(op, NULL, LK_E_UNAVAILABLE);
@@ -326,7 +355,7 @@ static void wait_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static int send_script(struct store_op *op, int as_eval)
 {
-    int n = op->argc + 3;
+    int n = op->argc + 4; /* EVALSHA sha nkeys args... fence_clock */
     const char **av = lk_xmalloc(sizeof(*av) * (size_t)n);
     size_t *al = lk_xmalloc(sizeof(*al) * (size_t)n);
     char nk[16];
@@ -342,6 +371,8 @@ static int send_script(struct store_op *op, int as_eval)
         av[3 + i] = op->argv[i];
         al[3 + i] = op->argvlen[i];
     }
+    av[n - 1] = st.fence_clock ? "1" : "0"; /* taken off ARGV by prelude.lua */
+    al[n - 1] = 1;
     int rc = redisAsyncCommandArgv(st.cmd.ac, script_cb, op, n, av, al);
     free(av);
     free(al);
@@ -361,12 +392,20 @@ unsigned long store_reconnects(void) { return st.reconnects; }
 struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx)
 {
+    return store_eval_late(script, nkeys, argc, argv, argvlen, fn, NULL, ctx);
+}
+
+struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, const char **argv,
+                                 const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
+                                 void *ctx)
+{
     if (!store_ready()) {
         fn(ctx, NULL, LK_E_UNAVAILABLE);
         return NULL;
     }
     struct store_op *op = lk_xcalloc(1, sizeof(*op));
     op->fn = fn;
+    op->late = late;
     op->ctx = ctx;
     op->script = script;
     op->nkeys = nkeys;
@@ -400,7 +439,10 @@ struct store_op *store_eval(enum store_script script, int nkeys, int argc, const
 
 void store_cancel(struct store_op *op)
 {
-    if (op && op->fn) {
+    if (!op)
+        return;
+    op->late = NULL;
+    if (op->fn) {
         op->fn = NULL;
         list_remove(op);
     }
@@ -602,8 +644,6 @@ static void greet(redisAsyncContext *a, struct conn *c)
         redisAsyncCommand(a, NULL, NULL, "SELECT %d", st.db);
     if (c == &st.cmd && cfg.redis_wait_replicas > 0)
         redisAsyncCommand(a, role_count_cb, NULL, "ROLE");
-    if (c == &st.cmd) /* where the scripts read the fence mode (configure brokers alike) */
-        redisAsyncCommand(a, NULL, NULL, "HSET dl:config fence_clock %d", st.fence_clock);
     if (c == &st.cmd)
         redisAsyncCommand(a, greet_cb, c, "SET dl:broker:%s 1 PX 5000", st.broker_id);
     else
@@ -829,7 +869,7 @@ void store_shutdown(void)
     close_conn(&st.cmd);
     close_conn(&st.sub);
     while (st.head)
-        answer(st.head, NULL, LK_E_UNAVAILABLE);
+        deliver(st.head, NULL, LK_E_UNAVAILABLE);
     uv_timer_stop(&st.heartbeat);
     uv_timer_stop(&st.deadline_timer);
     uv_close((uv_handle_t *)&st.heartbeat, NULL);

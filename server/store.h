@@ -2,7 +2,9 @@
  * loop (commands, and the stream reader), scripts, reconnects, deadlines.
  *
  * Every command gets a deadline (--redis-timeout-ms). When it passes, the
- * caller is answered LK_E_UNAVAILABLE at once; a late reply is dropped.
+ * caller is answered LK_E_UNAVAILABLE at once, although the script may
+ * still run: its late reply is dropped, or handed to a "late" handler
+ * (store_eval_late) for scripts whose effect must not be lost.
  * While Redis is down or not answering, store_eval fails at once. */
 #ifndef STORE_H
 #define STORE_H
@@ -53,7 +55,20 @@ unsigned long store_reconnects(void);
  * when the callback already ran (Redis down). */
 struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx);
-/* The caller no longer wants the answer (its connection closed). */
+/* As store_eval, for a script whose effect must be followed up even after
+ * its caller was answered. fn runs once, as for store_eval. If it runs with
+ * LK_E_UNAVAILABLE after store_eval_late has returned the handle (the script
+ * was sent: the deadline passed, the connection dropped, or the replicas did
+ * not confirm), late then runs exactly once more, with the same ctx: with
+ * the script's reply and LK_E_OK if it ran (possibly long after the deadline),
+ * or with NULL and LK_E_UNAVAILABLE if it did not run or its outcome is
+ * unknown (connection lost). The handle stays valid until late has run.
+ * late NULL is store_eval. */
+struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, const char **argv,
+                                 const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
+                                 void *ctx);
+/* The caller no longer wants the answer (its connection closed): neither fn
+ * nor late will run. */
 void store_cancel(struct store_op *op);
 
 /* Hooks run when the command connection comes up, and for each batch of

@@ -1,6 +1,6 @@
 -- acquire: grant, preempt, queue or deny one device or a group, all or none.
 -- ARGV: 1 devices (comma-separated), 2 lock_type, 3 priority, 4 user_id,
---       5 lock_key, 6 lease_ms (0 = none), 7 reason (opt), 8 plan_uid (opt),
+--       5 lock_key (also this call's owner token), 6 lease_ms (0 = none), 7 reason (opt), 8 plan_uid (opt),
 --       9 client JSON (opt), 10 stream maxlen, 11 wait_ms (0 = no wait),
 --       12 idempotency key ('' = none), 13 broker id, 14 session (opt),
 --       15 default preempt grace ms, 16 default lock-delay ms
@@ -16,20 +16,62 @@ local function timed_out_body()
     return denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(devs, ', '))
 end
 
-if rid ~= '' then
-    local prev = redis.call('GET', rid)
-    if prev then
-        if string.sub(prev, 1, 2) ~= 'W:' then return {'replay', prev, S.last_id} end
-        local wid = string.sub(prev, 3)
-        local res = redis.call('GET', 'dl:wres:' .. wid)
-        if res then return {'replay', res, S.last_id} end
-        local w = hload('dl:waiter:' .. wid)
-        if w and waiter_alive(w, now) then return {'queued', wid, w.deadline, S.last_id} end
-        return {'replay', timed_out_body(), S.last_id}
+-- The devices of a stored grant if its lock is still held with its key on
+-- every one of them, else nil.
+local function still_held(body)
+    local ok, b = pcall(cjson.decode, body)
+    if not ok or type(b) ~= 'table' or b.success ~= true or type(b.lock_key) ~= 'string' then return nil end
+    local names = {}
+    if type(b.locks) == 'table' then
+        for i, l in ipairs(b.locks) do names[i] = l.device_name end
+    elseif type(b.lock) == 'table' then
+        names[1] = b.lock.device_name
     end
+    if #names == 0 then return nil end
+    for _, d in ipairs(names) do
+        if type(d) ~= 'string' then return nil end
+        local h = live_lock(d, now, maxlen)
+        if not h or h.lock_key ~= b.lock_key then return nil end
+    end
+    return names
 end
 
-local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = ARGV[5],
+-- A retry (same request_id): replay a denial or a timeout; replay a grant
+-- only while its lock is held (this call then owns it: a broker giving the
+-- grant back because the first call's requester left must not release it);
+-- join a queued request that is still live (taking it over). Anything else
+-- (the grant released, expired or taken; the waiter's broker dead) makes
+-- the retry a new request.
+if rid ~= '' then
+    local prev = redis.call('GET', rid)
+    if prev and string.sub(prev, 1, 2) == 'W:' then
+        local wid = string.sub(prev, 3)
+        local w = hload('dl:waiter:' .. wid)
+        local res = redis.call('GET', 'dl:wres:' .. wid)
+        if res then
+            prev = res
+        elseif w and waiter_alive(w, now) then
+            redis.call('HSET', 'dl:waiter:' .. wid, 'owner', ARGV[5], 'broker', ARGV[13])
+            return {'queued', wid, w.deadline, S.last_id}
+        elseif w and tonumber(w.deadline) <= now then
+            return {'replay', timed_out_body(), S.last_id}
+        else
+            drop_waiter(wid, w)
+            prev = nil
+        end
+    end
+    if prev then
+        if string.sub(prev, 1, 15) ~= '{"success":true' then return {'replay', prev, S.last_id} end
+        local names = still_held(prev)
+        if names then
+            for _, d in ipairs(names) do redis.call('HSET', lock_key(d), 'owner', ARGV[5]) end
+            return {'replay', prev, S.last_id}
+        end
+    end
+    redis.call('DEL', rid)
+end
+
+local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = ARGV[5], owner = ARGV[5],
     lease = ARGV[6], reason = opt(ARGV[7]), plan_uid = opt(ARGV[8]), client = opt(ARGV[9]),
     session = opt(ARGV[14])}
 local prio = tonumber(r.prio)
@@ -38,6 +80,13 @@ local RANK = 1099511627776 -- 2^40: rank = priority * RANK + arrival
 local preempt, graceful, blocker, blocker_json = {}, 0, nil, nil
 for _, dev in ipairs(devs) do
     local h = live_lock(dev, now, maxlen)
+    if not h then
+        -- a free device: serve() drops queue entries of dead waiters (past
+        -- their deadline, broker dead, hash gone) and hands it to a live
+        -- waiter ranked first that can have it now
+        serve(dev, now, maxlen)
+        h = hload(lock_key(dev))
+    end
     if h then
         if prio < tonumber(h.prio) then
             local grace = 0
@@ -62,7 +111,7 @@ local function enqueue(deadline)
     local seq = redis.call('INCR', 'dl:seq')
     local wid = 'w' .. seq
     redis.call('HSET', 'dl:waiter:' .. wid, 'devices', ARGV[1], 'lock_type', r.lock_type,
-        'prio', r.prio, 'user_id', r.user_id, 'lock_key', r.lock_key, 'lease', r.lease,
+        'prio', r.prio, 'user_id', r.user_id, 'lock_key', r.lock_key, 'owner', r.owner, 'lease', r.lease,
         'deadline', int(deadline), 'broker', ARGV[13], 'rid', rid, 'queued', int(now),
         'reason', r.reason or '', 'plan_uid', r.plan_uid or '', 'client', r.client or '',
         'session', r.session or '')
@@ -92,8 +141,12 @@ if graceful > 0 then
     local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":{"user_id":' ..
         jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) .. ',"priority":' .. r.prio .. '}'
     for _, h in ipairs(preempt) do
-        add_deadline(now + graceful * 1000, '!' .. h.device_name)
-        emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
+        -- a window already open stays as the holder was told: a second
+        -- preemptor neither extends nor moves it
+        if not redis.call('ZSCORE', 'dl:expiry', '!' .. h.device_name) then
+            add_deadline(now + graceful * 1000, '!' .. h.device_name)
+            emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
+        end
     end
     return {'queued', wid, int(deadline), S.last_id}
 end

@@ -2,7 +2,9 @@
 --
 -- Data model. Keys of one device D share the hash slot {D}:
 --   dl:{D}:lock    HASH device_name lock_type user_id lock_key acq exp lease
---                       prio fence [reason] [plan_uid] [client] [group] [session]
+--                       prio fence owner [reason] [plan_uid] [client] [group] [session]
+--                       (owner: the token of the broker call that answers the
+--                        grant: the request's own, or the retry's that replayed it)
 --                       (acq/exp: microseconds of Redis TIME; exp 0 = none;
 --                        lease in ms, 0 = none; group: JSON array of names)
 --   dl:{D}:fence   counter, INCR on every grant: fences never repeat
@@ -18,7 +20,8 @@
 --   dl:events      STREAM: dev plan exp [w] j (j = event JSON; exp = the
 --                  earliest deadline after this event, for brokers' timers;
 --                  w = the waiter a grant was for)
---   dl:waiter:<id> HASH a queued request; dl:wres:<id> its reply once granted
+--   dl:waiter:<id> HASH a queued request (broker: whose requester it is;
+--                  owner: that call's token); dl:wres:<id> its reply once granted
 --   dl:seq         arrival counter for waiter ranks
 --   dl:rid:<user>:<request_id>  idempotency record: reply, or 'W:<waiter>'
 --   dl:sess:<S>    SET of devices locked by session S
@@ -29,7 +32,10 @@
 local floor = math.floor
 
 -- Settings a script receives in ARGV and sets before calling the helpers.
-local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil}
+-- The broker (store.c) appends one argument to every script, its fence-clock
+-- setting ('1' or '0'), taken off here so each script sees only its own.
+local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
+    fence_clock = table.remove(ARGV) == '1'}
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact.
@@ -216,7 +222,7 @@ end
 -- Grants D to request r (a table of the request's fields). Returns the lock.
 local function grant(dev, r, now, maxlen, group, waiter)
     local fence = redis.call('INCR', fence_key(dev))
-    if redis.call('HGET', 'dl:config', 'fence_clock') == '1' then
+    if S.fence_clock then
         -- never below the Redis clock in ms: a failover that lost the last
         -- INCRs cannot hand out an old fence again (failover takes seconds)
         local floor_ms = floor(now / 1000)
@@ -230,7 +236,7 @@ local function grant(dev, r, now, maxlen, group, waiter)
     if lease > 0 then exp = now + lease * 1000 end
     local h = {device_name = dev, lock_type = r.lock_type, user_id = r.user_id,
         lock_key = r.lock_key, acq = int(now), exp = int(exp), lease = r.lease, prio = r.prio,
-        fence = fence, reason = nz(r.reason), plan_uid = nz(r.plan_uid), client = nz(r.client),
+        fence = fence, owner = nz(r.owner) or r.lock_key, reason = nz(r.reason), plan_uid = nz(r.plan_uid), client = nz(r.client),
         group = nz(group), session = nz(r.session)}
     local fields = {}
     for k, v in pairs(h) do
@@ -286,10 +292,13 @@ local function waiter_alive(w, now)
     return true
 end
 
-local function drop_waiter(wid, w)
+-- Removes a waiter from its queues (from dev's at least, when its hash is
+-- already gone) and deletes it.
+local function drop_waiter(wid, w, dev)
     if w then
         for _, d in ipairs(split(w.devices)) do redis.call('ZREM', waitq_key(d), wid) end
     end
+    if dev then redis.call('ZREM', waitq_key(dev), wid) end
     redis.call('DEL', 'dl:waiter:' .. wid)
 end
 
@@ -305,7 +314,8 @@ serve = function(dev, now, maxlen)
         local wid = top[1]
         local w = hload('dl:waiter:' .. wid)
         if not w or not waiter_alive(w, now) then
-            drop_waiter(wid, w)
+            -- past its deadline, its broker dead, or its hash expired
+            drop_waiter(wid, w, dev)
         else
             local devs = split(w.devices)
             for _, d in ipairs(devs) do

@@ -1,6 +1,9 @@
 -- release: the holder ends its lock; a group's key ends the whole group.
--- ARGV: D, lock_key, user_id, stream maxlen, default lock-delay ms
+-- ARGV: D, lock_key, user_id, stream maxlen, default lock-delay ms,
+--       owner token ('' = the holder releases; else a broker gives back a
+--       grant its requester never received, only if that call still owns it)
 -- Returns {1, body} | {-1} no lock | {-2} wrong key | {-3} wrong user
+--       | {-4} owned by another call (a retry took the grant over)
 local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[4]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[5])
 local now = now_us()
@@ -8,6 +11,7 @@ local h = live_lock(dev, now, maxlen)
 if not h then return {-1, '', S.last_id} end
 if h.lock_key ~= key then return {-2, '', S.last_id} end
 if h.user_id ~= ARGV[3] then return {-3, '', S.last_id} end
+if ARGV[6] and ARGV[6] ~= '' and (h.owner or h.lock_key) ~= ARGV[6] then return {-4, '', S.last_id} end
 local devs = {dev}
 if h.group then devs = cjson.decode(h.group) end
 local names = {}

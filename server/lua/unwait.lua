@@ -1,22 +1,35 @@
--- unwait: the outcome of a queued request, or its removal from the queue
--- (wait timed out, requester gone).
--- ARGV: waiter id, mode ('check' | 'cancel'), stream maxlen, default lock-delay ms
+-- unwait: the outcome of a queued request, or its removal from the queue.
+-- ARGV: waiter id, mode, stream maxlen, default lock-delay ms, owner token
+--   mode 'check': the outcome, if any; 'cancel': the wait timed out (the
+--   retry of its request_id replays the timeout); 'abandon': the requester
+--   left (its request_id is forgotten, so a retry is a new request), unless
+--   a retry has taken the waiter over (its owner is another call's token)
 -- Returns {'granted', body} | {'waiting'} | {'removed', body} | {'gone'}
-local wid, maxlen = ARGV[1], ARGV[3]
+--       | {'detached'} (abandon: another call owns the waiter now)
+local wid, mode, maxlen = ARGV[1], ARGV[2], ARGV[3]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
 local res = redis.call('GET', 'dl:wres:' .. wid)
+-- granted: a grant the caller did not deliver is released by the caller
+-- with its owner token, so a retry that took it over keeps it
 if res then return {'granted', res, S.last_id} end
 local w = hload('dl:waiter:' .. wid)
-if ARGV[2] == 'check' then
+if mode == 'check' then
     if w then return {'waiting'} end
     return {'gone'}
 end
 if not w then return {'gone'} end
+if mode == 'abandon' and (w.owner or w.lock_key) ~= ARGV[5] then return {'detached'} end
 local now = now_us()
 drop_waiter(wid, w)
 local devs = split(w.devices)
 local body = denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(devs, ', '))
-if w.rid and w.rid ~= '' then redis.call('SET', w.rid, body, 'PX', 300000) end
+if w.rid and w.rid ~= '' then
+    if mode == 'cancel' then
+        redis.call('SET', w.rid, body, 'PX', 300000)
+    elseif redis.call('GET', w.rid) == 'W:' .. wid then
+        redis.call('DEL', w.rid)
+    end
+end
 -- the next in line may be servable now (e.g. it waited behind this group)
 for _, d in ipairs(devs) do serve(d, now, maxlen) end
 return {'removed', body, S.last_id}
