@@ -60,7 +60,11 @@ static struct {
     char broker[37];
     struct locks_call *waiting;
     long live;                 /* calls not yet freed (shutdown waits for them) */
+    int stopping;              /* shutting down: no new acquire, no new wait */
 } lk;
+
+#define STOPPING_DETAIL "the broker is shutting down; retry (with the same request_id) on another broker"
+
 
 static char maxlen_arg[32], delay_arg[32], grace_arg[32];
 
@@ -436,6 +440,8 @@ static void request_reply(struct locks_call *c, redisReply *r)
     const char *what = elem_str(r, 0);
     if (what && !strcmp(what, "queued") && elem_str(r, 1)) {
         const char *d = elem_str(r, 2);
+        if (lk.stopping) /* nobody here will follow this wait: leave the queue */
+            answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL);
         start_waiting(c, elem_str(r, 1), d ? strtoll(d, NULL, 10) : 0);
         metrics_acquire(ACQ_QUEUED);
         /* The grant may already have happened, and its event been read from
@@ -703,9 +709,11 @@ static void shutdown_timer_cb(uv_timer_t *t) { *(int *)t->data = 1; }
 
 void locks_shutdown(uv_loop_t *loop, long bound_ms)
 {
+    lk.stopping = 1;
     for (struct locks_call *c = lk.waiting, *next; c; c = next) {
         next = c->next;
-        locks_cancel(c);
+        answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL); /* fn NULL now: abandons */
+        unwait(c, 1);
     }
     if (!lk.live)
         return;
@@ -752,6 +760,10 @@ struct locks_call *locks_request(const cJSON *req, const char *session, locks_do
     enum lk_status s = locks_parse_request(req, &a, err, sizeof(err));
     if (s) {
         locks_fail(fn, ctx, s, err);
+        return NULL;
+    }
+    if (lk.stopping) {
+        locks_fail(fn, ctx, LK_E_UNAVAILABLE, STOPPING_DETAIL);
         return NULL;
     }
     const cJSON *sess = cJSON_GetObjectItemCaseSensitive(req, "session");
@@ -830,7 +842,7 @@ static struct locks_call *holder_call(const cJSON *req, int renew, locks_done_fn
     if (s == LK_E_OK && cfg.max_timeout > 0 && ms > cfg.max_timeout * 1000)
         s = errf(err, sizeof(err), LK_E_INVALID_TIMEOUT, "timeout must not exceed --max-timeout");
     if (s) {
-        free(c);
+        call_free(c);
         locks_fail(fn, ctx, s, err);
         return NULL;
     }

@@ -43,9 +43,10 @@ struct locks_call *locks_events(const char *since, long limit, const char *devic
  * queue; a lock granted to it meanwhile is released. */
 void locks_cancel(struct locks_call *c);
 
-/* Shutdown, after the connections closed (so their calls are cancelled)
- * and before store_shutdown: takes this broker's queued requests off the
- * queues, so none keeps a device reserved after it is gone, and waits for
+/* Shutdown, while the connections are still open (before
+ * lws_context_destroy and store_shutdown): refuses new acquires (503),
+ * answers this broker's queued requests 503 and takes them off the queues,
+ * so none keeps a device reserved after the broker is gone, and waits for
  * the scripts in flight, running the loop for at most bound_ms. */
 void locks_shutdown(uv_loop_t *loop, long bound_ms);
 

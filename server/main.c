@@ -209,11 +209,11 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
 
     lk_info("signal %d: shutting down", stop_signal);
-    lws_context_destroy(ctx);
-    /* closing the connections cancelled their calls: let those cancels
-     * reach Redis (a queued request left behind would reserve its device
-     * until its broker's liveness key expires) */
+    /* queued requests leave their queues first (one left behind would
+     * reserve its devices until this broker's liveness key expires), while
+     * the loop and the connections still run, so the requesters get a 503 */
     locks_shutdown(loop, cfg.redis_timeout_ms + 500 < 3000 ? cfg.redis_timeout_ms + 500 : 3000);
+    lws_context_destroy(ctx);
     store_shutdown();
     events_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);
