@@ -19,21 +19,13 @@ end
 -- The devices of a stored grant if its lock is still held with its key on
 -- every one of them, else nil.
 local function still_held(body)
-    local ok, b = pcall(cjson.decode, body)
-    if not ok or type(b) ~= 'table' or b.success ~= true or type(b.lock_key) ~= 'string' then return nil end
-    local names = {}
-    if type(b.locks) == 'table' then
-        for i, l in ipairs(b.locks) do names[i] = l.device_name end
-    elseif type(b.lock) == 'table' then
-        names[1] = b.lock.device_name
-    end
-    if #names == 0 then return nil end
+    local names, key = grant_devices(body)
+    if not names then return nil end
     for _, d in ipairs(names) do
-        if type(d) ~= 'string' then return nil end
         local h = live_lock(d, now, maxlen)
-        if not h or h.lock_key ~= b.lock_key then return nil end
+        if not h or h.lock_key ~= key then return nil end
     end
-    return names
+    return names, key
 end
 
 -- A retry (same request_id): replay a denial or a timeout; replay a grant
@@ -62,9 +54,10 @@ if rid ~= '' then
     end
     if prev then
         if string.sub(prev, 1, 15) ~= '{"success":true' then return {'replay', prev, S.last_id} end
-        local names = still_held(prev)
+        local names, key = still_held(prev)
         if names then
             for _, d in ipairs(names) do redis.call('HSET', lock_key(d), 'owner', ARGV[5]) end
+            picked_up(names, key)
             return {'replay', prev, S.last_id}
         end
     end

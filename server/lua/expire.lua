@@ -1,6 +1,6 @@
 -- expire: carries out every deadline that is due (lease ends, expiry
 -- warnings, ends of graceful-preemption windows, of lock-delays and of
--- session grace periods). Run by each broker's timer at the earliest
+-- session grace periods, checks that hand-overs were picked up). Run by each broker's timer at the earliest
 -- deadline; with several brokers the first run does the work and the others
 -- find nothing, so every expiry has exactly one event.
 -- ARGV: stream maxlen, batch size, default lock-delay ms
@@ -33,6 +33,22 @@ for _, m in ipairs(due) do
             end_group_rest(h, taking, 'preempted', now, maxlen)
         else
             serve(name, now, maxlen)
+        end
+    elseif kind == '^' then
+        local h = hload(lock_key(name))
+        if h and h.pending and h.wbroker then
+            if redis.call('EXISTS', 'dl:broker:' .. h.wbroker) == 0 then
+                -- handed to a waiter whose broker died before picking it
+                -- up: nobody has its key, so it ends (the whole group)
+                local devs = {name}
+                if h.group then devs = cjson.decode(h.group) end
+                for _, d in ipairs(devs) do
+                    local x = hload(lock_key(d))
+                    if x and x.lock_key == h.lock_key then end_lock(x, 'released', nil, now, maxlen) end
+                end
+            else
+                add_deadline(now + 2000000, '^' .. name)
+            end
         end
     elseif kind == '$' then
         for _, d in ipairs(redis.call('SMEMBERS', 'dl:sess:' .. name)) do

@@ -3,8 +3,11 @@
 -- Data model. Keys of one device D share the hash slot {D}:
 --   dl:{D}:lock    HASH device_name lock_type user_id lock_key acq exp lease
 --                       prio fence owner [reason] [plan_uid] [client] [group] [session]
+--                       [pending wbroker]
 --                       (owner: the token of the broker call that answers the
---                        grant: the request's own, or the retry's that replayed it)
+--                        grant: the request's own, or the retry's that replayed it;
+--                        pending: the waiter a hand-over was for, until its broker
+--                        (wbroker) has picked the grant up)
 --                       (acq/exp: microseconds of Redis TIME; exp 0 = none;
 --                        lease in ms, 0 = none; group: JSON array of names)
 --   dl:{D}:fence   counter, INCR on every grant: fences never repeat
@@ -16,7 +19,8 @@
 --   dl:expiry      ZSET score = Redis-clock us: lease ends (member D) and
 --                  other deadlines: '?D' expiry warning, '!D' end of a
 --                  graceful-preemption window, '~D' end of lock-delay,
---                  '$S' end of session S's grace period
+--                  '$S' end of session S's grace period, '^D' check that a
+--                  hand-over's grant was picked up (released if its broker died)
 --   dl:events      STREAM: dev plan exp [w] j (j = event JSON; exp = the
 --                  earliest deadline after this event, for brokers' timers;
 --                  w = the waiter a grant was for)
@@ -234,10 +238,12 @@ local function grant(dev, r, now, maxlen, group, waiter)
     local lease = tonumber(r.lease)
     local exp = 0
     if lease > 0 then exp = now + lease * 1000 end
+    local pending, wbroker = nil, nil
+    if waiter then pending, wbroker = waiter, nz(r.broker) end
     local h = {device_name = dev, lock_type = r.lock_type, user_id = r.user_id,
         lock_key = r.lock_key, acq = int(now), exp = int(exp), lease = r.lease, prio = r.prio,
         fence = fence, owner = nz(r.owner) or r.lock_key, reason = nz(r.reason), plan_uid = nz(r.plan_uid), client = nz(r.client),
-        group = nz(group), session = nz(r.session)}
+        group = nz(group), session = nz(r.session), pending = pending, wbroker = wbroker}
     local fields = {}
     for k, v in pairs(h) do
         if v and v ~= '' then
@@ -248,9 +254,37 @@ local function grant(dev, r, now, maxlen, group, waiter)
     redis.call('HSET', lock_key(dev), unpack(fields))
     redis.call('ZADD', 'dl:held', 0, dev)
     set_deadlines(dev, now, lease)
+    -- a hand-over is picked up by the waiter's broker; if that broker dies
+    -- first, nobody would ever answer (or release) this grant
+    if wbroker then add_deadline(now + 3000000, '^' .. dev) end
     if h.session then redis.call('SADD', 'dl:sess:' .. h.session, dev) end
     h.id = emit('acquired', dev, h.plan_uid, lock_json(h), now, nil, maxlen, waiter)
     return h
+end
+
+-- The devices named in a grant's reply body, and its lock_key (nil if the
+-- body is not a grant).
+local function grant_devices(body)
+    local ok, b = pcall(cjson.decode, body)
+    if not ok or type(b) ~= 'table' or b.success ~= true or type(b.lock_key) ~= 'string' then return nil end
+    local names = {}
+    if type(b.locks) == 'table' then
+        for i, l in ipairs(b.locks) do names[i] = type(l) == 'table' and l.device_name end
+    elseif type(b.lock) == 'table' then
+        names[1] = b.lock.device_name
+    end
+    for _, d in ipairs(names) do if type(d) ~= 'string' then return nil end end
+    if #names == 0 then return nil end
+    return names, b.lock_key
+end
+
+-- A grant's reply is being delivered (to its waiter's broker, or to a
+-- retry): it is picked up, so no longer released when a broker dies.
+local function picked_up(names, key)
+    for _, d in ipairs(names) do
+        local h = redis.call('HMGET', lock_key(d), 'lock_key', 'pending')
+        if h[1] == key and h[2] then redis.call('HDEL', lock_key(d), 'pending') end
+    end
 end
 
 -- The reply to a granted request (one device or a group).

@@ -11,7 +11,11 @@ S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
 local res = redis.call('GET', 'dl:wres:' .. wid)
 -- granted: a grant the caller did not deliver is released by the caller
 -- with its owner token, so a retry that took it over keeps it
-if res then return {'granted', res, S.last_id} end
+if res then
+    local names, key = grant_devices(res)
+    if names then picked_up(names, key) end
+    return {'granted', res, S.last_id}
+end
 local w = hload('dl:waiter:' .. wid)
 if mode == 'check' then
     if w then return {'waiting'} end

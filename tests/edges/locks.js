@@ -312,6 +312,30 @@ test('dead waiter: a queue entry whose waiter hash is gone is dropped when the d
   } finally { await teardown(env); }
 });
 
+test('dead waiter: a device handed to a waiter whose broker was just SIGKILLed is released', async () => {
+  const env = await setup([], 2);
+  try {
+    const [b1, b2] = env.brokers;
+    const x = uniq('x');
+    const h = await b1.acquire({ device_name: x, lock_type: T, user_id: 'holder', timeout: 120 });
+    const w = ownConnectionAcquire(b2, { device_name: x, lock_type: T, user_id: 'waiter', wait: 60, timeout: 60 });
+    await poll(async () => (await device(b1, x)).body.waiters.length === 1, 3000, 'the waiter to queue');
+    await b2.stop('SIGKILL').catch(() => null);
+    await w;
+    // within the dead broker's heartbeat: the hand-over goes to its waiter
+    const rel = await b1.release({ device_name: x, lock_key: h.body.lock_key, user_id: 'holder' });
+    assert(rel.status === 200, rel.text);
+    const d = await device(b1, x);
+    assert(d.body.locked && d.body.lock.user_id === 'waiter', `not handed to the waiter: ${d.text}`);
+    // nobody can ever receive that grant: it ends after the heartbeat expires
+    const got = await poll(async () => {
+      const r = await b1.acquire({ device_name: x, lock_type: T, user_id: 'carol', timeout: 60 });
+      return r.body && r.body.success ? r : null;
+    }, 5000 + 2000 + 2000, 'carol to get the device handed to the dead waiter');
+    assert(got.body.success, got.text);
+  } finally { await teardown(env); }
+}, { timeoutMs: 20000 });
+
 // ---- 12: fence clock per broker, a second preemptor, huge numbers -----------------
 
 test('fence clock: a broker with --fence-clock on keeps it when a broker with it off connects later', async () => {
