@@ -1,0 +1,224 @@
+'use strict';
+// store.js - issue 11, the store's edges: expiry after a Redis stall (4),
+// start-up and /metrics with 100 000 held locks (10), Sentinels that answer
+// nothing or hang up, and TCP keepalive on the Redis links (11).
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+const { test } = require('../lib/harness.js');
+const { Redis, Broker, poll, freePort } = require('../lib/servers.js');
+
+function check(cond, what) { if (!cond) throw new Error(what); }
+
+// Runs redis-cli without blocking the event loop; resolves with its output.
+function cliAsync(port, ...args) {
+  return new Promise((resolve) => {
+    const p = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('exit', () => resolve(out.trim()));
+  });
+}
+
+async function metric(b, name) {
+  const text = (await b.get('/metrics')).text;
+  let sum = null;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sum = (sum || 0) + Number(line.split(' ').pop());
+  }
+  return sum;
+}
+
+async function withServers(fn, { redisArgs = [], brokerArgs = [] } = {}) {
+  const redis = await Redis.start({ args: redisArgs });
+  let b;
+  try {
+    b = await Broker.start(redis.url, brokerArgs);
+    await fn(redis, b);
+  } finally {
+    if (b) await b.stop().catch(() => {});
+    await redis.kill();
+  }
+}
+
+// Defect 4: the expiry run that meets a stalled Redis fails; the broker
+// must retry it, not wait for some later event to re-arm its timer.
+test('expiry: a lease that ends during a Redis stall ends right after the stall (no other traffic)', async () => {
+  await withServers(async (redis, b) => {
+    const w = await b.ws();
+    const r = await b.acquire({ device_name: 'stall1', lock_type: 'MANUAL_OPERATOR', user_id: 'u', timeout: 2 });
+    check(r.status === 200 && r.body.success, `granted: ${r.text}`);
+    const granted = Date.now();
+    const sleeping = cliAsync(redis.port, 'DEBUG', 'SLEEP', '3');
+    // the broker sees the stall before the first deadline (the 80 % warning at 1.6 s)
+    await poll(async () => (await b.get('/api/health/ready')).status === 503, 1200, 'the broker to see the stall');
+    check(Date.now() - granted < 1500, 'stall seen before the lease warning');
+    await sleeping;
+    const woke = Date.now();
+    const f = await w.waitFor(x => x.type === 'lock_update' && x.device_name === 'stall1' &&
+      x.action === 'force_released', 3000);
+    const late = Date.now() - woke;
+    console.log(`# expired event ${late} ms after the stall ended`);
+    check(f.cause === 'expired', `cause expired: ${f.cause}`);
+    check(late < 1500, `expired event within 1.5 s of the stall's end (${late} ms)`);
+    w.close();
+  }, { redisArgs: ['--enable-debug-command', 'local'], brokerArgs: ['--redis-timeout-ms', '250'] });
+}, { timeoutMs: 15000 });
+
+// Writes n held locks straight into Redis, in the exact format of
+// prelude.lua (dl:{D}:lock, dl:{D}:fence, dl:held), with redis-cli --pipe.
+function bulkLocks(redis, n, prefix) {
+  const resp = (...a) => `*${a.length}\r\n` + a.map(x => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('');
+  const now = String(Date.now() * 1000);
+  const parts = [];
+  for (let i = 1; i <= n; i++) {
+    const dev = prefix + String(i).padStart(6, '0');
+    parts.push(resp('HSET', `dl:{${dev}}:lock`, 'device_name', dev, 'lock_type', 'MANUAL_OPERATOR', 'user_id', 'bulk',
+      'lock_key', `key-${i}`, 'acq', now, 'exp', '0', 'lease', '0', 'prio', '2', 'fence', '1'));
+    parts.push(resp('SET', `dl:{${dev}}:fence`, '1'));
+    parts.push(resp('ZADD', 'dl:held', '0', dev));
+  }
+  const out = execFileSync('redis-cli', ['-p', String(redis.port), '--pipe'], { input: parts.join(''), encoding: 'utf8', timeout: 30000 });
+  return /errors: 0, replies: (\d+)/.exec(out) && Number(/replies: (\d+)/.exec(out)[1]) === 3 * n;
+}
+
+function slowlog(redis) {
+  const out = redis.cli('SLOWLOG', 'GET', '20') || '';
+  return out.trim() ? out.replace(/\s+/g, ' ').slice(0, 600) : '';
+}
+
+// Defect 10: with 100 000 locks, the start-up snapshot and /metrics run in
+// bounded steps: the broker becomes ready, serves events and paged status,
+// and no Redis command takes 100 ms.
+test('100 000 held locks: a broker starts, serves events and paged status, no Redis command over 100 ms', async () => {
+  const redis = await Redis.start();
+  let b;
+  try {
+    const N = 100000;
+    const tw = Date.now();
+    check(bulkLocks(redis, N, 'big'), 'locks written');
+    check(redis.cli('ZCARD', 'dl:held') === String(N), 'all held');
+    console.log(`# ${N} locks written in ${Date.now() - tw} ms`);
+    redis.cli('CONFIG', 'SET', 'slowlog-log-slower-than', '100000');
+    redis.cli('SLOWLOG', 'RESET');
+    const t0 = Date.now();
+    b = await Broker.start(redis.url);
+    // (a broker without the gauge goes on at once: the checks below still apply)
+    await poll(async () => [1, null].includes(await metric(b, 'devlock_read_copy_ready')), 15000, 'the read copy to be built', 100);
+    console.log(`# ready with its read copy ${Date.now() - t0} ms after start`);
+    const first = await b.get('/api/locks/status?limit=100');
+    check(first.status === 200, `paged status: ${first.status}`);
+    check(first.body.locks.length === 100 && first.body.total_count === N, `first page: ${first.body.locks.length} of ${first.body.total_count}`);
+    check(first.body.locks[0].device_name === 'big000001', `first device ${first.body.locks[0].device_name}`);
+    const second = await b.get(`/api/locks/status?limit=100&cursor=${encodeURIComponent(first.body.next_cursor)}`);
+    check(second.status === 200 && second.body.locks[0].device_name === 'big000101', `second page starts after the cursor: ${second.text.slice(0, 200)}`);
+    // events: a WebSocket resumed from the last event sees a new grant
+    const g1 = await b.acquire({ device_name: 'probe1', lock_type: 'MANUAL_OPERATOR', user_id: 'u' });
+    check(g1.body && g1.body.success, `probe1 granted: ${g1.text}`);
+    const lastId = redis.cli('XREVRANGE', 'dl:events', '+', '-', 'COUNT', '1').split('\n')[0];
+    const w = await b.ws(`?since=${encodeURIComponent(lastId)}`);
+    const g2 = await b.acquire({ device_name: 'probe2', lock_type: 'MANUAL_OPERATOR', user_id: 'u' });
+    check(g2.body && g2.body.success, `probe2 granted: ${g2.text}`);
+    await w.waitFor(x => x.type === 'lock_update' && x.device_name === 'probe2' && x.action === 'acquired', 5000);
+    w.close();
+    const dev = await b.get('/api/locks/device/big050000');
+    check(dev.body && dev.body.locked === true, 'a bulk lock is seen held');
+    // /metrics: held counts without a scan (counted once at start, in pages)
+    await poll(async () => (await metric(b, 'devlock_locks_held')) === N + 2, 10000, 'held counters to reach N + 2', 100);
+    for (let i = 0; i < 3; i++) check((await b.get('/metrics')).status === 200, 'scrape');
+    const slow = slowlog(redis);
+    check(!slow, `no Redis command over 100 ms; SLOWLOG: ${slow}`);
+  } finally {
+    if (b) await b.stop().catch(() => {});
+    await redis.kill();
+  }
+}, { timeoutMs: 60000 });
+
+// The held counters follow grants and ends (kept by the scripts, not
+// counted by /metrics), also for a database written before they existed.
+test('/metrics: held counts follow grants, releases and expiry', async () => {
+  await withServers(async (redis, b) => {
+    const base = await metric(b, 'devlock_locks_held');
+    check(base === 0, `nothing held at start: ${base}`);
+    const a = await b.acquire({ device_name: 'm1', lock_type: 'MAINTENANCE', user_id: 'u' });
+    await b.acquire({ device_name: 'm2', lock_type: 'QUEUE_QUEUED', user_id: 'u', timeout: 0.3 });
+    check((await metric(b, 'devlock_locks_held')) === 2, 'two held');
+    await poll(async () => (await metric(b, 'devlock_locks_held')) === 1, 3000, 'expiry to count one out');
+    await b.release({ device_name: 'm1', lock_key: a.body.lock_key, user_id: 'u' });
+    check((await metric(b, 'devlock_locks_held')) === 0, 'none held after release');
+  });
+}, { timeoutMs: 15000 });
+
+// A fake Sentinel: the first connection hangs up once it has the query,
+// the second never answers; later connections are counted and refused.
+function fakeSentinel(port) {
+  const conns = [];
+  const server = net.createServer((sock) => {
+    const n = conns.length;
+    conns.push(sock);
+    sock.on('error', () => {});
+    sock.on('data', () => { if (n === 0) sock.destroy(); });
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, conns })));
+}
+
+function startSentinel(dir, port, masterPort) {
+  const conf = path.join(dir, `sentinel-${port}.conf`);
+  fs.writeFileSync(conf, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor mymaster 127.0.0.1 ${masterPort} 1\n` +
+    'sentinel down-after-milliseconds mymaster 5000\n');
+  const log = fs.openSync(path.join(dir, `sentinel-${port}.log`), 'a');
+  return spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', log, log] });
+}
+
+// Defect 11: a Sentinel that hangs up, then one that never answers, then a
+// real one on the same address: the broker keeps asking and finds the master.
+test('Sentinel: hung-up and silent Sentinels are retried until a real one answers', async () => {
+  const redis = await Redis.start();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-sentinel-'));
+  const sport = await freePort();
+  const fake = await fakeSentinel(sport);
+  let sentinel, b;
+  try {
+    const starting = Broker.start('redis://127.0.0.1:1', ['--redis-sentinel', `127.0.0.1:${sport}`, '--redis-timeout-ms', '300']);
+    starting.catch(() => {});
+    // asked again after the hang-up, and again after the silence
+    await poll(() => fake.conns.length >= 3, 5000, 'the broker to ask again after a hang-up and a silence');
+    for (const s of fake.conns) s.destroy();
+    await new Promise(resolve => fake.server.close(resolve));
+    sentinel = startSentinel(dir, sport, redis.port);
+    b = await starting;
+    const r = await b.acquire({ device_name: 'sent1', lock_type: 'MANUAL_OPERATOR', user_id: 'u' });
+    check(r.body && r.body.success, `served through the Sentinel: ${r.text}`);
+    check(redis.cli('EXISTS', 'dl:{sent1}:lock') === '1', 'the lock is on the master');
+  } finally {
+    for (const s of fake.conns) s.destroy();
+    fake.server.close();
+    if (b) await b.stop().catch(() => {});
+    if (sentinel) sentinel.kill('SIGKILL');
+    await redis.kill();
+  }
+}, { timeoutMs: 20000 });
+
+// The broker's TCP sockets to Redis, as `ss -tnoi` shows them.
+function brokerSockets(pid, port) {
+  let out = '';
+  try { out = execFileSync('ss', ['-tnoipH', 'state', 'established', 'dport', '=', `:${port}`], { encoding: 'utf8' }); } catch (e) { return []; }
+  return out.split('\n').filter(l => l.includes(`pid=${pid},`));
+}
+
+test('Redis links have TCP keepalive (ss shows a keepalive timer on each)', async () => {
+  await withServers(async (redis, b) => {
+    const socks = await poll(() => { const s = brokerSockets(b.proc.pid, redis.port); return s.length >= 2 && s; },
+      3000, 'the broker\'s two Redis connections');
+    // a socket with a reply in flight shows its retransmission timer: look a few times
+    const seen = new Set();
+    await poll(() => {
+      brokerSockets(b.proc.pid, redis.port).forEach((l) => {
+        if (/timer:\(keepalive/.test(l)) seen.add(l.split(/\s+/)[2]);
+      });
+      return seen.size >= socks.length;
+    }, 3000, `a keepalive timer on every Redis socket; last: ${brokerSockets(b.proc.pid, redis.port).join(' | ')}`, 50);
+  });
+}, { timeoutMs: 10000 });
