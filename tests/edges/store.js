@@ -136,6 +136,56 @@ test('100 000 held locks: a broker starts, serves events and paged status, no Re
   }
 }, { timeoutMs: 60000 });
 
+// The pages are read over many round trips while other brokers write: the
+// events read meanwhile are applied on top, so the copy matches Redis; a
+// stall while paging fails the snapshot, which is started again.
+test('start-up snapshot in pages: writes meanwhile and a Redis stall, then the copy matches Redis', async () => {
+  const redis = await Redis.start({ args: ['--enable-debug-command', 'local'] });
+  let a, b;
+  try {
+    const N = 60000;
+    check(bulkLocks(redis, N, 'pg'), 'locks written');
+    a = await Broker.start(redis.url);
+    const t0 = Date.now();
+    b = await Broker.start(redis.url, ['--redis-timeout-ms', '300']);
+    // writes spread over the name range, through the other broker, while b
+    // pages: before a stall (that snapshot fails), and while the next one pages
+    const wave = (off) => {
+      const ops = [];
+      for (let i = 1; i <= 250; i++) {
+        const k = i * 199 + off, dev = `pg${String(k).padStart(6, '0')}`;
+        ops.push(a.release({ device_name: dev, lock_key: `key-${k}`, user_id: 'bulk' }));
+        ops.push(a.acquire({ device_name: `${dev}x`, lock_type: 'QUEUE_QUEUED', user_id: 'w' }));
+      }
+      return Promise.all(ops);
+    };
+    const first = wave(0);
+    await cliAsync(redis.port, 'DEBUG', 'SLEEP', '0.6');
+    const answers = [...await first, ...await wave(100)];
+    const ready = await metric(b, 'devlock_read_copy_ready');
+    console.log(`# writes and stall done ${Date.now() - t0} ms after b was ready; read copy ready then: ${ready}`);
+    check(answers.every(r => r.status === 200 || r.status === 503), 'writes answered');
+    await poll(async () => [1, null].includes(await metric(b, 'devlock_read_copy_ready')), 15000, 'the read copy to be built', 100);
+    // one more change, and b has read it: its copy then has everything before
+    await a.acquire({ device_name: 'pgzz-last', lock_type: 'QUEUE_QUEUED', user_id: 'w' });
+    const held = new Map();
+    for (const line of redis.cli('ZRANGE', 'dl:held', '0', '-1').split('\n')) held.set(line, true);
+    let copy;
+    await poll(async () => {
+      copy = (await b.get('/api/locks/status')).body;
+      return copy && copy.locks.some(l => l.device_name === 'pgzz-last');
+    }, 5000, 'b to show the last change');
+    const names = copy.locks.map(l => l.device_name), shown = new Set(names);
+    const missing = [...held.keys()].filter(n => n && !shown.has(n));
+    check(names.length === held.size, `b shows ${names.length} locks, Redis holds ${held.size}; missing ${missing.slice(0, 5)}`);
+    check(names.every(n => held.has(n)), 'b shows no lock Redis does not hold');
+  } finally {
+    if (b) await b.stop().catch(() => {});
+    if (a) await a.stop().catch(() => {});
+    await redis.kill();
+  }
+}, { timeoutMs: 60000 });
+
 // The held counters follow grants and ends (kept by the scripts, not
 // counted by /metrics), also for a database written before they existed.
 test('/metrics: held counts follow grants, releases and expiry', async () => {
