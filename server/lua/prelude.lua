@@ -187,6 +187,17 @@ local function count_held(dev, prio, delta)
     redis.call('HINCRBY', 'dl:stats', 'p' .. prio, delta)
 end
 
+-- Every change to dl:held goes through these two, so the counters follow.
+local function held_add(dev, prio)
+    if not redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, 1) end
+    redis.call('ZADD', 'dl:held', 0, dev)
+end
+
+local function held_remove(dev, prio)
+    if redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, -1) end
+    redis.call('ZREM', 'dl:held', dev)
+end
+
 local serve
 
 -- Ends a held lock (release, preemption, expiry, admin, session end): state
@@ -196,8 +207,7 @@ local serve
 local function end_lock(h, action, cause, now, maxlen, hold)
     local dev = h.device_name
     redis.call('DEL', lock_key(dev))
-    if redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, h.prio, -1) end
-    redis.call('ZREM', 'dl:held', dev)
+    held_remove(dev, h.prio)
     redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
     if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
     if cause == 'expired' or cause == 'session_lost' then
@@ -272,8 +282,7 @@ local function grant(dev, r, now, maxlen, group, waiter)
         end
     end
     redis.call('HSET', lock_key(dev), unpack(fields))
-    if not redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, r.prio, 1) end
-    redis.call('ZADD', 'dl:held', 0, dev)
+    held_add(dev, r.prio)
     set_deadlines(dev, now, lease)
     if h.session then redis.call('SADD', 'dl:sess:' .. h.session, dev) end
     h.id = emit('acquired', dev, h.plan_uid, lock_json(h), now, nil, maxlen, waiter)

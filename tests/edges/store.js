@@ -198,6 +198,14 @@ test('/metrics: held counts follow grants, releases and expiry', async () => {
     await poll(async () => (await metric(b, 'devlock_locks_held')) === 1, 3000, 'expiry to count one out');
     await b.release({ device_name: 'm1', lock_key: a.body.lock_key, user_id: 'u' });
     check((await metric(b, 'devlock_locks_held')) === 0, 'none held after release');
+    await b.acquire({ device_name: 'm3', lock_type: 'MANUAL_OPERATOR', user_id: 'u' });
+    const pre = await b.acquire({ device_name: 'm3', lock_type: 'QUEUE_EXECUTING', user_id: 'q' });
+    check(pre.body.success && pre.body.preempted, `preempted: ${pre.text}`);
+    const text = (await b.get('/metrics')).text;
+    check(/devlock_locks_held\{type="QUEUE_EXECUTING"\} 1\n/.test(text) && /devlock_locks_held\{type="MANUAL_OPERATOR"\} 0\n/.test(text),
+      'the preemptor counted in, the preempted out');
+    check((await b.post('/api/lock/force_release', { device_name: 'm3', reason: 't' })).body.success, 'force release');
+    check((await metric(b, 'devlock_locks_held')) === 0, 'none held after force release');
   });
 }, { timeoutMs: 15000 });
 
