@@ -209,15 +209,15 @@ test('/metrics: held counts follow grants, releases and expiry', async () => {
   });
 }, { timeoutMs: 15000 });
 
-// A fake Sentinel: the first connection hangs up once it has the query,
-// the second never answers; later connections are counted and refused.
-function fakeSentinel(port) {
+// A fake Sentinel: connection i behaves as behaviours[i] ('hangup': closes
+// once it has the query; 'silent': never answers); later ones are counted.
+function fakeSentinel(port, behaviours) {
   const conns = [];
   const server = net.createServer((sock) => {
-    const n = conns.length;
+    const how = behaviours[conns.length] || 'silent';
     conns.push(sock);
     sock.on('error', () => {});
-    sock.on('data', () => { if (n === 0) sock.destroy(); });
+    sock.on('data', () => { if (how === 'hangup') sock.destroy(); });
   });
   return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, conns })));
 }
@@ -230,19 +230,18 @@ function startSentinel(dir, port, masterPort) {
   return spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', log, log] });
 }
 
-// Defect 11: a Sentinel that hangs up, then one that never answers, then a
-// real one on the same address: the broker keeps asking and finds the master.
-test('Sentinel: hung-up and silent Sentinels are retried until a real one answers', async () => {
+// Defect 11: the broker's only Sentinel misbehaves (behaviours), then a real
+// Sentinel takes its address: the broker keeps asking and finds the master.
+async function sentinelComesBack(behaviours) {
   const redis = await Redis.start();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-sentinel-'));
   const sport = await freePort();
-  const fake = await fakeSentinel(sport);
+  const fake = await fakeSentinel(sport, behaviours);
   let sentinel, b;
   try {
     const starting = Broker.start('redis://127.0.0.1:1', ['--redis-sentinel', `127.0.0.1:${sport}`, '--redis-timeout-ms', '300']);
     starting.catch(() => {});
-    // asked again after the hang-up, and again after the silence
-    await poll(() => fake.conns.length >= 3, 5000, 'the broker to ask again after a hang-up and a silence');
+    await poll(() => fake.conns.length > behaviours.length, 5000, `the broker to ask again after: ${behaviours.join(', ')}`);
     for (const s of fake.conns) s.destroy();
     await new Promise(resolve => fake.server.close(resolve));
     sentinel = startSentinel(dir, sport, redis.port);
@@ -257,6 +256,14 @@ test('Sentinel: hung-up and silent Sentinels are retried until a real one answer
     if (sentinel) sentinel.kill('SIGKILL');
     await redis.kill();
   }
+}
+
+test('Sentinel: one that hangs up before answering is asked again until a real one answers', async () => {
+  await sentinelComesBack(['hangup', 'hangup']);
+}, { timeoutMs: 20000 });
+
+test('Sentinel: one that never answers is given up (query timeout) and asked again', async () => {
+  await sentinelComesBack(['silent', 'silent']);
 }, { timeoutMs: 20000 });
 
 // The broker's TCP sockets to Redis, as `ss -tnoi` shows them.
