@@ -53,6 +53,7 @@ static struct {
     int again;               /* run once more when it returns */
     unsigned failures;       /* expiry runs failed in a row */
     int started;             /* the stream reader has a position */
+    int stream_was_up;       /* the stream connection has been up before */
     int snapshotting;        /* a snapshot page is in flight */
     int snap_restart;        /* start over when it returns */
     unsigned snap_failures;
@@ -326,8 +327,9 @@ static void take_snapshot(void)
  * WebSocket clients still get every event it can read. */
 static void on_stream_up(void)
 {
-    if (ev.started)
+    if (ev.started && ev.stream_was_up)
         take_snapshot();
+    ev.stream_was_up = 1; /* its first time up is not a comeback */
 }
 
 /* The held-lock counters (stats.lua) of a database written before they

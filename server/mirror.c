@@ -145,8 +145,6 @@ void mirror_free(void)
     memset(&m, 0, sizeof(m));
 }
 
-void mirror_invalidate(void) { m.valid = 0; }
-
 /* The string value of "key":"..." at the top of a lock object. */
 static const char *str_field(const char *json, size_t len, const char *pat, size_t *vlen)
 {

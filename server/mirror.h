@@ -27,8 +27,6 @@ void mirror_stage(const char *const *locks, const size_t *lens, size_t n);
  * too many events came meanwhile to keep them all (nothing is valid: begin
  * again). */
 int mirror_commit(const char *at);
-/* Marks the copy unusable until the next reset. */
-void mirror_invalidate(void);
 /* Applies one stream event (its JSON) read at id. */
 void mirror_apply(const char *id, const char *event_json, size_t len);
 /* A change this broker acknowledged produced event `id`. */
