@@ -115,6 +115,8 @@ static void deadline_cb(uv_timer_t *t);
 static void schedule_retry(struct conn *c);
 static void conn_drop(struct conn *c, const char *why);
 static void link_timeout_cb(uv_timer_t *t);
+static uint64_t link_timeout_ms(void);
+static void conn_kill(struct conn *c);
 
 /* ---- URL ------------------------------------------------------------ */
 
@@ -471,6 +473,15 @@ static void heartbeat_cb(uv_timer_t *t)
             lk_warn("redis: heartbeat unanswered for %ld ms", (long)(now - st.last_reply_ms));
             st.stalled = 1;
         }
+        /* A master that keeps its TCP alive but answers nothing (a frozen
+         * process or host) may have been failed over meanwhile: drop both
+         * links and ask the Sentinels again (they name it again if not). */
+        if (cfg.redis_sentinel[0] && st.stalled && now - st.last_reply_ms > (int64_t)(2 * link_timeout_ms())) {
+            lk_warn("redis: no reply for %ld ms; asking the Sentinels where the master is",
+                    (long)(now - st.last_reply_ms));
+            conn_kill(&st.cmd);
+            conn_kill(&st.sub);
+        }
         return;
     }
     if (redisAsyncCommand(st.cmd.ac, ping_cb, NULL, "SET dl:broker:%s 1 PX 5000", st.broker_id) ==
@@ -684,6 +695,21 @@ static void conn_drop(struct conn *c, const char *why)
     redisAsyncDisconnect(c->ac);
 }
 
+/* Drops a link at once, with replies outstanding (redisAsyncDisconnect
+ * would wait for them): their callbacks get NULL, disconnect_cb retries.
+ * Not from inside a hiredis callback of that link. */
+static void conn_kill(struct conn *c)
+{
+    if (!c->ac)
+        return;
+    redisAsyncContext *ac = c->ac;
+    int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    c->ac = NULL;
+    redisAsyncFree(ac);
+    if (!connected)
+        schedule_retry(c);
+}
+
 static void conn_open(struct conn *c, const char *host, int port);
 
 /* ---- Sentinel ------------------------------------------------------------- */
@@ -769,12 +795,7 @@ static void link_timeout_cb(uv_timer_t *t)
         lk_warn("redis: %s: %s:%d did not connect and answer within %llu ms; trying again", c->name,
                 st.unix_path && !cfg.redis_sentinel[0] ? st.unix_path : c->host, c->port,
                 (unsigned long long)link_timeout_ms());
-        redisAsyncContext *ac = c->ac;
-        int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
-        c->ac = NULL;
-        redisAsyncFree(ac); /* if it had connected, disconnect_cb schedules the retry */
-        if (!connected)
-            schedule_retry(c);
+        conn_kill(c);
     }
 }
 

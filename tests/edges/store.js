@@ -222,10 +222,10 @@ function fakeSentinel(port, behaviours) {
   return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, conns })));
 }
 
-function startSentinel(dir, port, masterPort) {
+function startSentinel(dir, port, masterPort, downAfterMs = 5000) {
   const conf = path.join(dir, `sentinel-${port}.conf`);
   fs.writeFileSync(conf, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor mymaster 127.0.0.1 ${masterPort} 1\n` +
-    'sentinel down-after-milliseconds mymaster 5000\n');
+    `sentinel down-after-milliseconds mymaster ${downAfterMs}\nsentinel failover-timeout mymaster 5000\n`);
   const log = fs.openSync(path.join(dir, `sentinel-${port}.log`), 'a');
   return spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', log, log] });
 }
@@ -265,6 +265,41 @@ test('Sentinel: one that hangs up before answering is asked again until a real o
 test('Sentinel: one that never answers is given up (query timeout) and asked again', async () => {
   await sentinelComesBack(['silent', 'silent']);
 }, { timeoutMs: 20000 });
+
+// A master frozen with SIGSTOP keeps its TCP connections (the kernel still
+// acknowledges): the broker must not wait on it forever, but ask the
+// Sentinels again and follow the failover to the replica.
+test('Sentinel: a frozen master (SIGSTOP) is left for the one the Sentinel promotes', async () => {
+  const primary = await Redis.start();
+  const replica = await Redis.start({ args: ['--replicaof', '127.0.0.1', String(primary.port)] });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-sentinel-'));
+  let sentinel, b, stopped = false;
+  try {
+    await poll(() => /master_link_status:up/.test(replica.cli('INFO', 'replication') || ''), 10000, 'the replica to sync');
+    const sport = await freePort();
+    sentinel = startSentinel(dir, sport, primary.port, 1000);
+    await poll(() => (execFileSync('redis-cli', ['-p', String(sport), 'SENTINEL', 'replicas', 'mymaster'], { encoding: 'utf8' })
+      .includes(String(replica.port))), 15000, 'the Sentinel to know the replica', 100);
+    b = await Broker.start('redis://127.0.0.1:1', ['--redis-sentinel', `127.0.0.1:${sport}`]);
+    check((await b.acquire({ device_name: 'fz0', lock_type: 'MANUAL_OPERATOR', user_id: 'u' })).body.success, 'served before');
+    primary.proc.kill('SIGSTOP');
+    stopped = true;
+    const t0 = Date.now();
+    let n = 0;
+    await poll(async () => {
+      const r = await b.acquire({ device_name: `fz${++n}`, lock_type: 'MANUAL_OPERATOR', user_id: 'u' });
+      return r.status === 200 && r.body.success;
+    }, 12000, 'served again through the promoted replica', 200);
+    console.log(`# served again ${Date.now() - t0} ms after the master froze`);
+    check(replica.cli('ROLE').startsWith('master'), 'the replica was promoted');
+  } finally {
+    if (stopped) primary.proc.kill('SIGCONT');
+    if (b) await b.stop().catch(() => {});
+    if (sentinel) sentinel.kill('SIGKILL');
+    await replica.kill();
+    await primary.kill();
+  }
+}, { timeoutMs: 30000 });
 
 // The broker's TCP sockets to Redis, as `ss -tnoi` shows them.
 function brokerSockets(pid, port) {
