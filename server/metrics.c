@@ -6,6 +6,7 @@
 #include "events.h"
 #include "lk_text.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "store.h"
 #include "ws.h"
 
@@ -111,6 +112,8 @@ void metrics_render(struct lk_buf *b, const long long held[4], long long stream_
                   ws_dropped_count());
     lk_buf_printf(b, "# HELP devlock_redis_up 1 while Redis is connected and answering.\n"
                      "# TYPE devlock_redis_up gauge\ndevlock_redis_up %d\n", store_ready());
+    lk_buf_printf(b, "# HELP devlock_read_copy_ready 1 while this broker's copy of the lock table serves reads.\n"
+                     "# TYPE devlock_read_copy_ready gauge\ndevlock_read_copy_ready %d\n", mirror_ready());
     lk_buf_printf(b, "# HELP devlock_redis_connects_total Redis connections made (first included).\n"
                      "# TYPE devlock_redis_connects_total counter\ndevlock_redis_connects_total %lu\n",
                   store_reconnects());

@@ -1,7 +1,12 @@
 /* mirror.c - see mirror.h. The table is an array sorted by device name:
  * lookups are binary searches, a change moves at most the tail (cheap for
  * the tens of thousands of locks a lab has), and listings come out in the
- * name order the API promises. */
+ * name order the API promises; snapshot pages arrive in that order, so
+ * staging them only appends.
+ *
+ * While a snapshot is staged, the events read meanwhile are kept (only
+ * those that change the table, at most PENDING_MAX of them or
+ * PENDING_MAX_BYTES) and applied in stream order by mirror_commit. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +15,9 @@
 #include "mirror.h"
 #include "ws.h"
 
+#define PENDING_MAX 200000
+#define PENDING_MAX_BYTES (64u << 20)
+
 struct entry {
     char *name;
     char *json;
@@ -17,10 +25,20 @@ struct entry {
     int64_t exp_us;   /* lease end (Redis clock), 0 = none */
 };
 
+struct pending {
+    char id[48];
+    char *json;
+    size_t len;
+};
+
 static struct {
     struct entry *e;
     size_t n, cap;
     int valid;
+    int staging;      /* a snapshot is being staged (mirror_begin) */
+    struct pending *p;
+    size_t np, pcap, pbytes;
+    int overflow;     /* events were dropped while staging */
     char at[48];      /* snapshot position: events up to here are in the copy */
     char pos[48];     /* last event applied (or skipped as already included) */
     char barrier[48]; /* newest event a write of this broker produced */
@@ -99,17 +117,33 @@ static void del(const char *name, size_t name_len)
     m.n--;
 }
 
-void mirror_free(void)
+static void table_free(void)
 {
     for (size_t i = 0; i < m.n; i++) {
         free(m.e[i].name);
         free(m.e[i].json);
     }
     free(m.e);
-    memset(&m, 0, sizeof(m));
+    m.e = NULL;
+    m.n = m.cap = 0;
 }
 
-void mirror_invalidate(void) { m.valid = 0; }
+static void pending_free(void)
+{
+    for (size_t i = 0; i < m.np; i++)
+        free(m.p[i].json);
+    free(m.p);
+    m.p = NULL;
+    m.np = m.pcap = m.pbytes = 0;
+    m.overflow = 0;
+}
+
+void mirror_free(void)
+{
+    table_free();
+    pending_free();
+    memset(&m, 0, sizeof(m));
+}
 
 /* The string value of "key":"..." at the top of a lock object. */
 static const char *str_field(const char *json, size_t len, const char *pat, size_t *vlen)
@@ -125,21 +159,50 @@ static const char *str_field(const char *json, size_t len, const char *pat, size
     return p;
 }
 
-void mirror_reset(const char *at, const char *const *locks, const size_t *lens, size_t n)
+void mirror_begin(void)
 {
-    char barrier[48];
-    snprintf(barrier, sizeof(barrier), "%s", m.barrier);
-    mirror_free();
-    snprintf(m.barrier, sizeof(m.barrier), "%s", barrier);
+    table_free();
+    pending_free();
+    m.valid = 0;
+    m.staging = 1;
+}
+
+void mirror_stage(const char *const *locks, const size_t *lens, size_t n)
+{
+    if (!m.staging)
+        return;
     for (size_t i = 0; i < n; i++) {
         size_t nl;
         const char *name = str_field(locks[i], lens[i], "\"device_name\":\"", &nl);
         if (name)
             set(name, nl, locks[i], lens[i]);
     }
+}
+
+static void apply_event(const char *j, size_t len);
+
+int mirror_commit(const char *at)
+{
+    if (!m.staging)
+        return -1;
+    m.staging = 0;
+    if (m.overflow) {
+        table_free();
+        pending_free();
+        return -1;
+    }
     snprintf(m.at, sizeof(m.at), "%s", at);
     snprintf(m.pos, sizeof(m.pos), "%s", at);
+    for (size_t i = 0; i < m.np; i++) {
+        if (ws_event_id_cmp(m.p[i].id, m.at) <= 0)
+            continue; /* the pages include it */
+        apply_event(m.p[i].json, m.p[i].len);
+        if (ws_event_id_cmp(m.p[i].id, m.pos) > 0)
+            snprintf(m.pos, sizeof(m.pos), "%s", m.p[i].id);
+    }
+    pending_free();
     m.valid = 1;
+    return 0;
 }
 
 /* The end of the JSON value starting at p (an object or array), strings
@@ -165,35 +228,74 @@ static const char *value_end(const char *p, const char *end)
     return NULL;
 }
 
-void mirror_apply(const char *id, const char *j, size_t len)
+/* What an event does to the table: 1 set the lock it carries, -1 remove
+ * it, 0 nothing (expiring, preempt_requested). */
+static int event_kind(const char *j, size_t len)
 {
-    if (!m.valid)
-        return;
-    if (ws_event_id_cmp(id, m.at) <= 0) /* already in the snapshot */
-        goto done;
     size_t nl;
     const char *action = str_field(j, len, "\"action\":\"", &nl);
     if (!action)
-        goto done;
-    int set_it = (nl == 8 && !memcmp(action, "acquired", 8)) || (nl == 7 && !memcmp(action, "renewed", 7));
-    int del_it = (nl == 8 && !memcmp(action, "released", 8)) || (nl == 14 && !memcmp(action, "force_released", 14));
-    if (!set_it && !del_it)
-        goto done; /* expiring, preempt_requested: no change to the table */
+        return 0;
+    if ((nl == 8 && !memcmp(action, "acquired", 8)) || (nl == 7 && !memcmp(action, "renewed", 7)))
+        return 1;
+    if ((nl == 8 && !memcmp(action, "released", 8)) || (nl == 14 && !memcmp(action, "force_released", 14)))
+        return -1;
+    return 0;
+}
+
+/* Every event that changes the table carries the whole lock (or names the
+ * one removed), so applying one twice leaves the table as once. */
+static void apply_event(const char *j, size_t len)
+{
+    int kind = event_kind(j, len);
+    if (!kind)
+        return;
     const char *lock = memmem(j, len, "\"lock\":{", 8);
     if (!lock)
-        goto done;
+        return;
     lock += 7;
     const char *end = value_end(lock, j + len);
     if (!end)
-        goto done;
+        return;
+    size_t nl;
     const char *name = str_field(lock, (size_t)(end - lock), "\"device_name\":\"", &nl);
     if (!name)
-        goto done;
-    if (set_it)
+        return;
+    if (kind > 0)
         set(name, nl, lock, (size_t)(end - lock));
     else
         del(name, nl);
-done:
+}
+
+static void keep_pending(const char *id, const char *j, size_t len)
+{
+    if (m.overflow || !event_kind(j, len))
+        return;
+    if (m.np >= PENDING_MAX || m.pbytes + len > PENDING_MAX_BYTES || strlen(id) >= sizeof(m.p[0].id)) {
+        m.overflow = 1;
+        return;
+    }
+    if (m.np == m.pcap) {
+        m.pcap = m.pcap ? m.pcap * 2 : 256;
+        m.p = lk_xrealloc(m.p, m.pcap * sizeof(*m.p));
+    }
+    struct pending *e = &m.p[m.np++];
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->json = lk_xstrndup(j, len);
+    e->len = len;
+    m.pbytes += len;
+}
+
+void mirror_apply(const char *id, const char *j, size_t len)
+{
+    if (m.staging) {
+        keep_pending(id, j, len);
+        return;
+    }
+    if (!m.valid)
+        return;
+    if (ws_event_id_cmp(id, m.at) > 0) /* else already in the snapshot */
+        apply_event(j, len);
     if (ws_event_id_cmp(id, m.pos) > 0)
         snprintf(m.pos, sizeof(m.pos), "%s", id);
 }

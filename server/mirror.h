@@ -15,11 +15,18 @@
 
 #include "lk_buf.h"
 
-/* Starts over from a snapshot taken at stream position `at`: locks are
- * lock-object JSON texts. Events up to `at` are then ignored. */
-void mirror_reset(const char *at, const char *const *locks, const size_t *lens, size_t n);
-/* Marks the copy unusable until the next reset. */
-void mirror_invalidate(void);
+/* Starts over: empties the copy (not valid until mirror_commit) and stages
+ * a snapshot read in pages. Events applied until the commit are kept. */
+void mirror_begin(void);
+/* Adds a page of the snapshot: locks are lock-object JSON texts (copied),
+ * in device-name order. */
+void mirror_stage(const char *const *locks, const size_t *lens, size_t n);
+/* Ends the staging: the pages were read after stream position `at`
+ * (possibly well after: each page is its own script), so the kept events
+ * after `at` are applied on top, in order, and the copy is valid. -1 when
+ * too many events came meanwhile to keep them all (nothing is valid: begin
+ * again). */
+int mirror_commit(const char *at);
 /* Applies one stream event (its JSON) read at id. */
 void mirror_apply(const char *id, const char *event_json, size_t len);
 /* A change this broker acknowledged produced event `id`. */

@@ -10,7 +10,19 @@
  * recovery is noticed). Every script gets this broker's fence-clock
  * setting as a last argument (prelude.lua takes it off). Scripts are sent with EVALSHA; NOSCRIPT (Redis
  * restarted and lost its script cache) is answered by resending as EVAL,
- * which also reloads the cache. */
+ * which also reloads the cache.
+ *
+ * Dead links: every TCP link (master and Sentinel) has keepalive probes and
+ * TCP_USER_TIMEOUT, so a master that vanished from the network (the usual
+ * cause of a failover) is dropped within LINK_DEAD_MS instead of at the
+ * kernel's retransmission timeout (a stalled Redis still acknowledges TCP
+ * and is not dropped: the deadlines answer for it). Connecting, greeting and
+ * each Sentinel query are bounded by one timer per connection
+ * (link_timeout_ms): past it the attempt is abandoned and retried, on the
+ * next Sentinel of the list when there are several, forever. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +43,10 @@
 #define HEARTBEAT_MS 250
 #define OVERLOAD_FACTOR 8
 #define READ_COUNT "1000"
+#define KEEPALIVE_IDLE_S 5
+#define KEEPALIVE_INTERVAL_S 1
+#define KEEPALIVE_PROBES 3
+#define LINK_DEAD_MS 10000
 
 static const char *const script_files[SCRIPT__COUNT] = {
     "acquire.lua", "release.lua", "renew.lua", "expire.lua",
@@ -72,6 +88,7 @@ struct conn {
     char host[256];          /* the master, as a Sentinel named it */
     int port;
     uv_timer_t retry;
+    uv_timer_t link;         /* bounds a connect + greeting, or a Sentinel query */
 };
 
 static struct {
@@ -99,6 +116,9 @@ static void conn_start(struct conn *c);
 static void deadline_cb(uv_timer_t *t);
 static void schedule_retry(struct conn *c);
 static void conn_drop(struct conn *c, const char *why);
+static void link_timeout_cb(uv_timer_t *t);
+static uint64_t link_timeout_ms(void);
+static void conn_kill(struct conn *c);
 
 /* ---- URL ------------------------------------------------------------ */
 
@@ -495,6 +515,15 @@ static void heartbeat_cb(uv_timer_t *t)
             lk_warn("redis: heartbeat unanswered for %ld ms", (long)(now - st.last_reply_ms));
             st.stalled = 1;
         }
+        /* A master that keeps its TCP alive but answers nothing (a frozen
+         * process or host) may have been failed over meanwhile: drop both
+         * links and ask the Sentinels again (they name it again if not). */
+        if (cfg.redis_sentinel[0] && st.stalled && now - st.last_reply_ms > (int64_t)(2 * link_timeout_ms())) {
+            lk_warn("redis: no reply for %ld ms; asking the Sentinels where the master is",
+                    (long)(now - st.last_reply_ms));
+            conn_kill(&st.cmd);
+            conn_kill(&st.sub);
+        }
         return;
     }
     if (redisAsyncCommand(st.cmd.ac, ping_cb, NULL, "SET dl:broker:%s 1 PX 5000", st.broker_id) ==
@@ -554,6 +583,33 @@ void store_on_stream_up(void (*fn)(void)) { st.on_stream_up = fn; }
 
 /* ---- connections ---------------------------------------------------------- */
 
+static uint64_t link_timeout_ms(void)
+{
+    return (uint64_t)(cfg.redis_timeout_ms > 250 ? 2 * cfg.redis_timeout_ms : 500);
+}
+
+static void link_start(struct conn *c) { uv_timer_start(&c->link, link_timeout_cb, link_timeout_ms(), 0); }
+static void link_done(struct conn *c) { uv_timer_stop(&c->link); }
+
+/* Keepalive and a bound on unacknowledged data for a TCP link (a unix
+ * socket refuses the options: nothing to do there). */
+static void link_keepalive(const redisAsyncContext *ac)
+{
+    int fd = ac->c.fd, on = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S, cnt = KEEPALIVE_PROBES;
+    unsigned user_timeout = LINK_DEAD_MS;
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0 ||
+        (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
+        return;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) != 0)
+        lk_warn("redis: cannot set TCP keepalive on the Redis link");
+}
+
 static void retry_cb(uv_timer_t *t)
 {
     conn_start(t->data);
@@ -587,6 +643,7 @@ static void greet_cb(redisAsyncContext *ac, void *reply, void *privdata)
         redisAsyncDisconnect(ac);
         return;
     }
+    link_done(c);
     c->up = 1;
     c->attempts = 0;
     st.reconnects++;
@@ -625,9 +682,11 @@ static void connect_cb(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         lk_warn("redis: %s connect failed: %s", c->name, ac->errstr);
         c->ac = NULL; /* hiredis frees it */
+        link_done(c);
         schedule_retry(c);
         return;
     }
+    link_keepalive(ac);
     redisAsyncContext *a = (redisAsyncContext *)ac;
     if (st.password)
         redisAsyncCommand(a, NULL, NULL, "AUTH %s", st.password);
@@ -658,6 +717,7 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
         lk_warn("redis: %s connection lost%s%s", c->name, ac->errstr[0] ? ": " : "", ac->errstr);
     c->up = 0;
     c->ac = NULL;
+    link_done(c);
     if (c == &st.cmd) {
         st.ping_in_flight = 0;
         st.stalled = 0;
@@ -675,31 +735,53 @@ static void conn_drop(struct conn *c, const char *why)
     redisAsyncDisconnect(c->ac);
 }
 
+/* Drops a link at once, with replies outstanding (redisAsyncDisconnect
+ * would wait for them): their callbacks get NULL, disconnect_cb retries.
+ * Not from inside a hiredis callback of that link. */
+static void conn_kill(struct conn *c)
+{
+    if (!c->ac)
+        return;
+    redisAsyncContext *ac = c->ac;
+    int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    c->ac = NULL;
+    redisAsyncFree(ac);
+    if (!connected)
+        schedule_retry(c);
+}
+
 static void conn_open(struct conn *c, const char *host, int port);
 
 /* ---- Sentinel ------------------------------------------------------------- */
 
+/* Each Sentinel query ends in exactly one of: an answer (the master is
+ * opened, or the next Sentinel asked), the Sentinel going away or refusing
+ * the connection, or link_timeout_cb abandoning it; each clears
+ * c->sentinel and schedules what follows, so the asking never stops. A
+ * callback for a context that is no longer c->sentinel has been dealt with. */
 static void sentinel_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct conn *c = privdata;
     redisReply *r = reply;
-    int found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING;
-    if (found) {
+    if (c->sentinel != ac)
+        return;
+    c->sentinel = NULL;
+    link_done(c);
+    if (!r) { /* the Sentinel went away; hiredis is freeing the context */
+        lk_warn("redis: %s: a Sentinel closed the connection before answering; asking again", c->name);
+        schedule_retry(c);
+        return;
+    }
+    redisAsyncDisconnect(ac);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
         snprintf(c->host, sizeof(c->host), "%s", r->element[0]->str);
         c->port = atoi(r->element[1]->str);
-    }
-    if (c->sentinel == ac) {
-        c->sentinel = NULL;
-        redisAsyncDisconnect(ac);
-    }
-    if (!r)
-        return; /* the sentinel went away: its disconnect callback retries */
-    if (found) {
         lk_debug("redis: %s: Sentinel says the master is %s:%d", c->name, c->host, c->port);
         conn_open(c, c->host, c->port);
     } else {
-        lk_warn("redis: %s: Sentinel does not know master '%s'", c->name, cfg.redis_master);
+        lk_warn("redis: %s: Sentinel does not know master '%s'%s%s", c->name, cfg.redis_master,
+                r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
         schedule_retry(c);
     }
 }
@@ -708,13 +790,21 @@ static void sentinel_connect_cb(const redisAsyncContext *ac, int status)
 {
     struct conn *c = ac->data;
     if (status != REDIS_OK) {
-        if (c->sentinel == ac)
+        if (c->sentinel == ac) { /* hiredis frees it */
             c->sentinel = NULL;
-        schedule_retry(c);
+            link_done(c);
+            schedule_retry(c);
+        }
         return;
     }
-    redisAsyncCommand((redisAsyncContext *)ac, sentinel_reply_cb, c, "SENTINEL get-master-addr-by-name %s",
-                      cfg.redis_master);
+    link_keepalive(ac);
+    if (redisAsyncCommand((redisAsyncContext *)ac, sentinel_reply_cb, c, "SENTINEL get-master-addr-by-name %s",
+                          cfg.redis_master) != REDIS_OK && c->sentinel == ac) {
+        c->sentinel = NULL;
+        link_done(c);
+        redisAsyncDisconnect((redisAsyncContext *)ac);
+        schedule_retry(c);
+    }
 }
 
 static void sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
@@ -723,7 +813,29 @@ static void sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
     (void)status;
     if (c->sentinel == ac) { /* dropped before answering */
         c->sentinel = NULL;
+        link_done(c);
         schedule_retry(c);
+    }
+}
+
+/* A connect, greeting or Sentinel query took too long: abandon it (freeing
+ * the context answers its callbacks, which see it is no longer ours) and
+ * try again. */
+static void link_timeout_cb(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->sentinel) {
+        lk_warn("redis: %s: no answer from a Sentinel within %llu ms; asking again", c->name,
+                (unsigned long long)link_timeout_ms());
+        redisAsyncContext *ac = c->sentinel;
+        c->sentinel = NULL;
+        redisAsyncFree(ac);
+        schedule_retry(c);
+    } else if (c->ac && !c->up) {
+        lk_warn("redis: %s: %s:%d did not connect and answer within %llu ms; trying again", c->name,
+                st.unix_path && !cfg.redis_sentinel[0] ? st.unix_path : c->host, c->port,
+                (unsigned long long)link_timeout_ms());
+        conn_kill(c);
     }
 }
 
@@ -756,6 +868,7 @@ static void sentinel_ask(struct conn *c)
     }
     ac->data = c;
     c->sentinel = ac;
+    link_start(c);
     redis_uv_attach(ac, st.loop);
     redisAsyncSetConnectCallback(ac, sentinel_connect_cb);
     redisAsyncSetDisconnectCallback(ac, sentinel_disconnect_cb);
@@ -791,6 +904,7 @@ static void conn_open(struct conn *c, const char *host, int port)
     }
     ac->data = c;
     c->ac = ac;
+    link_start(c);
     redis_uv_attach(ac, st.loop);
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
@@ -836,8 +950,10 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
     st.sub.name = "stream";
     uv_timer_init(loop, &st.cmd.retry);
     uv_timer_init(loop, &st.sub.retry);
-    st.cmd.retry.data = &st.cmd;
-    st.sub.retry.data = &st.sub;
+    uv_timer_init(loop, &st.cmd.link);
+    uv_timer_init(loop, &st.sub.link);
+    st.cmd.retry.data = st.cmd.link.data = &st.cmd;
+    st.sub.retry.data = st.sub.link.data = &st.sub;
     uv_timer_init(loop, &st.deadline_timer);
     uv_timer_init(loop, &st.heartbeat);
     uv_timer_start(&st.heartbeat, heartbeat_cb, HEARTBEAT_MS, HEARTBEAT_MS);
@@ -848,8 +964,6 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
 
 static void close_conn(struct conn *c)
 {
-    uv_timer_stop(&c->retry);
-    uv_close((uv_handle_t *)&c->retry, NULL);
     if (c->sentinel) {
         redisAsyncContext *ac = c->sentinel;
         c->sentinel = NULL;
@@ -861,6 +975,10 @@ static void close_conn(struct conn *c)
         c->up = 0;
         redisAsyncFree(ac);
     }
+    uv_timer_stop(&c->retry);
+    uv_close((uv_handle_t *)&c->retry, NULL);
+    uv_timer_stop(&c->link);
+    uv_close((uv_handle_t *)&c->link, NULL);
 }
 
 void store_shutdown(void)

@@ -16,7 +16,7 @@ for _, d in ipairs(devs) do
         local extra = nil
         if opt(ARGV[2]) then extra = '"admin_reason":' .. jstr(opt(ARGV[2])) end
         redis.call('DEL', lock_key(d))
-        redis.call('ZREM', 'dl:held', d)
+        held_remove(d, x.prio)
         redis.call('ZREM', 'dl:expiry', d, '?' .. d, '!' .. d)
         if x.session then redis.call('SREM', 'dl:sess:' .. x.session, d) end
         emit('force_released', d, x.plan_uid, lock_json(x), now, 'admin', maxlen, nil, extra)

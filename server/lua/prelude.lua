@@ -30,6 +30,10 @@
 --   dl:rid:<user>:<request_id>  idempotency record: reply, or 'W:<waiter>'
 --   dl:sess:<S>    SET of devices locked by session S
 --   dl:broker:<B>  exists while broker B is alive (its waiters are served)
+--   dl:stats       HASH p0..p3: held locks by priority, kept by grant and
+--                  end_lock (count_held) so /metrics reads them in O(1);
+--                  full = they count every held lock; scan = how far the
+--                  one-time count of an older database has got (stats.lua)
 -- Every transition changes the state and XADDs its events in the same
 -- script: an event exists if and only if its change does.
 
@@ -166,6 +170,44 @@ local function set_deadlines(dev, from, lease)
     end
 end
 
+-- a <= b in byte order (ZRANGEBYLEX's; Lua's own '<' follows the locale)
+local function lex_le(a, b)
+    for i = 1, math.min(#a, #b) do
+        local x, y = string.byte(a, i), string.byte(b, i)
+        if x ~= y then return x < y end
+    end
+    return #a <= #b
+end
+
+-- Counts a lock into (delta 1, before it joins dl:held) or out of (-1,
+-- before it leaves) the held counters. Until they are full, a device the
+-- count (stats.lua) has not reached yet is left to it; with nothing held
+-- they start full.
+local function count_held(dev, prio, delta)
+    local st = redis.call('HMGET', 'dl:stats', 'full', 'scan')
+    if not st[1] then
+        if st[2] then
+            if not lex_le(dev, st[2]) then return end
+        elseif redis.call('ZCARD', 'dl:held') == 0 then
+            redis.call('HSET', 'dl:stats', 'full', '1')
+        else
+            return
+        end
+    end
+    redis.call('HINCRBY', 'dl:stats', 'p' .. prio, delta)
+end
+
+-- Every change to dl:held goes through these two, so the counters follow.
+local function held_add(dev, prio)
+    if not redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, 1) end
+    redis.call('ZADD', 'dl:held', 0, dev)
+end
+
+local function held_remove(dev, prio)
+    if redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, -1) end
+    redis.call('ZREM', 'dl:held', dev)
+end
+
 local serve
 
 -- Ends a held lock (release, preemption, expiry, admin, session end): state
@@ -175,7 +217,7 @@ local serve
 local function end_lock(h, action, cause, now, maxlen, hold)
     local dev = h.device_name
     redis.call('DEL', lock_key(dev))
-    redis.call('ZREM', 'dl:held', dev)
+    held_remove(dev, h.prio)
     redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
     if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
     if cause == 'expired' or cause == 'session_lost' then
@@ -252,7 +294,7 @@ local function grant(dev, r, now, maxlen, group, waiter)
         end
     end
     redis.call('HSET', lock_key(dev), unpack(fields))
-    redis.call('ZADD', 'dl:held', 0, dev)
+    held_add(dev, r.prio)
     set_deadlines(dev, now, lease)
     -- a hand-over is picked up by the waiter's broker; if that broker dies
     -- first, nobody would ever answer (or release) this grant
