@@ -6,6 +6,7 @@
  * large bodies). If the client goes away first, the script's answer is
  * dropped: the request context is a small heap cell the callback owns,
  * detached from the connection on close. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,17 +31,18 @@
 #define CHUNK 16384
 
 
-static void count_answer(struct http_req *r, int status, const char *body)
+/* Every answer is counted by status; a refusal (4xx) also by its wire
+ * error code, read from the answer (a small object). */
+static void count_answer(struct http_req *r, int status, const struct lk_buf *body)
 {
     metrics_http(status, (double)(lk_time_now_us() - r->started_us) / 1e6);
-    const char *e = status >= 400 && status != 503 ? strstr(body, "\"error\":\"") : NULL;
-    if (e) {
-        char wire[40];
-        e += 9;
-        size_t n = strcspn(e, "\"");
-        snprintf(wire, sizeof(wire), "%.*s", (int)(n < 39 ? n : 39), e);
+    if (status < 400 || status == 503)
+        return;
+    cJSON *j = cJSON_ParseWithLength(lk_buf_data(body), body->len);
+    const char *wire = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "error"));
+    if (wire)
         metrics_refusal_wire(wire);
-    }
+    cJSON_Delete(j);
 }
 
 /* The answer is ready: ask for a WRITEABLE callback. lws ignores POLLOUT on
@@ -57,7 +59,7 @@ static void want_write(struct http_req *r)
 
 static void respond(struct http_req *r, int status, struct lk_buf *body)
 {
-    count_answer(r, status, lk_buf_data(body));
+    count_answer(r, status, body);
     r->status = status;
     r->ctype = "application/json";
     lk_buf_reset(&r->resp);
@@ -214,10 +216,18 @@ static cJSON *holder_args(struct http_req *r)
         const char *v = query_arg(r, names[i], buf, sizeof(buf));
         if (!v)
             continue;
-        if (i == 3)
-            cJSON_AddNumberToObject(j, names[i], strtod(v, NULL));
-        else
+        if (i == 3) {
+            char *end;
+            double t = strtod(v, &end);
+            if (end == v || *end || !isfinite(t)) {
+                cJSON_Delete(j);
+                respond_error(r, LK_E_INVALID_TIMEOUT, "timeout must be a number of seconds");
+                return NULL;
+            }
+            cJSON_AddNumberToObject(j, names[i], t);
+        } else {
             cJSON_AddStringToObject(j, names[i], v);
+        }
     }
     return j;
 }
