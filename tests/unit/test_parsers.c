@@ -9,6 +9,7 @@
 #include "config.h"
 #include "harness.h"
 #include "locks.h"
+#include "origin.h"
 
 static enum lk_status parse(const char *json, struct locks_request_args *a)
 {
@@ -127,11 +128,44 @@ static void redaction(void)
     lk_buf_free(&out);
 }
 
+static void origins(void)
+{
+    /* same origin: the Host the client reached, with the connection's scheme */
+    CHECK(origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", 0));
+    CHECK(origin_same("http://Lab.Example", "lab.example:80", 0));
+    CHECK(origin_same("https://lab.example", "lab.example", 1));
+    CHECK(origin_same("https://lab.example:443", "lab.example", 1));
+    CHECK(origin_same("http://[::1]:8080", "[::1]:8080", 0));
+    CHECK(!origin_same("https://127.0.0.1:8080", "127.0.0.1:8080", 0));
+    CHECK(!origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", 1));
+    CHECK(!origin_same("http://127.0.0.1:8081", "127.0.0.1:8080", 0));
+    CHECK(!origin_same("http://lab.example", "lab.example:8080", 0));
+    CHECK(!origin_same("http://lab.example.evil", "lab.example", 0));
+    CHECK(!origin_same("http://evil@lab.example", "lab.example", 0));
+    CHECK(!origin_same("http://lab.example/", "lab.example", 0));
+    CHECK(!origin_same("http://lab.example:99999", "lab.example:99999", 0));
+    CHECK(!origin_same("null", "lab.example", 0));
+    CHECK(!origin_same("http://", "", 0));
+    /* the list: exact names, or '*' */
+    char *saved = cfg.allowed_origins;
+    cfg.allowed_origins = "https://gui.example, http://a.example:8080";
+    CHECK(origin_listed("https://gui.example") == ORIGIN_LISTED);
+    CHECK(origin_listed("http://a.example:8080") == ORIGIN_LISTED);
+    CHECK(origin_listed("http://a.example") == ORIGIN_UNLISTED);
+    CHECK(origin_listed("https://GUI.example") == ORIGIN_UNLISTED);
+    cfg.allowed_origins = "*";
+    CHECK(origin_listed("http://anything.example") == ORIGIN_ANY);
+    cfg.allowed_origins = "";
+    CHECK(origin_listed("https://gui.example") == ORIGIN_UNLISTED);
+    cfg.allowed_origins = saved;
+}
+
 int main(void)
 {
     RUN(acquire_requests);
     RUN(catalogue_formats);
     RUN(auth_file);
     RUN(redaction);
+    RUN(origins);
     DONE();
 }
