@@ -661,7 +661,9 @@ static int linger(struct lws *wsi, struct http_req *r)
         return 0;
     }
     r->linger_wait = 0;
-    if (shutdown(lws_get_socket_fd(wsi), SHUT_WR) != 0)
+    /* over TLS the write side stays open (a bare TCP shutdown under TLS
+     * reads as a truncation); the answer says "Connection: close" */
+    if (!lws_is_ssl(wsi) && shutdown(lws_get_socket_fd(wsi), SHUT_WR) != 0)
         return -1;
     r->lingering = 1;
     r->linger_until_us = lk_time_now_us() + LINGER_US;
