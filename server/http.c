@@ -789,6 +789,7 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     r->body_over = r->waiting_body = r->answered = r->headers_sent = r->close_after = 0;
     r->rx_paused = r->linger_wait = r->lingering = r->zero_body = 0;
     r->body_repeats = 0;
+    r->chunked = 0;
     r->static_data = NULL;
     r->sent = 0;
     lk_buf_reset(&r->body);
@@ -863,9 +864,20 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
                 return 0;
             }
             if (te) {
+                /* lws 4.1 passes a chunked body on with its framing and takes
+                 * the rest of the connection for it: decoded here, and the
+                 * connection closed after the answer (lingering) */
+                char tev[32] = "";
                 r->close_after = 1;
-                respond_error(r, LK_E_LENGTH_REQUIRED,
-                              "chunked request bodies are not accepted; send a Content-Length");
+                if (lws_hdr_copy(wsi, tev, sizeof(tev), WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0 ||
+                    strcasecmp(tev, "chunked")) {
+                    respond_error(r, LK_E_LENGTH_REQUIRED,
+                                  "only 'Transfer-Encoding: chunked' is accepted; or send a Content-Length");
+                    return 0;
+                }
+                r->chunked = 1;
+                chunked_init(&r->chunk);
+                r->waiting_body = 1;
                 return 0;
             }
             if (clen > 0) {
@@ -899,6 +911,19 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             r->waiting_body = 0;
             r->close_after = 1;
             respond_error(r, LK_E_REQUEST_TIMEOUT, "the request body was not sent in time");
+            return 0;
+        }
+        if (r->chunked) {
+            enum chunked_status cs = chunked_feed(&r->chunk, in, len, &r->body, (size_t)cfg.max_body);
+            if (cs == CHUNKED_MORE)
+                return 0;
+            r->waiting_body = 0; /* what follows is dropped while lingering */
+            if (cs == CHUNKED_DONE)
+                dispatch(r);
+            else if (cs == CHUNKED_TOO_LARGE)
+                respond_error(r, LK_E_TOO_LARGE, "request body is too large");
+            else
+                respond_error(r, LK_E_BAD_REQUEST, "malformed chunked request body");
             return 0;
         }
         if (r->body_over || r->body.len + len > (size_t)cfg.max_body) {

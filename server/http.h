@@ -6,6 +6,7 @@
 
 #include "lk_buf.h"
 #include "auth.h"
+#include "chunked.h"
 #include "locks.h"
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
@@ -30,6 +31,8 @@ struct http_req {
     size_t static_len;
     size_t sent;
     int headers_sent, answered, close_after;
+    int chunked;              /* the body comes with Transfer-Encoding: chunked */
+    struct chunked chunk;
     int zero_body;            /* "Content-Length: 0": one BODY_COMPLETION still to come */
     int rx_paused;            /* input held back while an answer is pending */
     long body_repeats;        /* BODY_COMPLETION calls after the first */

@@ -183,6 +183,36 @@ test('pipelining: requests sent at once behind a body never stall the broker; ea
   await stopBrokers();
 }, { timeoutMs: 20000 });
 
+test('chunked request bodies (Node http.request without a length) are read; over --max-body 413, malformed 400; the answer closes', async () => {
+  const http = require('http');
+  const b = await broker(['--max-body', '1024']);
+  const send = (pieces, headers = {}) => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: b.port, method: 'POST', path: '/api/lock/request', agent: false,
+      headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      let text = '';
+      res.on('data', d => { text += d; });
+      res.on('end', () => { let body; try { body = JSON.parse(text); } catch (e) { body = undefined; } resolve({ status: res.statusCode, headers: res.headers, body, text }); });
+    });
+    req.on('error', reject);
+    for (const p of pieces) req.write(p);
+    req.end();
+  });
+  const r = await send(['{"device_name":"ck1",', '"lock_type":"MANUAL_OPERATOR",', '"user_id":"u1"}']);
+  eq(r.body && r.body.success, true, `a chunked acquire (Node's default without Content-Length): ${r.status} ${r.text.slice(0, 200)}`);
+  eq(r.headers.connection, 'close', 'answered with Connection: close');
+  eq((await b.get('/api/locks/device/ck1')).body.locked, true, 'the lock is held');
+  const big = await send(['{"device_name":"ck2","x":"', 'y'.repeat(600), 'y'.repeat(600), '"}']);
+  eq(`${big.status} ${big.body && big.body.error}`, '413 payload_too_large', 'a chunked body over --max-body');
+  const raw = await RawConn.open(b.port);
+  raw.send('POST /api/lock/request HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n');
+  const bad = await raw.answer(0);
+  eq(`${bad && bad.status} ${bad && bad.body && bad.body.error}`, '400 bad_request', 'malformed chunk framing');
+  raw.close();
+  eq(redis.cli('EXISTS', 'dl:{ck2}:lock'), '0', 'nothing locked by the refused bodies');
+  await healthy(b, 'after chunked bodies');
+  await stopBrokers();
+}, { timeoutMs: 20000 });
+
 // ---- defect 9: cross-site requests -------------------------------------------
 
 test('cross-site: foreign Origin refused 403, non-JSON bodies 415 (nothing locked, counted); same-origin, no Origin and listed origins served', async () => {

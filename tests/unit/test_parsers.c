@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "catalogue.h"
+#include "chunked.h"
 #include "config.h"
 #include "harness.h"
 #include "locks.h"
@@ -128,6 +129,38 @@ static void redaction(void)
     lk_buf_free(&out);
 }
 
+static enum chunked_status dechunk(const char *wire, size_t max, struct lk_buf *out, size_t step)
+{
+    struct chunked c;
+    chunked_init(&c);
+    lk_buf_reset(out);
+    enum chunked_status st = CHUNKED_MORE;
+    for (size_t i = 0, n = strlen(wire); i < n && st == CHUNKED_MORE; i += step)
+        st = chunked_feed(&c, wire + i, n - i < step ? n - i : step, out, max);
+    return st;
+}
+
+static void chunked_bodies(void)
+{
+    struct lk_buf out;
+    lk_buf_init(&out, 0);
+    for (size_t step = 1; step <= 64; step *= 4) { /* any split of the bytes */
+        CHECK(dechunk("5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n", 100, &out, step) == CHUNKED_DONE);
+        CHECK(out.len == 11 && !memcmp(lk_buf_data(&out), "hello world", 11));
+        CHECK(dechunk("A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1", 100, &out, step) == CHUNKED_DONE);
+        CHECK(out.len == 10);
+    }
+    CHECK(dechunk("5\r\nhel", 100, &out, 64) == CHUNKED_MORE);
+    CHECK(dechunk("5\r\nhello\r\n0\r\n\r\n", 4, &out, 64) == CHUNKED_TOO_LARGE);
+    CHECK(dechunk("ffffffffffffffffff\r\n", 1 << 20, &out, 64) == CHUNKED_TOO_LARGE);
+    CHECK(dechunk("\r\n", 100, &out, 64) == CHUNKED_BAD);            /* no size */
+    CHECK(dechunk("5\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);   /* bare LF */
+    CHECK(dechunk("5\r\nhelloX\r\n", 100, &out, 64) == CHUNKED_BAD); /* chunk longer than said */
+    CHECK(dechunk("-5\r\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);
+    CHECK(dechunk("0x5\r\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);
+    lk_buf_free(&out);
+}
+
 static void origins(void)
 {
     /* same origin: the Host the client reached, with the connection's scheme */
@@ -167,5 +200,6 @@ int main(void)
     RUN(auth_file);
     RUN(redaction);
     RUN(origins);
+    RUN(chunked_bodies);
     DONE();
 }
