@@ -200,50 +200,39 @@ int auth_may_lock(const struct auth_user *u, int priority)
 
 int auth_is_admin(const struct auth_user *u) { return (u->roles & ROLE_ADMIN) != 0; }
 
+/* Hides the lock_key of every object that names a user_id other than the
+ * viewer's; values are compared decoded (Lua's cjson writes "/" as "\/",
+ * our serialiser does not, so the texts of one id can differ). */
+static int redact_tree(cJSON *node, const char *viewer)
+{
+    int changed = 0;
+    if (cJSON_IsObject(node)) {
+        const cJSON *user = cJSON_GetObjectItemCaseSensitive(node, "user_id");
+        const cJSON *key = cJSON_GetObjectItemCaseSensitive(node, "lock_key");
+        if (cJSON_IsString(key) && cJSON_IsString(user) && !(viewer && !strcmp(user->valuestring, viewer))) {
+            cJSON_ReplaceItemInObjectCaseSensitive(node, "lock_key", cJSON_CreateNull());
+            changed = 1;
+        }
+    }
+    if (cJSON_IsObject(node) || cJSON_IsArray(node))
+        for (cJSON *c = node->child; c; c = c->next)
+            changed |= redact_tree(c, viewer);
+    return changed;
+}
+
 void auth_redact(const char *json, size_t len, const char *viewer, struct lk_buf *out)
 {
-    static const char key[] = "\"lock_key\":\"", uid[] = "\"user_id\":";
-    struct lk_buf mine;
-    lk_buf_init(&mine, 0);
-    if (viewer) { /* "user_id":"<viewer>", as our serialiser writes it */
-        lk_buf_puts(&mine, uid);
-        lk_buf_json_str(&mine, viewer);
-        lk_buf_putc(&mine, ',');
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root || !redact_tree(root, viewer)) { /* not JSON (/metrics) or nothing to hide */
+        lk_buf_append(out, json, len);
+    } else {
+        char *text = cJSON_PrintUnformatted(root);
+        if (!text) { /* out of memory: abort, as lk_xmalloc does; never the unredacted text */
+            fputs("devlock: out of memory redacting an answer\n", stderr);
+            abort();
+        }
+        lk_buf_puts(out, text);
+        free(text);
     }
-    const char *p = json, *end = json + len;
-    while (p < end) {
-        const char *k = memmem(p, (size_t)(end - p), key, sizeof(key) - 1);
-        if (!k) {
-            lk_buf_append(out, p, (size_t)(end - p));
-            break;
-        }
-        /* find the "user_id": that ends right before this key, if any */
-        const char *q = k - 1, *uid_at = NULL;
-        if (q > json && *q == ',') {
-            const char *s = q - 1; /* closing quote of the user_id value */
-            if (s > json && *s == '"') {
-                for (const char *t = s - 1; t >= json + sizeof(uid) - 1; t--) {
-                    if (*t == '"' && (t == json || t[-1] != '\\')) {
-                        if ((size_t)(t - json) >= sizeof(uid) - 1 &&
-                            !memcmp(t - (sizeof(uid) - 1), uid, sizeof(uid) - 1))
-                            uid_at = t - (sizeof(uid) - 1);
-                        break;
-                    }
-                }
-            }
-        }
-        const char *vend = memchr(k + sizeof(key) - 1, '"', (size_t)(end - k - (sizeof(key) - 1)));
-        int redact = uid_at && vend &&
-                     !(viewer && (size_t)(k - uid_at) == mine.len && !memcmp(uid_at, lk_buf_data(&mine), mine.len));
-        if (!redact || !vend) {
-            size_t n = (size_t)(k - p) + sizeof(key) - 1;
-            lk_buf_append(out, p, n);
-            p += n;
-            continue;
-        }
-        lk_buf_append(out, p, (size_t)(k - p));
-        lk_buf_puts(out, "\"lock_key\":null");
-        p = vend + 1;
-    }
-    lk_buf_free(&mine);
+    cJSON_Delete(root);
 }

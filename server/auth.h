@@ -36,8 +36,9 @@ int auth_may_lock(const struct auth_user *u, int priority);
 int auth_is_admin(const struct auth_user *u);
 /* Copies json into out with every lock_key that belongs to someone other
  * than viewer replaced by null (viewer NULL: every one). A lock_key belongs
- * to the user_id written just before it, as our lock objects are laid out;
- * a lock_key without one (the requester's own, top level) is kept. */
+ * to the user_id of the same object, compared as decoded strings; a
+ * lock_key without one (the requester's own, top level) is kept. Text that
+ * is not JSON, or has nothing to hide, is copied unchanged. */
 void auth_redact(const char *json, size_t len, const char *viewer, struct lk_buf *out);
 
 #endif

@@ -6,8 +6,11 @@
  * large bodies). If the client goes away first, the script's answer is
  * dropped: the request context is a small heap cell the callback owns,
  * detached from the connection on close. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include <cjson/cJSON.h>
 
@@ -22,27 +25,41 @@
 #include "catalogue.h"
 #include "locks.h"
 #include "metrics.h"
+#include "origin.h"
 #include "ws.h"
 
 #define CHUNK 16384
 
 
-static void count_answer(struct http_req *r, int status, const char *body)
+/* Every answer is counted by status; a refusal (4xx) also by its wire
+ * error code, read from the answer (a small object). */
+static void count_answer(struct http_req *r, int status, const struct lk_buf *body)
 {
     metrics_http(status, (double)(lk_time_now_us() - r->started_us) / 1e6);
-    const char *e = status >= 400 && status != 503 ? strstr(body, "\"error\":\"") : NULL;
-    if (e) {
-        char wire[40];
-        e += 9;
-        size_t n = strcspn(e, "\"");
-        snprintf(wire, sizeof(wire), "%.*s", (int)(n < 39 ? n : 39), e);
+    if (status < 400 || status == 503)
+        return;
+    cJSON *j = cJSON_ParseWithLength(lk_buf_data(body), body->len);
+    const char *wire = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "error"));
+    if (wire)
         metrics_refusal_wire(wire);
+    cJSON_Delete(j);
+}
+
+/* The answer is ready: ask for a WRITEABLE callback. lws ignores POLLOUT on
+ * a connection whose input is held back, so input is let in again first. */
+static void want_write(struct http_req *r)
+{
+    r->answered = 1;
+    if (r->rx_paused) {
+        r->rx_paused = 0;
+        lws_rx_flow_control(r->wsi, 1);
     }
+    lws_callback_on_writable(r->wsi);
 }
 
 static void respond(struct http_req *r, int status, struct lk_buf *body)
 {
-    count_answer(r, status, lk_buf_data(body));
+    count_answer(r, status, body);
     r->status = status;
     r->ctype = "application/json";
     lk_buf_reset(&r->resp);
@@ -50,8 +67,7 @@ static void respond(struct http_req *r, int status, struct lk_buf *body)
         auth_redact(lk_buf_data(body), body->len, r->authed ? r->user.user_id : NULL, &r->resp);
     else
         lk_buf_append(&r->resp, lk_buf_data(body), body->len);
-    r->answered = 1;
-    lws_callback_on_writable(r->wsi);
+    want_write(r);
 }
 
 static void respond_error(struct http_req *r, enum lk_status s, const char *detail)
@@ -200,10 +216,18 @@ static cJSON *holder_args(struct http_req *r)
         const char *v = query_arg(r, names[i], buf, sizeof(buf));
         if (!v)
             continue;
-        if (i == 3)
-            cJSON_AddNumberToObject(j, names[i], strtod(v, NULL));
-        else
+        if (i == 3) {
+            char *end;
+            double t = strtod(v, &end);
+            if (end == v || *end || !isfinite(t)) {
+                cJSON_Delete(j);
+                respond_error(r, LK_E_INVALID_TIMEOUT, "timeout must be a number of seconds");
+                return NULL;
+            }
+            cJSON_AddNumberToObject(j, names[i], t);
+        } else {
             cJSON_AddStringToObject(j, names[i], v);
+        }
     }
     return j;
 }
@@ -376,7 +400,9 @@ static void ready_done(void *ctx, const struct locks_result *res)
     if (ok) {
         cJSON *j = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "total_count");
-        active = cJSON_IsNumber(t) ? (long long)t->valuedouble : 0;
+        /* a double outside long long's range must not be cast (undefined) */
+        if (cJSON_IsNumber(t) && t->valuedouble >= 0 && t->valuedouble < 9.2e18)
+            active = (long long)t->valuedouble;
         cJSON_Delete(j);
     }
     lk_buf_printf(&b,
@@ -445,8 +471,7 @@ static int route_static(struct http_req *r)
         r->ctype = content_type(f->name);
         r->static_data = f->data;
         r->static_len = f->len;
-        r->answered = 1;
-        lws_callback_on_writable(r->wsi);
+        want_write(r);
         return 1;
     }
     return 0;
@@ -482,6 +507,40 @@ static int public_path(const struct http_req *r)
            (strncmp(r->path, "/api/", 5) != 0 && strcmp(r->path, "/metrics") && strcmp(r->path, "/ws"));
 }
 
+/* 1 if a Content-Type names JSON: application/json or application/<x>+json,
+ * any case, with or without parameters (charset). */
+static int json_media_type(const char *ct)
+{
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    static const char app[] = "application/";
+    if (n <= sizeof(app) - 1 || strncasecmp(ct, app, sizeof(app) - 1))
+        return 0;
+    const char *sub = ct + sizeof(app) - 1;
+    size_t sn = n - (sizeof(app) - 1);
+    if (!((sn == 4 && !strncasecmp(sub, "json", 4)) || (sn > 5 && !strncasecmp(sub + sn - 5, "+json", 5))))
+        return 0;
+    const char *rest = ct + n;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    return *rest == '\0' || *rest == ';';
+}
+
+/* A body is read as JSON only when it says so: a form or text/plain body is
+ * what a web page can send cross-site without a preflight. No Content-Type
+ * at all is read as JSON, as the old service did. Answers 415 when not. */
+static int body_media_ok(struct http_req *r)
+{
+    char ct[256];
+    if (!r->body.len || lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) <= 0)
+        return 1;
+    if (lws_hdr_copy(r->wsi, ct, sizeof(ct), WSI_TOKEN_HTTP_CONTENT_TYPE) > 0 && json_media_type(ct))
+        return 1;
+    respond_error(r, LK_E_UNSUPPORTED_MEDIA, "the body must be JSON: send Content-Type: application/json");
+    return 0;
+}
+
 static void dispatch(struct http_req *r)
 {
     int path_known = 0;
@@ -491,6 +550,11 @@ static void dispatch(struct http_req *r)
         lk_buf_puts(&b, "{}");
         respond(r, 204, &b);
         lk_buf_free(&b);
+        return;
+    }
+    if (!origin_allowed(r->wsi)) {
+        respond_error(r, LK_E_FORBIDDEN, "cross-origin request refused: its Origin is neither this "
+                                         "broker's own nor listed in --allowed-origins");
         return;
     }
     if (auth_active() && !public_path(r)) {
@@ -509,7 +573,9 @@ static void dispatch(struct http_req *r)
         if (!match)
             continue;
         path_known = 1;
-        if (rt->method == r->method) {
+        if (rt->method == r->method || (rt->method == LWSHUMETH_GET && r->method == LWSHUMETH_HEAD)) {
+            if (r->method == LWSHUMETH_POST && !body_media_ok(r))
+                return;
             rt->fn(r);
             return;
         }
@@ -518,7 +584,7 @@ static void dispatch(struct http_req *r)
         respond_error(r, LK_E_METHOD, "method not allowed on this path");
         return;
     }
-    if (r->method == LWSHUMETH_GET && route_static(r))
+    if ((r->method == LWSHUMETH_GET || r->method == LWSHUMETH_HEAD) && route_static(r))
         return;
     respond_error(r, LK_E_NOT_FOUND, "Not Found");
 }
@@ -533,22 +599,10 @@ static int add_cors(struct lws *wsi, struct http_req *r, unsigned char **p, unsi
     if (!cfg.allowed_origins[0] ||
         lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
         return 0;
-    int any = 0, match = 0;
-    const char *s = cfg.allowed_origins;
-    while (*s) {
-        size_t n = strcspn(s, ",");
-        while (n && s[n - 1] == ' ')
-            n--;
-        if (n == 1 && *s == '*')
-            any = 1;
-        else if (n == strlen(origin) && !strncmp(s, origin, n))
-            match = 1;
-        s += strcspn(s, ",");
-        while (*s == ',' || *s == ' ')
-            s++;
-    }
-    if (!match && !any)
+    enum origin_listing listed = origin_listed(origin);
+    if (listed == ORIGIN_UNLISTED)
         return 0;
+    int match = listed == ORIGIN_LISTED;
     const char *allow = match ? origin : "*";
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
                                     (const unsigned char *)allow, (int)strlen(allow), p, end) ||
@@ -589,10 +643,54 @@ static int extra_headers(struct lws *wsi, struct http_req *r, unsigned char **p,
     return 0;
 }
 
+/* Closing after an answer, the way nginx does ("lingering close"): a client
+ * that writes its whole body before reading (Node's fetch, many libraries)
+ * would see a reset instead of the answer if the socket were closed with
+ * its unread bytes in the receive buffer. So the write side is shut (the
+ * client reads the answer, then end of stream) and input is read and
+ * dropped until the client closes, for at most LINGER_US and LINGER_BYTES. */
+#define LINGER_US 5000000LL
+#define LINGER_BYTES ((size_t)64 << 20)
+
+static int linger(struct lws *wsi, struct http_req *r)
+{
+    r->answered = 0;
+    if (lws_partial_buffered(wsi)) { /* lws still holds part of the answer */
+        r->linger_wait = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    r->linger_wait = 0;
+    /* over TLS the write side stays open (a bare TCP shutdown under TLS
+     * reads as a truncation); the answer says "Connection: close" */
+    if (!lws_is_ssl(wsi) && shutdown(lws_get_socket_fd(wsi), SHUT_WR) != 0)
+        return -1;
+    r->lingering = 1;
+    r->linger_until_us = lk_time_now_us() + LINGER_US;
+    r->linger_bytes = 0;
+    if (r->rx_paused) {
+        r->rx_paused = 0;
+        lws_rx_flow_control(wsi, 1);
+    }
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, (int)(LINGER_US / 1000000));
+    return 0;
+}
+
+/* Input while lingering: dropped; -1 (close) once over the bounds. */
+static int linger_input(struct http_req *r, size_t len)
+{
+    r->linger_bytes += len;
+    return r->linger_bytes > LINGER_BYTES || lk_time_now_us() > r->linger_until_us ? -1 : 0;
+}
+
 static int answered(struct lws *wsi, struct http_req *r)
 {
     if (r->close_after)
-        return -1;
+        return linger(wsi, r);
+    if (r->rx_paused) {
+        r->rx_paused = 0;
+        lws_rx_flow_control(wsi, 1);
+    }
     /* keep-alive: ready for the next transaction on this connection */
     r->answered = r->headers_sent = 0;
     r->static_data = NULL;
@@ -600,6 +698,25 @@ static int answered(struct lws *wsi, struct http_req *r)
     lk_buf_reset(&r->body);
     lk_buf_reset(&r->resp);
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int http_refuse_upgrade(struct lws *wsi, enum lk_status s, const char *detail)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    locks_error_json(&b, s, detail);
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    int rc = -1;
+    if (b.len < 512 &&
+        !lws_add_http_common_headers(wsi, (unsigned)lk_error_http(s), "application/json", b.len, &p, end) &&
+        !lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) &&
+        !lws_finalize_http_header(wsi, &p, end)) {
+        memcpy(p, lk_buf_data(&b), b.len);
+        p += b.len;
+        rc = lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) == (int)(p - start) ? 0 : -1;
+    }
+    lk_buf_free(&b);
+    return rc;
 }
 
 /* A small answer goes out in one write: headers and body together (half
@@ -617,8 +734,10 @@ static int write_small(struct lws *wsi, struct http_req *r, const char *data, si
                                      &p, end) ||
         extra_headers(wsi, r, &p, end) || lws_finalize_http_header(wsi, &p, end))
         return -1;
-    memcpy(p, data, len);
-    p += len;
+    if (r->method != LWSHUMETH_HEAD) {
+        memcpy(p, data, len);
+        p += len;
+    }
     if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) != (int)(p - start))
         return -1;
     return answered(wsi, r);
@@ -639,6 +758,8 @@ static int write_answer(struct lws *wsi, struct http_req *r)
             extra_headers(wsi, r, &p, end) || lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         r->headers_sent = 1;
+        if (r->method == LWSHUMETH_HEAD) /* the headers of the GET, no body */
+            return answered(wsi, r);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -666,6 +787,9 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     r->authed = 0;
     r->wsi = wsi;
     r->body_over = r->waiting_body = r->answered = r->headers_sent = r->close_after = 0;
+    r->rx_paused = r->linger_wait = r->lingering = r->zero_body = 0;
+    r->body_repeats = 0;
+    r->chunked = 0;
     r->static_data = NULL;
     r->sent = 0;
     lk_buf_reset(&r->body);
@@ -684,6 +808,17 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 {
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
+        if (r->wsi && (r->lingering || r->linger_wait))
+            return -1; /* a request pipelined behind one answered with close */
+        if (r->wsi && (r->call || r->metrics_op || r->answered)) {
+            /* The previous request is not answered yet: lws 4.1 announces
+             * its headers again when the bytes of a next (pipelined)
+             * request arrive before the answer, and drops those bytes. The
+             * pending one is answered with "Connection: close"; the client
+             * sends the rest again on a new connection (RFC 9112 §9.3.2). */
+            r->close_after = 1;
+            return 0;
+        }
         begin(r, wsi, in, len);
         if (http_over_limit(wsi)) {
             r->close_after = 1;
@@ -729,16 +864,35 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
                 return 0;
             }
             if (te) {
+                /* lws 4.1 passes a chunked body on with its framing and takes
+                 * the rest of the connection for it: decoded here, and the
+                 * connection closed after the answer (lingering) */
+                char tev[32] = "";
                 r->close_after = 1;
-                respond_error(r, LK_E_LENGTH_REQUIRED,
-                              "chunked request bodies are not accepted; send a Content-Length");
+                if (lws_hdr_copy(wsi, tev, sizeof(tev), WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0 ||
+                    strcasecmp(tev, "chunked")) {
+                    respond_error(r, LK_E_LENGTH_REQUIRED,
+                                  "only 'Transfer-Encoding: chunked' is accepted; or send a Content-Length");
+                    return 0;
+                }
+                r->chunked = 1;
+                chunked_init(&r->chunk);
+                r->waiting_body = 1;
                 return 0;
             }
             if (clen > 0) {
                 r->waiting_body = 1;
                 return 0;
             }
-        } else if (r->method != LWSHUMETH_GET && r->method != LWSHUMETH_OPTIONS) {
+            r->zero_body = clen == 0; /* lws still calls BODY_COMPLETION once */
+            /* No Content-Length and no Transfer-Encoding: the body is empty
+             * (RFC 9112 §6.3), but libwebsockets 4.1 reads the rest of the
+             * connection as this request's body, so a next request on it
+             * would never be parsed. Answer, then close (lingering). */
+            if (clen < 0)
+                r->close_after = 1;
+        } else if (r->method != LWSHUMETH_GET && r->method != LWSHUMETH_HEAD &&
+                   r->method != LWSHUMETH_OPTIONS) {
             r->close_after = 1;
             respond_error(r, LK_E_METHOD, "method not allowed");
             return 0;
@@ -747,6 +901,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY:
+        if (r->lingering)
+            return linger_input(r, len);
         if (!r->waiting_body)
             return 0;
         /* lws restarts its content timeout with every packet: a body dripped
@@ -757,6 +913,19 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             respond_error(r, LK_E_REQUEST_TIMEOUT, "the request body was not sent in time");
             return 0;
         }
+        if (r->chunked) {
+            enum chunked_status cs = chunked_feed(&r->chunk, in, len, &r->body, (size_t)cfg.max_body);
+            if (cs == CHUNKED_MORE)
+                return 0;
+            r->waiting_body = 0; /* what follows is dropped while lingering */
+            if (cs == CHUNKED_DONE)
+                dispatch(r);
+            else if (cs == CHUNKED_TOO_LARGE)
+                respond_error(r, LK_E_TOO_LARGE, "request body is too large");
+            else
+                respond_error(r, LK_E_BAD_REQUEST, "malformed chunked request body");
+            return 0;
+        }
         if (r->body_over || r->body.len + len > (size_t)cfg.max_body) {
             r->body_over = 1;
             return 0;
@@ -764,8 +933,30 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         lk_buf_append(&r->body, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!r->waiting_body)
-            return 0; /* "Content-Length: 0": already dispatched */
+        if (r->lingering)
+            return -1; /* all of the body read: nothing left to reset on */
+        if (r->zero_body) { /* "Content-Length: 0": already dispatched */
+            r->zero_body = 0;
+            return 0;
+        }
+        if (!r->waiting_body) {
+            /* lws calls again: the next request is already here, behind a
+             * body, while this one's answer is pending (pipelining). lws 4.1
+             * would call back without end and cannot parse a request that
+             * follows a body on a held connection, so this one is answered
+             * with "Connection: close" (the client sends the rest again on
+             * a new connection, RFC 9112 §9.3.2) and input is held back
+             * until the answer is ready. */
+            r->close_after = 1;
+            if (!r->rx_paused && !r->answered) {
+                r->rx_paused = 1;
+                lws_rx_flow_control(wsi, 0);
+            }
+            /* lws can also loop here without returning to the event loop
+             * (a pipelined body it reads from its own buffer): bounded, the
+             * connection is dropped rather than the broker stalled */
+            return ++r->body_repeats > 100000 ? -1 : 0;
+        }
         r->waiting_body = 0;
         if (r->body_over) {
             respond_error(r, LK_E_TOO_LARGE, "request body is too large");
@@ -774,6 +965,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         dispatch(r);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (r->linger_wait)
+            return linger(wsi, r);
         if (!r->answered)
             return 0;
         return write_answer(wsi, r);

@@ -6,6 +6,7 @@
 
 #include "lk_buf.h"
 #include "auth.h"
+#include "chunked.h"
 #include "locks.h"
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
@@ -30,6 +31,15 @@ struct http_req {
     size_t static_len;
     size_t sent;
     int headers_sent, answered, close_after;
+    int chunked;              /* the body comes with Transfer-Encoding: chunked */
+    struct chunked chunk;
+    int zero_body;            /* "Content-Length: 0": one BODY_COMPLETION still to come */
+    int rx_paused;            /* input held back while an answer is pending */
+    long body_repeats;        /* BODY_COMPLETION calls after the first */
+    int linger_wait;          /* closing: waiting for lws to flush the answer */
+    int lingering;            /* closing: write side shut, input discarded */
+    long long linger_until_us;
+    size_t linger_bytes;
 };
 
 /* The connection limit: every accepted socket is counted until destroyed. */
@@ -40,6 +50,11 @@ int http_connection_count(void);
 
 /* The first member of both per-connection structs says which one it is. */
 enum { PSS_UNUSED, PSS_HTTP, PSS_WS };
+
+/* Answers a refused WebSocket upgrade at once, from its filter callback:
+ * the status of s with {"detail","error"} and "Connection: close". The
+ * caller then returns -1 so lws drops the connection. */
+int http_refuse_upgrade(struct lws *wsi, enum lk_status s, const char *detail);
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_req *r,
                   void *in, size_t len);

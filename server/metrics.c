@@ -45,7 +45,7 @@ void metrics_refusal_wire(const char *wire)
         {"not_found", REF_not_found}, {"method_not_allowed", REF_method},
         {"unauthorized", REF_unauthorized}, {"forbidden", REF_forbidden},
         {"unknown_type", REF_ws_bad_message}, {"bad_request", REF_validation},
-        {"unknown_device", REF_unknown_device},
+        {"unknown_device", REF_unknown_device}, {"unsupported_media_type", REF_unsupported_media_type},
     };
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (!strcmp(map[i].wire, wire)) {

@@ -11,7 +11,7 @@ enum metric_acquire { ACQ_GRANTED, ACQ_DENIED, ACQ_PREEMPTED, ACQ_QUEUED, ACQ_TI
     X(body_too_large) X(json_too_deep) X(invalid_json) X(validation) X(invalid_device) \
     X(invalid_timeout) X(not_found) X(method) X(unauthorized) X(forbidden)             \
     X(ws_message_too_large) X(ws_bad_message) X(connections) X(slow_client)            \
-    X(unknown_device)
+    X(unknown_device) X(unsupported_media_type)
 
 enum metric_refusal {
 #define X(name) REF_##name,

@@ -26,6 +26,7 @@
 #include "auth.h"
 #include "locks.h"
 #include "metrics.h"
+#include "origin.h"
 #include "store.h"
 #include "http.h"
 #include "ws.h"
@@ -748,6 +749,12 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             return -1;
         if (http_over_limit(wsi)) {
             metrics_refusal(REF_connections);
+            return -1;
+        }
+        if (!origin_allowed(wsi)) { /* a foreign web page: refused with 403 */
+            metrics_refusal(REF_forbidden);
+            http_refuse_upgrade(wsi, LK_E_FORBIDDEN, "cross-origin WebSocket refused: its Origin is "
+                                "neither this broker's own nor listed in --allowed-origins");
             return -1;
         }
         if (auth_active() && ws_authenticate(wsi, &u) != 0) {

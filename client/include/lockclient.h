@@ -85,6 +85,7 @@ typedef enum lc_status {
     LC_ERR_LENGTH_REQUIRED,  /* [2] the broker wants a Content-Length (411) */
     LC_ERR_REQUEST_TIMEOUT,  /* [3] the broker did not get the whole request in time (408) */
     LC_ERR_TOO_MANY,         /* [4] connection limit reached */
+    LC_ERR_UNSUPPORTED_MEDIA, /* [2] the body was not sent as JSON (415) */
     LC_STATUS_COUNT
 } lc_status;
 

@@ -6,9 +6,11 @@
 
 #include "auth.h"
 #include "catalogue.h"
+#include "chunked.h"
 #include "config.h"
 #include "harness.h"
 #include "locks.h"
+#include "origin.h"
 
 static enum lk_status parse(const char *json, struct locks_request_args *a)
 {
@@ -118,7 +120,77 @@ static void redaction(void)
     lk_buf_reset(&out);
     auth_redact(e, strlen(e), "a\"b", &out);
     CHECK(!strcmp(lk_buf_data(&out), e));
+    /* ids compare decoded: Lua's cjson writes "/" as "\/" */
+    const char *slash = "{\"locks\":[{\"user_id\":\"lab\\/alice\",\"lock_key\":\"k1\"},"
+                        "{\"user_id\":\"lab\\/bob\",\"lock_key\":\"k2\"}]}";
+    lk_buf_reset(&out);
+    auth_redact(slash, strlen(slash), "lab/alice", &out);
+    CHECK(strstr(lk_buf_data(&out), "\"k1\"") && !strstr(lk_buf_data(&out), "k2"));
     lk_buf_free(&out);
+}
+
+static enum chunked_status dechunk(const char *wire, size_t max, struct lk_buf *out, size_t step)
+{
+    struct chunked c;
+    chunked_init(&c);
+    lk_buf_reset(out);
+    enum chunked_status st = CHUNKED_MORE;
+    for (size_t i = 0, n = strlen(wire); i < n && st == CHUNKED_MORE; i += step)
+        st = chunked_feed(&c, wire + i, n - i < step ? n - i : step, out, max);
+    return st;
+}
+
+static void chunked_bodies(void)
+{
+    struct lk_buf out;
+    lk_buf_init(&out, 0);
+    for (size_t step = 1; step <= 64; step *= 4) { /* any split of the bytes */
+        CHECK(dechunk("5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n", 100, &out, step) == CHUNKED_DONE);
+        CHECK(out.len == 11 && !memcmp(lk_buf_data(&out), "hello world", 11));
+        CHECK(dechunk("A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1", 100, &out, step) == CHUNKED_DONE);
+        CHECK(out.len == 10);
+    }
+    CHECK(dechunk("5\r\nhel", 100, &out, 64) == CHUNKED_MORE);
+    CHECK(dechunk("5\r\nhello\r\n0\r\n\r\n", 4, &out, 64) == CHUNKED_TOO_LARGE);
+    CHECK(dechunk("ffffffffffffffffff\r\n", 1 << 20, &out, 64) == CHUNKED_TOO_LARGE);
+    CHECK(dechunk("\r\n", 100, &out, 64) == CHUNKED_BAD);            /* no size */
+    CHECK(dechunk("5\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);   /* bare LF */
+    CHECK(dechunk("5\r\nhelloX\r\n", 100, &out, 64) == CHUNKED_BAD); /* chunk longer than said */
+    CHECK(dechunk("-5\r\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);
+    CHECK(dechunk("0x5\r\nhello\r\n", 100, &out, 64) == CHUNKED_BAD);
+    lk_buf_free(&out);
+}
+
+static void origins(void)
+{
+    /* same origin: the Host the client reached, with the connection's scheme */
+    CHECK(origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", 0));
+    CHECK(origin_same("http://Lab.Example", "lab.example:80", 0));
+    CHECK(origin_same("https://lab.example", "lab.example", 1));
+    CHECK(origin_same("https://lab.example:443", "lab.example", 1));
+    CHECK(origin_same("http://[::1]:8080", "[::1]:8080", 0));
+    CHECK(!origin_same("https://127.0.0.1:8080", "127.0.0.1:8080", 0));
+    CHECK(!origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", 1));
+    CHECK(!origin_same("http://127.0.0.1:8081", "127.0.0.1:8080", 0));
+    CHECK(!origin_same("http://lab.example", "lab.example:8080", 0));
+    CHECK(!origin_same("http://lab.example.evil", "lab.example", 0));
+    CHECK(!origin_same("http://evil@lab.example", "lab.example", 0));
+    CHECK(!origin_same("http://lab.example/", "lab.example", 0));
+    CHECK(!origin_same("http://lab.example:99999", "lab.example:99999", 0));
+    CHECK(!origin_same("null", "lab.example", 0));
+    CHECK(!origin_same("http://", "", 0));
+    /* the list: exact names, or '*' */
+    char *saved = cfg.allowed_origins;
+    cfg.allowed_origins = "https://gui.example, http://a.example:8080";
+    CHECK(origin_listed("https://gui.example") == ORIGIN_LISTED);
+    CHECK(origin_listed("http://a.example:8080") == ORIGIN_LISTED);
+    CHECK(origin_listed("http://a.example") == ORIGIN_UNLISTED);
+    CHECK(origin_listed("https://GUI.example") == ORIGIN_UNLISTED);
+    cfg.allowed_origins = "*";
+    CHECK(origin_listed("http://anything.example") == ORIGIN_ANY);
+    cfg.allowed_origins = "";
+    CHECK(origin_listed("https://gui.example") == ORIGIN_UNLISTED);
+    cfg.allowed_origins = saved;
 }
 
 int main(void)
@@ -127,5 +199,7 @@ int main(void)
     RUN(catalogue_formats);
     RUN(auth_file);
     RUN(redaction);
+    RUN(origins);
+    RUN(chunked_bodies);
     DONE();
 }
