@@ -36,7 +36,7 @@
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const P = require('./procs.js');
+const P = require('../lib/procs.js');
 const { startProxy } = require('./proxy.js');
 
 // ------------------------------------------------------------------ options
