@@ -131,6 +131,7 @@ function analyse(h, B) {
         let c = null;
         for (const d of devs) {
             const L = devList(d);
+            if (!L.forceIx) continue; // no acquire or force release ever named it
             for (const t of [firstInFlight(L.forceIx, s, e), firstInFlight(L.preIx[prio], s, e)]) if (t !== null && (c === null || t < c)) c = t;
         }
         return c;
@@ -402,6 +403,17 @@ function analyse(h, B) {
     return v;
 }
 
+// What the checker keeps of an answer (a long run records 200 000 of them).
+function trim(j) {
+    if (!j || typeof j !== 'object') return j;
+    const out = {};
+    for (const k of ['type', 'success', 'lock_key', 'fence', 'fences', 'valid', 'current_fence', 'session_id', 'error']) {
+        if (j[k] !== undefined) out[k] = j[k];
+    }
+    if (typeof j.message === 'string') out.message = j.message.slice(0, 80);
+    return out;
+}
+
 function fenceOf(op, d) {
     const j = op.json || {};
     if (j.fences && j.fences[d] !== undefined) return j.fences[d];
@@ -513,7 +525,7 @@ async function runEdges(cfg) {
                 if (tAbort) clearTimeout(tAbort);
                 if (err === 'aborted-by-us') { op.aborted = true; op.tGiveUp = mono(); op.status = null; op.json = null; }
                 else if (err === 'timeout') { op.tGiveUp = mono(); op.status = null; op.json = null; op.err = err; }
-                else { op.tAns = mono(); op.status = status; op.json = json; op.err = err || null; }
+                else { op.tAns = mono(); op.status = status; op.json = trim(json); op.err = err || null; }
                 resolve(op);
             };
             const req = http.request({ host: '127.0.0.1', port: b.port, method, path: p, agent: b.agent,
@@ -667,7 +679,7 @@ async function runEdges(cfg) {
         const f = await wsAsk(s, msg, pred, hardMs);
         if (f === 'timeout') { op.tGiveUp = mono(); op.status = null; op.json = null; op.err = 'timeout'; } else if (f === null) {
             op.tAns = mono(); op.status = null; op.json = null; op.err = 'closed';
-        } else { op.tAns = mono(); op.status = f.status || 200; op.json = f; }
+        } else { op.tAns = mono(); op.status = f.status || 200; op.json = trim(f); }
         return op;
     }
 
