@@ -179,10 +179,12 @@ uninstall:
 clean:
 	rm -rf build
 
-# Long mutual-exclusion run under injected faults (about 10 minutes); SEED=n
-# repeats a fault schedule. The short form runs in `make test`.
+# Long chaos run: 10 minutes of mutual exclusion under injected faults, then
+# the generative edge checker until 200 000 operations (tests/chaos/edges.js,
+# docs/reliability.md); SEED=n repeats a schedule, CHAOS_ARGS adds flags
+# (e.g. --edges-only). The short form runs in `make test`.
 chaos: $(B)/devlockd
-	DEVLOCK_BUILD=$(B) node tests/chaos/run.js --long $(if $(SEED),--seed $(SEED))
+	DEVLOCK_BUILD=$(B) node tests/chaos/run.js --long $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 help:
 	@echo "make run    - install deps, build, start a private redis-server and devlockd"

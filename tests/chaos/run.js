@@ -26,18 +26,32 @@
 //   lost updates       a device's counter differs from its accepted writes
 //   ops floor          enough work was done for the run to mean something
 //
+// Then the generative edge checker (tests/chaos/edges.js: aborted and
+// retried requests, Redis stalls past --redis-timeout-ms, tiny and long
+// waits, groups, sessions with hand-over and socket death, broker SIGTERM /
+// SIGKILL under queued waiters, force release, preemption; invariants I1-I5
+// and X from the clients' history and Redis) and its self-tests (each
+// invariant broken on purpose must be reported, as exactly that one).
+//
 //   node tests/chaos/run.js [--long] [--seed N] [--duration S] [--clients N]
 //                           [--devices N] [--brokers N] [--quiet] [--faults]
 //                           [--no-faults (calibration only)] [--ops-floor N]
 //                           [--break steal|flush (self-tests: must fail)]
-// Short form (default): about 2.5 minutes in all. --long: 10 minutes of
-// faults. Last line: "N passed, M failed"; exit status 1 on failure.
+//                           [--edges-only | --no-edges | --self-test]
+//                           [--edge-duration S] [--edge-ops N]
+// Short form (default): 50 s of mutual exclusion under faults, 45 s of the
+// edge checker, the self-tests: about 2.5 minutes in all. --long: 10
+// minutes of mutual exclusion, then the edge checker until 200 000
+// operations. CHAOS_EDGE_STRICT=0 reports edge violations without failing
+// (the self-tests always fail loudly). Last line: "N passed, M failed";
+// exit status 1 on failure.
 
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const P = require('./procs.js');
+const P = require('../lib/procs.js');
 const { startProxy } = require('./proxy.js');
+const E = require('./edges.js');
 
 // ------------------------------------------------------------------ options
 
@@ -48,7 +62,7 @@ function argOf(name, def) {
 const LONG = process.argv.includes('--long');
 const QUIET = process.argv.includes('--quiet');
 const SEED = Number(argOf('--seed', process.env.SEED || Math.floor(Math.random() * 1e6)));
-const DURATION_S = Number(argOf('--duration', LONG ? 600 : 100));
+const DURATION_S = Number(argOf('--duration', LONG ? 600 : 50));
 const CLIENTS = Number(argOf('--clients', 120));
 const DEVICES = Number(argOf('--devices', 4));
 const BROKERS = Math.max(2, Number(argOf('--brokers', 3)));
@@ -638,11 +652,103 @@ async function main() {
     await P.stopAll();
     if (!failed) fs.rmSync(dir, { recursive: true, force: true });
     else console.log(`# files kept in ${dir}`);
-    console.log(`${passed} passed, ${failed} failed`);
-    process.exit(failed ? 1 : 0);
+    return { passed, failed };
 }
 
-main().catch(async (e) => {
+// ------------------------------------------------------------------ the edge checker
+
+const EDGE_STRICT = process.env.CHAOS_EDGE_STRICT !== '0';
+const EDGE_OPS = Number(argOf('--edge-ops', LONG ? 200000 : 0));
+const EDGE_S = Number(argOf('--edge-duration', LONG ? 1800 : 45));
+
+function verdict(ok, name, detail, tally) {
+    console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ': ' + detail : ''}`);
+    if (ok) tally.passed++; else tally.failed++;
+}
+
+async function edges(tally) {
+    const cfg = { seed: SEED, durationS: EDGE_S, maxOps: EDGE_OPS || 1e9, clients: Number(argOf('--edge-clients', LONG ? 48 : 24)),
+        sessionClients: 4, devices: Number(argOf('--edge-devices', 5)), brokers: 3, redisTimeoutMs: 300, sessionGrace: 1, maxStallMs: 1500,
+        faultGapMs: LONG ? [2000, 6000] : [1500, 4000], quiet: QUIET };
+    console.log(`# reproduce: node tests/chaos/run.js --edges-only --seed ${SEED}` +
+        `${argOf('--edge-duration') ? ' --edge-duration ' + EDGE_S : ''}${LONG ? ' --long' : ''}`);
+    const res = await E.runEdges(cfg);
+    const { v, counts, faultCount, h } = res;
+    const answered = h.ops.filter((o) => o.tAns !== null && o.tAns !== undefined).length;
+    console.log('# ---- edge checker report ----');
+    console.log(`# seed ${SEED}; ${res.elapsedS.toFixed(0)} s; ${counts.ops} operations (${answered} answered, ` +
+        `${(counts.ops / res.elapsedS).toFixed(0)}/s); ${v.info.grants} grants, ${v.info.denials} denials ` +
+        `(${v.info.denialsChecked} checked for I4), ${v.info.replays} retried grants`);
+    console.log(`# drawn: ${Object.entries(counts).filter(([k]) => k !== 'ops').map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    console.log('# | what | count |');
+    console.log('# |---|---|');
+    console.log(`# | operations | ${counts.ops} |`);
+    for (const [k, n] of Object.entries(faultCount)) console.log(`# | fault: ${k} | ${n} |`);
+    for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries']) {
+        console.log(`# | drawn: ${k} | ${counts[k]} |`);
+    }
+    for (const k of E.INVARIANTS) console.log(`# | violations ${k} (${E.INV_NAMES[k]}) | ${v[k].length} |`);
+    for (const k of E.INVARIANTS) {
+        const list = v[k];
+        const ok = list.length === 0;
+        const name = `edges ${k}: ${E.INV_NAMES[k]}`;
+        if (ok) verdict(true, name, '', tally);
+        else if (EDGE_STRICT) verdict(false, name, `${list.length}\n${list.slice(0, 8).map((x) => '#     ' + x).join('\n')}`, tally);
+        else console.log(`info ${name} (CHAOS_EDGE_STRICT=0): ${list.length}\n${list.slice(0, 8).map((x) => '#     ' + x).join('\n')}`);
+    }
+    const floor = EDGE_OPS || Math.round(EDGE_S * 30);
+    verdict(counts.ops >= floor, `edges ops above the floor: ${counts.ops} >= ${floor}`, '', tally);
+    const kinds = ['stall', 'broker-term', 'broker-kill'].filter((k) => !faultCount[k]);
+    verdict(kinds.length === 0, 'edges: every fault kind injected', kinds.length ? 'missing ' + kinds.join(', ') : '', tally);
+    // the self-tests: on a small clean history, on this run's history, and a
+    // lock planted straight into this run's Redis
+    const syn = E.syntheticHistory();
+    const base = E.analyse(syn, res.B);
+    const dirty = E.INVARIANTS.filter((k) => base[k].length);
+    verdict(dirty.length === 0, 'self-test: a clean synthetic history has no violations', dirty.map((k) => base[k][0]).join(' | '), tally);
+    for (const t of [...E.selfTest(syn, res.B, 'synthetic'), ...E.selfTest(h, res.B, 'this run'), await E.plantedOrphanTest(res.redis.port, res.B)]) {
+        verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    }
+    const failedNow = E.INVARIANTS.some((k) => v[k].length);
+    if (failedNow) console.log(`# edge files kept in ${res.dir}`);
+    await P.stopAll();
+}
+
+// Only the self-tests (a private Redis for the planted lock).
+async function selfTestsOnly(tally) {
+    const B = E.bounds({ redisTimeoutMs: 300, maxStallMs: 1500, sessionGrace: 1 });
+    const syn = E.syntheticHistory();
+    const base = E.analyse(syn, B);
+    const dirty = E.INVARIANTS.filter((k) => base[k].length);
+    verdict(dirty.length === 0, 'self-test: a clean synthetic history has no violations', dirty.map((k) => base[k][0]).join(' | '), tally);
+    for (const t of E.selfTest(syn, B, 'synthetic')) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    const dir = P.mkTemp('edges-self');
+    const redis = new P.Redis({ dir, port: await P.freePort(), fsync: 'everysec' });
+    redis.start();
+    await redis.ready();
+    const t = await E.plantedOrphanTest(redis.port, B);
+    verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    await P.stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+}
+
+async function all() {
+    const tally = { passed: 0, failed: 0 };
+    if (process.argv.includes('--self-test')) {
+        await selfTestsOnly(tally);
+    } else {
+        if (!process.argv.includes('--edges-only')) {
+            const r = await main();
+            tally.passed += r.passed;
+            tally.failed += r.failed;
+        }
+        if (!process.argv.includes('--no-edges') && !BREAK) await edges(tally);
+    }
+    console.log(`${tally.passed} passed, ${tally.failed} failed`);
+    process.exit(tally.failed ? 1 : 0);
+}
+
+all().catch(async (e) => {
     console.log('FAIL chaos run: ' + (e.stack || e.message));
     running = false;
     try {

@@ -5,7 +5,7 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const srv = require('./servers');
+const srv = { ...require('../lib/procs.js'), curl: require('../lib/procs.js').curlRequest };
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const TOTAL_DEADLINE_MS = 240000;

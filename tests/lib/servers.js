@@ -1,24 +1,21 @@
 'use strict';
 // servers.js - private redis-server and devlockd processes for tests, on
 // free loopback ports in a temp dir; only processes started here are killed.
+// The process registry, free ports and the exit-time kill are those of
+// tests/lib/procs.js (the one process helper); this file keeps the API the
+// integration-style suites use (Redis.start, Broker.start, poll, Watcher).
 const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
 const os = require('os');
 const path = require('path');
+const procs = require('./procs.js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const BUILD = path.resolve(ROOT, process.env.DEVLOCK_BUILD || 'build');
 const started = new Set();
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
+const freePort = procs.freePort;
 
 // Polls fn until it returns a truthy value or the deadline passes.
 async function poll(fn, timeoutMs = 5000, what = 'condition', stepMs = 20) {
@@ -33,6 +30,7 @@ async function poll(fn, timeoutMs = 5000, what = 'condition', stepMs = 20) {
 }
 
 function track(child, logFile) {
+  procs.adopt(child);
   started.add(child);
   child.on('exit', () => started.delete(child));
   child.logFile = logFile;
@@ -204,7 +202,6 @@ async function stopAll() {
     }
   }
 }
-process.on('exit', () => { for (const c of started) { try { c.kill('SIGKILL'); } catch (e) { /* gone */ } } });
 
 // Compares stream ids "ms-seq" numerically.
 function idCmp(a, b) {

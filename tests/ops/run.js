@@ -22,7 +22,8 @@ const path = require('path');
 const { test, run } = require('../lib/harness.js');
 const { Redis, Broker, poll, stopAll, freePort, BUILD, ROOT } = require('../lib/servers.js');
 const prom = require('./prom.js');
-const { assert, eq, bearer, prng, redisState, keyLeaks, lockObjects, rawConnect, rssKb, startDaemon, stopDaemons, curl } = require('./util.js');
+const { assert, eq, bearer, prng, redisState, keyLeaks, lockObjects, rawConnect, rssKb, curl } = require('./util.js');
+const { startDaemon, stopDaemons } = require('../lib/procs.js');
 
 const WebSocket = require(path.join(ROOT, 'tests', 'node_modules', 'ws'));
 const seedArg = process.argv.indexOf('--seed');

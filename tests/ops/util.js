@@ -1,15 +1,10 @@
 'use strict';
 // util.js - helpers of the operations suite: assertions, a seeded PRNG, a
-// dump of devlock's Redis state, a lock_key leak check, raw sockets, and
-// devlockd processes started outside tests/lib/servers.js (TLS brokers, which
-// its plain-HTTP readiness poll cannot start). Processes started here are
-// recorded and only those are killed.
-const { spawn, execFileSync } = require('child_process');
+// dump of devlock's Redis state, a lock_key leak check, raw sockets, curl.
+// Processes (also the TLS brokers) are started by tests/lib/procs.js.
+const { execFileSync } = require('child_process');
 const fs = require('fs');
 const net = require('net');
-const os = require('os');
-const path = require('path');
-const { poll, BUILD } = require('../lib/servers.js');
 
 function assert(c, m) { if (!c) throw new Error(m); }
 function eq(a, e, m) {
@@ -89,37 +84,6 @@ function rssKb(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
-// devlockd started directly (for TLS); stopped with stop() or at exit.
-const daemons = new Set();
-async function startDaemon(args, env = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'devlock-ops-d-'));
-  const portFile = path.join(dir, 'port'), logFile = path.join(dir, 'devlockd.log');
-  const out = fs.openSync(logFile, 'a');
-  const proc = spawn(path.join(BUILD, 'devlockd'), ['--host', '127.0.0.1', '--port', '0', '--port-file', portFile, ...args],
-    { stdio: ['ignore', out, out], env: { ...process.env, ...env } });
-  fs.closeSync(out);
-  daemons.add(proc);
-  proc.on('exit', () => daemons.delete(proc));
-  const d = {
-    proc, dir,
-    log: () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } },
-    stop: () => new Promise(res => {
-      if (proc.exitCode !== null || proc.signalCode !== null) { res(); return; }
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10000);
-      proc.once('exit', () => { clearTimeout(t); res(); });
-      proc.kill('SIGTERM');
-    }),
-  };
-  d.port = await poll(() => {
-    if (proc.exitCode !== null) throw new Error(`devlockd exited: ${d.log()}`);
-    const s = fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim();
-    return s ? Number(s) : 0;
-  }, 10000, 'devlockd (TLS) to listen');
-  return d;
-}
-async function stopDaemons() { await Promise.all([...daemons].map(p => new Promise(res => { p.once('exit', res); p.kill('SIGKILL'); }))); }
-process.on('exit', () => { for (const p of daemons) { try { p.kill('SIGKILL'); } catch (e) { /* gone */ } } });
-
 // curl, for HTTPS with a CA file: {code (curl exit), status, body}
 function curl(args) {
   try {
@@ -133,4 +97,4 @@ function curl(args) {
   }
 }
 
-module.exports = { assert, eq, bearer, prng, redisState, keyLeaks, lockObjects, rawConnect, rssKb, startDaemon, stopDaemons, curl };
+module.exports = { assert, eq, bearer, prng, redisState, keyLeaks, lockObjects, rawConnect, rssKb, curl };

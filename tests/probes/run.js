@@ -18,7 +18,7 @@ const crypto = require('crypto');
 const net = require('net');
 const path = require('path');
 const WebSocket = require(path.join(__dirname, '..', 'node_modules', 'ws'));
-const P = require('../chaos/procs.js');
+const P = require('../lib/procs.js');
 
 const VERBOSE = process.argv.includes('-v');
 const STRICT = process.argv.includes('--strict') || process.env.PROBES_STRICT === '1';

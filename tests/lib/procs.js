@@ -1,10 +1,12 @@
 'use strict';
-// procs.js - starts and stops the private redis-server and devlockd processes
-// of the black-box suites (tests/probes, tests/chaos). Every process started
-// here is recorded by PID and killed (only those) when the suite ends.
+// procs.js - the one process helper of the Node suites: private
+// redis-server and devlockd processes on free loopback ports (tests/chaos,
+// tests/probes, tests/ops' TLS brokers, tests/dashboard; tests/lib/servers.js
+// builds its Redis/Broker on the same registry). Every process started here
+// is recorded and only those are killed, when the suite ends.
 // No sleeps to synchronise: readiness is polled with a deadline.
 
-const { spawn } = require('child_process');
+const { spawn, execFile } = require('child_process');
 const fs = require('fs');
 const net = require('net');
 const os = require('os');
@@ -80,11 +82,13 @@ function redisCmd(port, args, ms = 2000) {
 }
 
 class Proc {
-    constructor(name, cmd, args, logFile) {
+    // opts.env: extra environment variables
+    constructor(name, cmd, args, logFile, opts = {}) {
         this.name = name;
         this.cmd = cmd;
         this.args = args;
         this.logFile = logFile;
+        this.env = opts.env || null;
         this.child = null;
         this.exited = true;
         this.stopped = false;
@@ -92,8 +96,11 @@ class Proc {
 
     start() {
         const fd = fs.openSync(this.logFile, 'a');
-        this.child = spawn(this.cmd, this.args, { stdio: ['ignore', fd, fd] });
+        this.child = spawn(this.cmd, this.args, { stdio: ['ignore', fd, fd],
+            env: this.env ? { ...process.env, ...this.env } : process.env });
         fs.closeSync(fd);
+        const exited = new Promise((r) => this.child.once('exit', (code, sig) => r({ code, sig })));
+        this.exitedP = exited;
         this.exited = false;
         this.stopped = false;
         this.exitInfo = null;
@@ -154,11 +161,11 @@ class Proc {
 }
 
 class Redis extends Proc {
-    // opts: {dir, port, fsync: 'always'|'everysec'}
+    // opts: {dir, port, fsync: 'always'|'everysec', args: [...more flags]}
     constructor(opts) {
         const args = ['--port', String(opts.port), '--bind', '127.0.0.1', '--save', '',
             '--appendonly', 'yes', '--appendfsync', opts.fsync || 'always', '--dir', opts.dir,
-            '--enable-debug-command', 'local', '--loglevel', 'notice'];
+            '--enable-debug-command', 'local', '--loglevel', 'notice', ...(opts.args || [])];
         super(`redis:${opts.port}`, 'redis-server', args, path.join(opts.dir, 'redis.log'));
         this.port = opts.port;
         this.dir = opts.dir;
@@ -175,6 +182,7 @@ class Redis extends Proc {
     }
 
     command(...args) { return redisCmd(this.port, args); }
+    get url() { return `redis://127.0.0.1:${this.port}`; }
 }
 
 // Copies build/devlockd into dir, so that a rebuild during a long run does
@@ -187,12 +195,13 @@ function snapshotBinary(dir) {
 }
 
 class Broker extends Proc {
-    // opts: {dir, name, redisUrl, port (0 = pick), extra: [...flags], bin}
+    // opts: {dir, name, redisUrl (none: give --redis-url in extra), port (0 = pick),
+    //        extra: [...flags], bin, env}
     constructor(opts) {
         const portFile = path.join(opts.dir, `${opts.name}.port`);
         const args = ['--host', '127.0.0.1', '--port', String(opts.port || 0),
-            '--port-file', portFile, '--redis-url', opts.redisUrl, ...(opts.extra || [])];
-        super(opts.name, opts.bin || DEVLOCKD, args, path.join(opts.dir, `${opts.name}.log`));
+            '--port-file', portFile, ...(opts.redisUrl ? ['--redis-url', opts.redisUrl] : []), ...(opts.extra || [])];
+        super(opts.name, opts.bin || DEVLOCKD, args, path.join(opts.dir, `${opts.name}.log`), { env: opts.env });
         this.portFile = portFile;
         this.opts = opts;
         this.port = opts.port || 0;
@@ -204,7 +213,8 @@ class Broker extends Proc {
         return super.start();
     }
 
-    async ready(ms = 10000) {
+    // health: 'live' (default), 'ready', or null (only the port file: a TLS broker)
+    async ready(ms = 10000, health = 'live') {
         await until(`${this.name} port file`, ms, async () => {
             if (!this.alive()) throw new Error(`${this.name} exited: ` + this.log(20));
             const t = fs.readFileSync(this.portFile, 'utf8').trim();
@@ -212,8 +222,10 @@ class Broker extends Proc {
             this.port = Number(t);
             return true;
         });
-        await until(`${this.name} /api/health/live`, ms, async () => {
-            const r = await httpJson(this.port, 'GET', '/api/health/live', null, 1000);
+        if (!health) return this;
+        await until(`${this.name} /api/health/${health}`, ms, async () => {
+            if (!this.alive()) throw new Error(`${this.name} exited: ` + this.log(20));
+            const r = await httpJson(this.port, 'GET', `/api/health/${health}`, null, 1000);
             return r.status === 200;
         });
         return this;
@@ -279,5 +291,98 @@ function prng(seed) {
     return next;
 }
 
+
+// ---- devlockd started with only a port file (TLS: no plain-HTTP readiness
+// poll); the API tests/ops used: startDaemon(args, env) -> {proc, dir, port,
+// log(), stop()}, stopDaemons() kills every one still running.
+const daemons = new Set();
+async function startDaemon(args, env = {}) {
+    const dir = mkTemp('ops-d');
+    const b = new Broker({ dir, name: 'devlockd', extra: args, env });
+    b.start();
+    daemons.add(b);
+    await b.ready(10000, null);
+    return { proc: b.child, dir, port: b.port,
+        log: () => { try { return fs.readFileSync(b.logFile, 'utf8'); } catch (e) { return ''; } },
+        stop: () => b.term(10000) };
+}
+async function stopDaemons() {
+    await Promise.all([...daemons].map((b) => b.kill()));
+    daemons.clear();
+}
+
+// ---- the API tests/dashboard used: startRedis(dir) -> {proc, port, url},
+// startBroker(dir, label, redisUrl, {port, args}) -> {proc, port, base},
+// stop(proc, graceMs) -> true if it left on SIGTERM, killAll().
+async function startRedis(dir, opts = {}) {
+    const r = new Redis({ dir, port: opts.port || await freePort(), fsync: opts.fsync || 'everysec', args: opts.args });
+    r.start();
+    await r.ready();
+    return { proc: r, port: r.port, url: r.url };
+}
+async function startBroker(dir, label, redisUrl, opts = {}) {
+    const b = new Broker({ dir, name: label, redisUrl, port: opts.port, extra: opts.args, env: opts.env });
+    b.start();
+    await b.ready(10000, 'ready');
+    return { proc: b, port: b.port, base: `http://127.0.0.1:${b.port}` };
+}
+async function stop(p, graceMs = 5000) {
+    if (!p || !p.alive()) return true;
+    const child = p.child;
+    const gone = new Promise((r) => child.once('exit', r));
+    if (p.stopped) p.signal('SIGCONT');
+    p.signal('SIGTERM');
+    const ok = await Promise.race([gone.then(() => true), delay(graceMs).then(() => false)]);
+    if (!ok) await p.kill();
+    return ok;
+}
+
+// GET that never rejects: {status, body (text)} or null.
+function getJson(port, urlPath) {
+    return new Promise((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 1000 }, (res) => {
+            let body = '';
+            res.on('data', (d) => { body += d; });
+            res.on('end', () => resolve({ status: res.statusCode, body }));
+        });
+        req.on('timeout', () => req.destroy());
+        req.on('error', () => resolve(null));
+    });
+}
+
+// curl as a third-party client: resolves {status, json, text}.
+function curlRequest(method, url, body, headers = []) {
+    return new Promise((resolve, reject) => {
+        const args = ['-sS', '-m', '5', '-X', method, '-w', '\n%{http_code}'];
+        for (const h of headers) args.push('-H', h);
+        if (body !== undefined) args.push('-H', 'Content-Type: application/json', '--data-binary', JSON.stringify(body));
+        args.push(url);
+        execFile('curl', args, { timeout: 8000 }, (err, stdout, stderr) => {
+            if (err) return reject(new Error(`curl ${method} ${url}: ${err.message} ${stderr}`));
+            const i = stdout.lastIndexOf('\n');
+            const text = stdout.slice(0, i);
+            let json = null;
+            try { json = JSON.parse(text); } catch (e) { json = null; }
+            resolve({ status: Number(stdout.slice(i + 1)), json, text });
+        });
+    });
+}
+
+function tail(file, lines = 60) {
+    try { return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n'); } catch (e) { return `(no ${file})`; }
+}
+
+// Registers a child process spawned elsewhere (tests/lib/servers.js) so
+// that it, too, is killed when the suite exits.
+function adopt(child) {
+    const p = new Proc(child.spawnfile, child.spawnfile, child.spawnargs, null);
+    p.child = child;
+    p.exited = false;
+    started.add(p);
+    child.on('exit', () => { p.exited = true; started.delete(p); });
+    return p;
+}
+
 module.exports = { ROOT, DEVLOCKD, snapshotBinary, delay, freePort, mkTemp, until, redisCmd, Proc, Redis, Broker,
-    httpJson, stopAll, killAllSync, prng };
+    httpJson, stopAll, killAllSync, prng, startDaemon, stopDaemons, startRedis, startBroker, stop, killAll: killAllSync,
+    getJson, curlRequest, tail, adopt };
