@@ -46,6 +46,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_ESTABLISHED:
         return pss ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
     case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_RECEIVE_PONG:
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLOSED:
         return pss && pss->ws.kind == PSS_WS ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
