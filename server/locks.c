@@ -976,6 +976,7 @@ static struct {
     int timer_init;
     uint64_t backoff_ms;
     int reaping;
+    int shut;               /* shutting down: nothing is retried any more */
 } sess;
 
 static void session_send_detach(struct session_detach *d);
@@ -1001,6 +1002,10 @@ static void session_retry_cb(uv_timer_t *t)
 
 static void session_retry_later(struct session_detach *d)
 {
+    if (sess.shut) { /* the other brokers detach it once this one's liveness key is gone */
+        free(d);
+        return;
+    }
     if (sess.count >= SESSION_RETRY_MAX) {
         lk_error("sessions: %zu detaches wait for Redis; session %s is left to the broker-liveness "
                  "cleanup", sess.count, d->session);
@@ -1098,4 +1103,21 @@ void locks_session_reap(void)
     sess.reaping = 1;
     if (!store_eval(SCRIPT_SESSION, 0, 9, argv, NULL, session_reap_cb, NULL))
         sess.reaping = 0;
+}
+
+void locks_session_shutdown(void)
+{
+    sess.shut = 1;
+    while (sess.head) {
+        struct session_detach *d = sess.head;
+        sess.head = d->next;
+        free(d);
+    }
+    sess.tail = NULL;
+    sess.count = 0;
+    if (sess.timer_init) {
+        uv_timer_stop(&sess.timer);
+        uv_close((uv_handle_t *)&sess.timer, NULL);
+        sess.timer_init = 0;
+    }
 }

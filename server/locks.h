@@ -55,6 +55,8 @@ struct store_op *locks_session_attach(const char *session, const char *own, cons
                                       const char *user, int admin, store_reply_fn fn, void *ctx);
 void locks_session_detach(const char *session, const char *conn);
 void locks_session_reap(void);
+/* Drops the detaches still waiting for Redis and closes their timer. */
+void locks_session_shutdown(void);
 /* events.c: a grant for queued request `waiter` was read from the stream. */
 void locks_waiter_event(const char *waiter);
 /* This broker's id (its waiters are served only while it is alive). */

@@ -211,6 +211,7 @@ int main(int argc, char **argv)
 
     lk_info("signal %d: shutting down", stop_signal);
     lws_context_destroy(ctx);
+    ws_shutdown();
     store_shutdown();
     events_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);

@@ -103,6 +103,13 @@ void ws_init(void)
     uv_unref((uv_handle_t *)&tick); /* it never keeps the loop alive at shutdown */
     uv_timer_start(&tick, tick_cb, TICK_MS, TICK_MS);
 }
+void ws_shutdown(void)
+{
+    uv_timer_stop(&tick);
+    uv_close((uv_handle_t *)&tick, NULL);
+    locks_session_shutdown();
+}
+
 size_t ws_client_count(void) { return all.count; }
 unsigned long ws_dropped_count(void) { return all.dropped; }
 

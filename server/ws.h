@@ -49,6 +49,8 @@ struct ws_session {
 };
 
 void ws_init(void);
+/* Stops the ping and session-cleanup timer (before the loop closes). */
+void ws_shutdown(void);
 /* lws callback for reasons of WebSocket connections. */
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
                 void *in, size_t len);
