@@ -176,7 +176,11 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
 {
     if (s->doomed)
         return;
-    int over_bytes = s->qlen > 0 && s->qbytes + m->len > (size_t)cfg.ws_queue_max_bytes;
+    /* One frame larger than the bound (a snapshot or status of many locks)
+     * may wait besides it, uncounted; a second one is counted. */
+    size_t max = (size_t)cfg.ws_queue_max_bytes;
+    int big = m->len > max && !s->qbig;
+    int over_bytes = !big && s->qlen > 0 && s->qbytes + m->len > max;
     if (over_bytes || q_grow(s) != 0) {
         s->doomed = 1;
         all.dropped++;
@@ -189,7 +193,10 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
         return;
     }
     m->refs++;
-    s->qbytes += m->len;
+    if (big)
+        s->qbig = m;
+    else
+        s->qbytes += m->len;
     if (front) {
         s->qhead = (s->qhead + s->qcap - 1) % s->qcap;
         s->q[s->qhead] = m;
@@ -208,7 +215,10 @@ static struct ws_msg *q_pop(struct ws_session *s)
     struct ws_msg *m = s->q[s->qhead];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
-    s->qbytes -= m->len;
+    if (m == s->qbig)
+        s->qbig = NULL;
+    else
+        s->qbytes -= m->len;
     return m;
 }
 
@@ -217,6 +227,7 @@ static void q_drop_events(struct ws_session *s, const char *upto)
 {
     size_t n = s->qlen, kept = 0;
     for (size_t i = 0; i < n; i++) {
+        int big = q_at(s, 0) == s->qbig;
         struct ws_msg *m = q_pop(s);
         if (m->is_event && (!upto[0] || ws_event_id_cmp(m->id, upto) <= 0)) {
             msg_unref(m);
@@ -224,7 +235,10 @@ static void q_drop_events(struct ws_session *s, const char *upto)
         }
         s->q[(s->qhead + s->qlen) % s->qcap] = m;
         s->qlen++;
-        s->qbytes += m->len;
+        if (big)
+            s->qbig = m;
+        else
+            s->qbytes += m->len;
         kept++;
     }
     (void)kept;

@@ -23,7 +23,8 @@ struct ws_session {
     struct lws *wsi;
     struct ws_session *prev, *next;   /* all sessions */
     struct ws_msg **q;                /* ring of frames to send */
-    size_t qcap, qhead, qlen, qbytes;
+    size_t qcap, qhead, qlen, qbytes; /* qbytes: all but qbig */
+    struct ws_msg *qbig;              /* one queued frame over --ws-queue-max-bytes, or NULL */
     int syncing;        /* a snapshot or resume is in flight: hold the queue */
     int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong */
     struct ws_msg **sync_frames;      /* made by the sync, sent before the queue */

@@ -255,6 +255,25 @@ test('ws queue: a client that stops reading is dropped by bytes queued; broker R
   eq((await A.get('/api/health/ready')).status, 200, 'broker fine');
 }, { timeoutMs: 20000 });
 
+test('ws queue: a snapshot or status larger than --ws-queue-max-bytes still reaches a client that reads', async () => {
+  const r = await Redis.start();
+  const A = await Broker.start(r.url, ['--ws-queue-max-bytes', '65536']);
+  const devs = Array.from({ length: 600 }, (_, i) => `big-${String(i).padStart(4, '0')}`);
+  for (let i = 0; i < devs.length; i += 50) {
+    eq((await A.acquire({ device_names: devs.slice(i, i + 50), lock_type: 'MANUAL_OPERATOR', user_id: 'u',
+      timeout: 600 })).status, 200, 'filler locks');
+  }
+  const w = await watcher(A);
+  eq(w.frames[0].data.total_count, 600, 'initial_status with every lock');
+  for (let i = 0; i < 3; i++) {
+    const st = await call(w, { type: 'get_status' });
+    eq(st.type, 'status_response', 'status answered');
+    assert(JSON.stringify(st).length > 65536, 'larger than the bound');
+  }
+  eq(w.sock.readyState, 1, 'still connected');
+  w.close();
+}, { timeoutMs: 15000 });
+
 // ---- defect 12: resume answers, ordering after initial_status ---------------------------
 
 test('ws resume: resumes sent while another is in flight are each answered', async () => {
@@ -282,7 +301,7 @@ test('ws ordering: no lock_update at or below initial_status\'s event_id, even w
   // client's initial_status already covers them
   r.cli('CLIENT', 'KILL', 'ID', old);
   r.cli('EVAL', `for i = 1, ${N} do redis.call('XADD', 'dl:events', '*', 'dev', 'lagdev', 'j', ` +
-    `'{"action":"expiring","device_name":"lagdev","expires_in_ms":1,"pad":"${'x'.repeat(200)}"}') end`, '0');
+    `'{"action":"expiring","device_name":"lagdev","expires_in_ms":1,"pad":"${'x'.repeat(20)}"}') end`, '0');
   const ws = [];
   for (let i = 0; i < 4; i++) ws.push(await watcher(A));
   const g = await A.acquire({ device_name: 'lag-last', lock_type: 'MANUAL_OPERATOR', user_id: 'u', timeout: 60 });
