@@ -57,7 +57,10 @@ if mode == 'claim' then
 end
 
 if mode == 'attach' then
+    -- the socket's own session, unless it has moved to another socket since
     local mine = ARGV[8] or ''
+    local m = mine ~= '' and mine ~= sid and own(mine)
+    if m and (m.broker ~= broker or m.conn ~= conn) then mine = '' end
     if mine ~= '' and mine ~= sid and redis.call('SCARD', 'dl:sess:' .. mine) > 0 then
         return {'busy'}
     end
@@ -67,9 +70,8 @@ if mode == 'attach' then
         if rec.user ~= user and ARGV[7] ~= '1' then return {'forbidden'} end
         user = rec.user
     end
-    if mine ~= '' and mine ~= sid then -- the socket's own session, empty: gone
-        local m = own(mine)
-        if m and m.broker then redis.call('SREM', 'dl:bsess:' .. m.broker, mine) end
+    if m and mine ~= '' then -- the socket's own session, empty: gone
+        redis.call('SREM', 'dl:bsess:' .. broker, mine)
         redis.call('DEL', own_key(mine))
     end
     local old_broker, old_conn = '', ''

@@ -128,6 +128,25 @@ test('ws sessions: attach_session moves the session; closing the old socket ends
   w.close();
 }, { timeoutMs: 15000 });
 
+test('ws sessions: attach on another broker moves the session; the old broker\'s late detach is ignored', async () => {
+  const r = await Redis.start();
+  const A = await Broker.start(r.url, ['--session-grace', '0.5']);
+  const B = await Broker.start(r.url, ['--session-grace', '0.5']);
+  const w = await watcher(B);
+  const s1 = await watcher(A);
+  const lock = await sessionLock(s1, 'mv2');
+  const s2 = await watcher(B);
+  const a = await call(s2, { type: 'attach_session', session_id: lock.session_id });
+  eq(a.type, 'attach_session_result', 'attached on the other broker');
+  await s1.close();
+  await holdsFor(1500, async () => await held(B, 'mv2') && !w.updates().some(f => f.cause === 'session_lost'),
+    'the lock stays under the socket on the other broker');
+  await s2.close();
+  const lost = await w.waitFor(upd('force_released', 'mv2'), 5000);
+  eq(lost.cause, 'session_lost', 'lost once its current socket closes');
+  w.close();
+}, { timeoutMs: 15000 });
+
 test('ws sessions: attaching is refused while the socket\'s own session holds locks; they are kept', async () => {
   const r = await Redis.start();
   const A = await Broker.start(r.url, ['--session-grace', '0.5']);
