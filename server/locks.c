@@ -1085,12 +1085,16 @@ static void session_reap_cb(void *ctx, redisReply *r, enum lk_status s)
 {
     (void)ctx;
     sess.reaping = 0;
-    if (s == LK_E_OK && elem_int(r, 0) > 0) {
+    if (s != LK_E_OK)
+        return;
+    if (elem_int(r, 0) > 0) {
         lk_warn("sessions: %lld session locks of a broker that is gone enter their grace period",
                 elem_int(r, 0));
         if (elem_int(r, 1) > 0)
             events_arm(elem_int(r, 1));
     }
+    if (elem_int(r, 2) > 0) /* no deadline waits for a broker that is gone */
+        events_arm(elem_int(r, 2));
 }
 
 void locks_session_reap(void)

@@ -14,8 +14,11 @@
 --               -> {'ok', n}
 -- mode 'attach' the socket takes S over (attach_session, resume) ->
 --               {'ok', n, old broker, old conn} | {'forbidden'} | {'busy'}
--- mode 'detach' the socket closed -> {n, deadline_us (0 = none)} | {'stale'}
--- mode 'reap'   detach the sessions of dead brokers -> {n, deadline_us}
+-- mode 'detach' the socket closed -> {n, deadline_us (0 = none)} |
+--               {'stale', the session's grace deadline_us or 0}
+-- mode 'reap'   detach the sessions of dead brokers -> {n, deadline_us,
+--               earliest deadline of all (0 = none): a deadline armed only
+--               by a broker that died is armed by the others this way}
 local mode, sid, broker, conn = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local grace_ms = tonumber(ARGV[6]) or 0
 
@@ -87,7 +90,11 @@ if mode == 'detach' then
     local rec = own(sid)
     local now = now_us()
     if rec then
-        if rec.broker ~= broker or rec.conn ~= conn then return {'stale'} end
+        if rec.broker ~= broker or rec.conn ~= conn then
+            -- a retry whose first try ran after all: its deadline, to arm
+            local at = redis.call('ZSCORE', 'dl:expiry', '$' .. sid)
+            return {'stale', tonumber(at) or 0}
+        end
         local n, deadline = release(sid, broker, now)
         return {n, deadline}
     end
@@ -131,6 +138,7 @@ if mode == 'reap' then
             end
         end
     end
-    return {n, first}
+    local nxt = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
+    return {n, first, tonumber(nxt[2] or 0)}
 end
 return redis.error_reply('session: unknown mode')

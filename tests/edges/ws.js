@@ -228,6 +228,24 @@ test('ws sessions: the broker holding the socket is SIGKILLed; another broker en
   w.close();
 }, { timeoutMs: 20000 });
 
+test('ws sessions: the broker that started a grace period dies; another broker ends the lock on time', async () => {
+  const r = await Redis.start();
+  const A = await Broker.start(r.url, ['--session-grace', '2']);
+  const B = await Broker.start(r.url, ['--session-grace', '2']);
+  const w = await watcher(B);
+  const s = await watcher(A);
+  const lock = await sessionLock(s, 'orphan1', { timeout: null });
+  await s.close();
+  // A detached (the grace deadline is in Redis, armed on A only), then dies
+  await poll(() => /^\d+$/.test(r.cli('ZSCORE', 'dl:expiry', `$${lock.session_id}`) || ''), 5000, 'the grace deadline');
+  A.proc.kill('SIGKILL');
+  const t0 = Date.now();
+  const lost = await w.waitFor(upd('force_released', 'orphan1'), 6000);
+  eq(lost.cause, 'session_lost', 'cause');
+  assert(Date.now() - t0 < 4000, `ended within the grace period + a bound (${Date.now() - t0} ms)`);
+  w.close();
+}, { timeoutMs: 15000 });
+
 test('ws liveness: a client that never answers pings is dropped; a ws client stays', async () => {
   const r = await Redis.start();
   const A = await Broker.start(r.url, ['--ws-ping-interval', '1', '--ws-ping-timeout', '1']);
