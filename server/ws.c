@@ -59,7 +59,7 @@ struct ws_msg {
 enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW,
                  CALL_ATTACH };
 
-#define PENDING_RESUMES_MAX 8
+#define PENDING_RESUMES_MAX 4 /* each may hold a replay of --resume-max events */
 #define CALLS_MAX 1024      /* requests in flight per client (each holds memory) */
 #define TICK_MS 250
 
