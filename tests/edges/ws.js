@@ -120,8 +120,10 @@ test('ws sessions: attach_session moves the session; closing the old socket ends
   const a = await call(s2, { type: 'attach_session', session_id: lock.session_id });
   eq(a.type, 'attach_session_result', 'attached');
   await s1.close();
-  await holdsFor(1500, async () => await held(A, 'mv1') && !w.updates().some(f => f.cause === 'session_lost'),
-    'the lock stays under the live new socket');
+  // no grace period starts (dl:expiry would hold it), the lock stays
+  const graceless = () => !/^\d+$/.test(r.cli('ZSCORE', 'dl:expiry', `$${lock.session_id}`) || '');
+  await holdsFor(1500, async () => graceless() && await held(A, 'mv1') &&
+    !w.updates().some(f => f.cause === 'session_lost'), 'the lock stays under the live new socket');
   await s2.close();
   const lost = await w.waitFor(upd('force_released', 'mv1'), 5000);
   eq(lost.cause, 'session_lost', 'lost once its current socket closes');
@@ -139,8 +141,9 @@ test('ws sessions: attach on another broker moves the session; the old broker\'s
   const a = await call(s2, { type: 'attach_session', session_id: lock.session_id });
   eq(a.type, 'attach_session_result', 'attached on the other broker');
   await s1.close();
-  await holdsFor(1500, async () => await held(B, 'mv2') && !w.updates().some(f => f.cause === 'session_lost'),
-    'the lock stays under the socket on the other broker');
+  const graceless = () => !/^\d+$/.test(r.cli('ZSCORE', 'dl:expiry', `$${lock.session_id}`) || '');
+  await holdsFor(1500, async () => graceless() && await held(B, 'mv2') &&
+    !w.updates().some(f => f.cause === 'session_lost'), 'the lock stays under the socket on the other broker');
   await s2.close();
   const lost = await w.waitFor(upd('force_released', 'mv2'), 5000);
   eq(lost.cause, 'session_lost', 'lost once its current socket closes');
