@@ -171,6 +171,11 @@ int config_load(int argc, char **argv, FILE *out, FILE *err)
         fprintf(err, "devlockd: a setting is out of range (see --help)\n");
         return -1;
     }
+    if (cfg.ws_queue_max_bytes < 65536 || cfg.ws_ping_interval < 0 || cfg.ws_ping_timeout < 1) {
+        fprintf(err, "devlockd: --ws-queue-max-bytes is at least 65536, --ws-ping-interval at least 0, "
+                     "--ws-ping-timeout at least 1\n");
+        return -1;
+    }
     if (print) {
         print_config(out);
         return 1;

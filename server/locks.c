@@ -1050,20 +1050,183 @@ void locks_push_catalogue(void)
     }
 }
 
-static void session_cb(void *ctx, redisReply *r, enum lk_status s)
-{
-    (void)ctx;
-    if (s == LK_E_OK && elem_int(r, 1) > 0)
-        events_arm(elem_int(r, 1)); /* this broker ends the session if nobody resumes it */
-}
-
 const char *locks_arg_maxlen(void) { return maxlen_arg; }
 const char *locks_arg_delay(void) { return delay_arg; }
 
-void locks_session(const char *session, int attach)
+/* ---- sessions ----------------------------------------------------------------
+ *
+ * session.lua keeps who owns each WebSocket session (broker, socket
+ * connection id, user). A detach must not be lost: one that Redis did not
+ * answer is retried with capped backoff until it is, from a bounded list
+ * (a detach that ran but whose answer was lost is harmless to repeat: the
+ * record no longer names that socket, so the repeat is ignored). A broker
+ * that dies cannot detach at all: every broker runs 'reap' now and then,
+ * which detaches the sessions of brokers whose liveness key has been gone
+ * for SESSION_LOST_WINDOW_MS. */
+
+#define SESSION_RETRY_MIN_MS 100
+#define SESSION_RETRY_MAX_MS 2000
+#define SESSION_RETRY_MAX 100000      /* detaches waiting for Redis, at most */
+#define SESSION_LOST_WINDOW_MS "1500" /* a liveness key missing this long: dead */
+
+struct session_detach {
+    struct session_detach *next;
+    char session[37], conn[37];
+};
+
+static struct {
+    struct session_detach *head, *tail;
+    size_t count;
+    uv_timer_t timer;
+    int timer_init;
+    uint64_t backoff_ms;
+    int reaping;
+    int shut;               /* shutting down: nothing is retried any more */
+} sess;
+
+static void session_send_detach(struct session_detach *d);
+
+static void session_grace_arg(char *out, size_t n)
+{
+    snprintf(out, n, "%lld", (long long)(cfg.session_grace * 1000));
+}
+
+static void session_retry_cb(uv_timer_t *t)
+{
+    (void)t;
+    /* resend every waiting detach; those Redis still does not answer come back */
+    struct session_detach *d = sess.head;
+    sess.head = sess.tail = NULL;
+    sess.count = 0;
+    while (d) {
+        struct session_detach *next = d->next;
+        session_send_detach(d);
+        d = next;
+    }
+}
+
+static void session_retry_later(struct session_detach *d)
+{
+    if (sess.shut) { /* the other brokers detach it once this one's liveness key is gone */
+        free(d);
+        return;
+    }
+    if (sess.count >= SESSION_RETRY_MAX) {
+        lk_error("sessions: %zu detaches wait for Redis; session %s is left to the broker-liveness "
+                 "cleanup", sess.count, d->session);
+        free(d);
+        return;
+    }
+    d->next = NULL;
+    if (sess.tail)
+        sess.tail->next = d;
+    else
+        sess.head = d;
+    sess.tail = d;
+    sess.count++;
+    if (!sess.timer_init) {
+        uv_timer_init(uv_default_loop(), &sess.timer);
+        uv_unref((uv_handle_t *)&sess.timer);
+        sess.timer_init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&sess.timer)) {
+        sess.backoff_ms = sess.backoff_ms ? sess.backoff_ms * 2 : SESSION_RETRY_MIN_MS;
+        if (sess.backoff_ms > SESSION_RETRY_MAX_MS)
+            sess.backoff_ms = SESSION_RETRY_MAX_MS;
+        uv_timer_start(&sess.timer, session_retry_cb, sess.backoff_ms, 0);
+    }
+}
+
+static void session_detach_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct session_detach *d = ctx;
+    if (s == LK_E_UNAVAILABLE) {
+        session_retry_later(d);
+        return;
+    }
+    if (s == LK_E_OK) {
+        sess.backoff_ms = 0;
+        if (elem_int(r, 1) > 0)
+            events_arm(elem_int(r, 1)); /* this broker ends the session if nobody attaches */
+    } else {
+        lk_error("sessions: detaching session %s failed", d->session);
+    }
+    free(d);
+}
+
+static void session_send_detach(struct session_detach *d)
 {
     char grace[32];
-    snprintf(grace, sizeof(grace), "%lld", (long long)(cfg.session_grace * 1000));
-    const char *argv[] = {attach ? "attach" : "detach", session, grace};
-    store_eval(SCRIPT_SESSION, 0, 3, argv, NULL, session_cb, NULL);
+    session_grace_arg(grace, sizeof(grace));
+    const char *argv[] = {"detach", d->session, lk.broker, d->conn, "", grace};
+    store_eval(SCRIPT_SESSION, 0, 6, argv, NULL, session_detach_cb, d);
+}
+
+void locks_session_detach(const char *session, const char *conn)
+{
+    struct session_detach *d = lk_xcalloc(1, sizeof(*d));
+    snprintf(d->session, sizeof(d->session), "%s", session);
+    snprintf(d->conn, sizeof(d->conn), "%s", conn);
+    session_send_detach(d);
+}
+
+void locks_session_claim(const char *session, const char *conn, const char *user)
+{
+    const char *argv[] = {"claim", session, lk.broker, conn, user ? user : ""};
+    store_eval(SCRIPT_SESSION, 0, 5, argv, NULL, ignore_cb, NULL);
+}
+
+struct store_op *locks_session_attach(const char *session, const char *own, const char *conn,
+                                      const char *user, int admin, store_reply_fn fn, void *ctx)
+{
+    char grace[32];
+    session_grace_arg(grace, sizeof(grace));
+    const char *argv[] = {"attach", session, lk.broker, conn, user ? user : "", grace,
+                          admin ? "1" : "0", own ? own : ""};
+    return store_eval(SCRIPT_SESSION, 0, 8, argv, NULL, fn, ctx);
+}
+
+static void session_reap_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    (void)ctx;
+    sess.reaping = 0;
+    if (s != LK_E_OK)
+        return;
+    if (elem_int(r, 0) > 0) {
+        lk_warn("sessions: %lld session locks of a broker that is gone enter their grace period",
+                elem_int(r, 0));
+        if (elem_int(r, 1) > 0)
+            events_arm(elem_int(r, 1));
+    }
+    if (elem_int(r, 2) > 0) /* no deadline waits for a broker that is gone */
+        events_arm(elem_int(r, 2));
+}
+
+void locks_session_reap(void)
+{
+    if (sess.reaping || !store_ready())
+        return;
+    char grace[32];
+    session_grace_arg(grace, sizeof(grace));
+    const char *argv[] = {"reap", "", lk.broker, "", "", grace, "0", "", SESSION_LOST_WINDOW_MS};
+    sess.reaping = 1;
+    if (!store_eval(SCRIPT_SESSION, 0, 9, argv, NULL, session_reap_cb, NULL))
+        sess.reaping = 0;
+}
+
+void locks_session_shutdown(void)
+{
+    sess.shut = 1;
+    while (sess.head) {
+        struct session_detach *d = sess.head;
+        sess.head = d->next;
+        free(d);
+    }
+    sess.tail = NULL;
+    sess.count = 0;
+    if (sess.timer_init) {
+        uv_timer_stop(&sess.timer);
+        uv_close((uv_handle_t *)&sess.timer, NULL);
+        sess.timer_init = 0;
+    }
 }

@@ -52,6 +52,21 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms);
 
 /* A session's WebSocket closed (detach) or was resumed (attach). */
 void locks_session(const char *session, int attach);
+/* WebSocket sessions (session.lua). conn: the socket's connection id,
+ * which the session's owner record names. claim: the socket's own session,
+ * before its first session lock. attach: the socket takes session over
+ * (own: its own session, refused with 'busy' while that holds locks; a
+ * session of another user is refused with 'forbidden' unless admin); fn gets
+ * the script's reply. detach: the socket closed; ignored unless it still
+ * owns the session; retried until Redis answers. reap: detaches the
+ * sessions of brokers that are gone (run periodically). */
+void locks_session_claim(const char *session, const char *conn, const char *user);
+struct store_op *locks_session_attach(const char *session, const char *own, const char *conn,
+                                      const char *user, int admin, store_reply_fn fn, void *ctx);
+void locks_session_detach(const char *session, const char *conn);
+void locks_session_reap(void);
+/* Drops the detaches still waiting for Redis and closes their timer. */
+void locks_session_shutdown(void);
 /* events.c: a grant for queued request `waiter` was read from the stream. */
 void locks_waiter_event(const char *waiter);
 /* This broker's id (its waiters are served only while it is alive). */

@@ -46,6 +46,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_ESTABLISHED:
         return pss ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
     case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_RECEIVE_PONG:
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLOSED:
         return pss && pss->ws.kind == PSS_WS ? ws_callback(wsi, reason, &pss->ws, in, len) : 0;
@@ -214,6 +215,7 @@ int main(int argc, char **argv)
      * the loop and the connections still run, so the requesters get a 503 */
     locks_shutdown(loop, cfg.redis_timeout_ms + 500 < 3000 ? cfg.redis_timeout_ms + 500 : 3000);
     lws_context_destroy(ctx);
+    ws_shutdown();
     store_shutdown();
     events_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);

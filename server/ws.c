@@ -9,9 +9,27 @@
  * session registered: none is lost, none is repeated. resume works the same
  * way with a replay of (since, now] instead of a snapshot.
  *
+ * The stream reader may lag behind a snapshot (the snapshot's id E can be
+ * ahead of the last event read). So when a sync ends, E becomes the
+ * session's floor: a live event with id <= floor is never sent, however
+ * late the reader delivers it. Resumes asked for while a sync is in flight
+ * wait in a short FIFO and run in turn; each gets its answer.
+ *
  * Each event is serialised once into a refcounted frame (with LWS_PRE
  * headroom) shared by every session's queue. A queue is a bounded ring; a
- * client that falls behind by --ws-queue-max frames is dropped. */
+ * client that falls behind by --ws-queue-max frames or --ws-queue-max-bytes
+ * bytes is dropped (one frame larger than the byte bound is still sent to a
+ * client whose queue is empty).
+ *
+ * Liveness: each client is pinged after --ws-ping-interval seconds without
+ * anything from it, and dropped when --ws-ping-timeout more pass without a
+ * pong (or any frame). A client that does not read is dropped the same way,
+ * since its ping cannot even be written.
+ *
+ * Sessions: a socket owns one session (its own, or one it attached). The
+ * owner record in Redis (session.lua) names the broker and this socket's
+ * conn_id, so a detach from a socket the session has moved away from is
+ * ignored, and the other brokers detach the sessions of a broker that died. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +57,19 @@ struct ws_msg {
     unsigned char buf[];    /* LWS_PRE headroom, then len bytes */
 };
 
-enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW };
+enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW,
+                 CALL_ATTACH };
+
+#define PENDING_RESUMES_MAX 4 /* each may hold a replay of --resume-max events */
+#define CALLS_MAX 1024      /* requests in flight per client (each holds memory) */
+#define TICK_MS 250
+
+/* A resume that waits for the sync in flight. */
+struct ws_pending {
+    struct ws_pending *next;
+    char *since;
+    char *id_json;
+};
 
 struct ws_call {
     struct ws_session *s;
@@ -48,7 +78,8 @@ struct ws_call {
     struct locks_call *lc;  /* lock call in flight */
     struct store_op *op;    /* or a script (resume) */
     char *id_json;          /* the request's "id", serialised; NULL if none */
-    char *since;            /* resume */
+    char *since;            /* resume; attach: the resume's since, NULL for attach_session */
+    char *target;           /* attach: the session taken over */
     int session;            /* acquire with "session": true */
 };
 
@@ -63,7 +94,23 @@ static const char *const result_type[] = {
     [CALL_RELEASE] = "release_result", [CALL_RENEW] = "renew_result",
 };
 
-void ws_init(void) {}
+static uv_timer_t tick;
+static unsigned ticks;
+static void tick_cb(uv_timer_t *t);
+
+void ws_init(void)
+{
+    uv_timer_init(uv_default_loop(), &tick);
+    uv_unref((uv_handle_t *)&tick); /* it never keeps the loop alive at shutdown */
+    uv_timer_start(&tick, tick_cb, TICK_MS, TICK_MS);
+}
+void ws_shutdown(void)
+{
+    uv_timer_stop(&tick);
+    uv_close((uv_handle_t *)&tick, NULL);
+    locks_session_shutdown();
+}
+
 size_t ws_client_count(void) { return all.count; }
 unsigned long ws_dropped_count(void) { return all.dropped; }
 
@@ -130,18 +177,27 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
 {
     if (s->doomed)
         return;
-    if (q_grow(s) != 0) {
+    /* One frame larger than the bound (a snapshot or status of many locks)
+     * may wait besides it, uncounted; a second one is counted. */
+    size_t max = (size_t)cfg.ws_queue_max_bytes;
+    int big = m->len > max && !s->qbig;
+    int over_bytes = !big && s->qlen > 0 && s->qbytes + m->len > max;
+    if (over_bytes || q_grow(s) != 0) {
         s->doomed = 1;
         all.dropped++;
         metrics_refusal(REF_slow_client);
-        lk_warn("ws: client fell %zu frames behind; dropping it", s->qlen);
+        lk_warn("ws: client fell %zu frames (%zu bytes) behind; dropping it", s->qlen, s->qbytes);
         /* it may never become writeable again (it does not read): close it
          * from the loop rather than waiting for a WRITEABLE callback */
         lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        lws_callback_on_writable(s->wsi); /* sooner, with a close frame, if it can be written */
         return;
     }
     m->refs++;
-    s->qbytes += m->len;
+    if (big)
+        s->qbig = m;
+    else
+        s->qbytes += m->len;
     if (front) {
         s->qhead = (s->qhead + s->qcap - 1) % s->qcap;
         s->q[s->qhead] = m;
@@ -160,7 +216,10 @@ static struct ws_msg *q_pop(struct ws_session *s)
     struct ws_msg *m = s->q[s->qhead];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
-    s->qbytes -= m->len;
+    if (m == s->qbig)
+        s->qbig = NULL;
+    else
+        s->qbytes -= m->len;
     return m;
 }
 
@@ -169,6 +228,7 @@ static void q_drop_events(struct ws_session *s, const char *upto)
 {
     size_t n = s->qlen, kept = 0;
     for (size_t i = 0; i < n; i++) {
+        int big = q_at(s, 0) == s->qbig;
         struct ws_msg *m = q_pop(s);
         if (m->is_event && (!upto[0] || ws_event_id_cmp(m->id, upto) <= 0)) {
             msg_unref(m);
@@ -176,7 +236,10 @@ static void q_drop_events(struct ws_session *s, const char *upto)
         }
         s->q[(s->qhead + s->qlen) % s->qcap] = m;
         s->qlen++;
-        s->qbytes += m->len;
+        if (big)
+            s->qbig = m;
+        else
+            s->qbytes += m->len;
         kept++;
     }
     (void)kept;
@@ -238,8 +301,11 @@ static void sync_covers(struct ws_session *s, const char *id)
 
 static void release_queue(struct ws_session *s)
 {
-    if (s->sync_upto[0])
+    if (s->sync_upto[0]) {
         q_drop_events(s, s->sync_upto);
+        if (!s->floor[0] || ws_event_id_cmp(s->sync_upto, s->floor) > 0)
+            snprintf(s->floor, sizeof(s->floor), "%s", s->sync_upto);
+    }
     for (size_t i = s->nsync; i-- > 0;) {
         q_push(s, s->sync_frames[i], 1);
         msg_unref(s->sync_frames[i]);
@@ -291,8 +357,8 @@ void ws_broadcast(const char *event_id, const char *device, const char *json, si
     }
     lk_buf_free(&b);
     for (struct ws_session *s = all.head; s; s = s->next) {
-        if (!wants(s, device))
-            continue;
+        if (!wants(s, device) || (s->floor[0] && ws_event_id_cmp(event_id, s->floor) <= 0))
+            continue; /* or the sync before it covered it: the reader lags */
         int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, lk_buf_data(&owner));
         q_push(s, full ? m : hidden, 0);
     }
@@ -311,6 +377,7 @@ static struct ws_call *call_new(struct ws_session *s, enum call_kind kind, const
     c->id_json = id ? cJSON_PrintUnformatted(id) : NULL;
     c->next = s->calls;
     s->calls = c;
+    s->ncalls++;
     return c;
 }
 
@@ -333,14 +400,33 @@ static void call_free(struct ws_call *c)
     struct ws_call **pp = &c->s->calls;
     while (*pp && *pp != c)
         pp = &(*pp)->next;
-    if (*pp)
+    if (*pp) {
         *pp = c->next;
+        c->s->ncalls--;
+    }
     free(c->id_json);
     free(c->since);
+    free(c->target);
     free(c);
 }
 
 static void start_resume(struct ws_session *s, const char *since, const char *id_json);
+
+/* The sync ended: the next waiting resume, or the live queue. */
+static void sync_next(struct ws_session *s)
+{
+    struct ws_pending *p = s->pending;
+    if (!p || s->doomed) {
+        release_queue(s);
+        return;
+    }
+    s->pending = p->next;
+    s->npending--;
+    start_resume(s, p->since, p->id_json);
+    free(p->since);
+    free(p->id_json);
+    free(p);
+}
 
 /* The snapshot (initial_status, or after resume_gap) is in: put it in
  * front of the held queue, minus the events it already contains. */
@@ -365,15 +451,7 @@ static void snapshot_done(void *ctx, const struct locks_result *res)
     sync_covers(s, res->event_id ? res->event_id : "0-0");
     lk_buf_free(&b);
     call_free(c);
-    if (s->pending_resume) {
-        char *since = s->pending_resume, *id = s->pending_resume_id;
-        s->pending_resume = s->pending_resume_id = NULL;
-        start_resume(s, since, id);
-        free(since);
-        free(id);
-        return;
-    }
-    release_queue(s);
+    sync_next(s);
 }
 
 static void start_snapshot(struct ws_session *s)
@@ -392,7 +470,7 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
         r->element[0]->type != REDIS_REPLY_STRING) {
         send_error(s, LK_E_UNAVAILABLE, "Redis is unavailable; resume again later", c->id_json);
         call_free(c);
-        release_queue(s);
+        sync_next(s);
         return;
     }
     if (strcmp(r->element[0]->str, "gap") == 0) {
@@ -452,7 +530,7 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
     sync_add(s, &b, NULL);
     lk_buf_free(&b);
     call_free(c);
-    release_queue(s);
+    sync_next(s);
 }
 
 static void start_resume(struct ws_session *s, const char *since, const char *id_json)
@@ -580,18 +658,124 @@ static int ws_authenticate(struct lws *wsi, struct auth_user *user)
     return auth_lookup(tok, user);
 }
 
-/* Takes over an earlier socket's session (its session locks stay). */
-static int attach_session(struct ws_session *s, const cJSON *sid, const char *id_json)
+/* A resume, now or after the sync in flight (every resume is answered). */
+static void resume_or_queue(struct ws_session *s, const char *since, const char *id_json)
+{
+    if (!s->syncing) {
+        start_resume(s, since, id_json);
+        return;
+    }
+    if (s->npending >= PENDING_RESUMES_MAX) {
+        send_error(s, LK_E_VALIDATION, "too many resumes in flight; wait for their resume_result",
+                   id_json);
+        return;
+    }
+    struct ws_pending *p = lk_xcalloc(1, sizeof(*p)), **pp = &s->pending;
+    p->since = lk_xstrdup(since);
+    p->id_json = id_json ? lk_xstrdup(id_json) : NULL;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p;
+    s->npending++;
+}
+
+static void send_attach_result(struct ws_session *s, const char *id_json)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"type\":\"attach_session_result\",");
+    if (id_json)
+        lk_buf_printf(&b, "\"id\":%s,", id_json);
+    lk_buf_puts(&b, "\"session_id\":");
+    lk_buf_json_str(&b, s->session_id);
+    lk_buf_putc(&b, '}');
+    send_text(s, &b, 0);
+    lk_buf_free(&b);
+}
+
+/* The session left the socket of this broker that owned it (conn): that
+ * socket starts a fresh session of its own, so closing it detaches nothing. */
+static void session_moved_from(const char *session, const char *conn)
+{
+    for (struct ws_session *o = all.head; o; o = o->next) {
+        if (o->wsi && !strcmp(o->conn_id, conn) && !strcmp(o->session_id, session)) {
+            uuid_t u;
+            uuid_generate_random(u);
+            uuid_unparse_lower(u, o->session_id);
+            o->claimed = 0;
+        }
+    }
+}
+
+static void attach_done(void *ctx, redisReply *r, enum lk_status st)
+{
+    struct ws_call *c = ctx;
+    struct ws_session *s = c->s;
+    c->op = NULL;
+    s->attaching = 0;
+    const char *res = st == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                              r->element[0]->type == REDIS_REPLY_STRING
+                          ? r->element[0]->str
+                          : NULL;
+    if (!res) {
+        /* it may still run: if it does, the session gets its grace period */
+        locks_session_detach(c->target, s->conn_id);
+        send_error(s, LK_E_UNAVAILABLE, "Redis is unavailable; attach again later", c->id_json);
+    } else if (!strcmp(res, "forbidden")) {
+        metrics_refusal(REF_forbidden);
+        send_error(s, LK_E_FORBIDDEN, "that session belongs to another user", c->id_json);
+    } else if (!strcmp(res, "busy")) {
+        send_error(s, LK_E_VALIDATION,
+                   "this socket's own session holds locks: release them first, or attach on a new socket",
+                   c->id_json);
+    } else if (!strcmp(res, "ok")) {
+        if (r->elements >= 4 && r->element[2]->type == REDIS_REPLY_STRING &&
+            r->element[3]->type == REDIS_REPLY_STRING && !strcmp(r->element[2]->str, locks_broker_id()) &&
+            strcmp(r->element[3]->str, s->conn_id))
+            session_moved_from(c->target, r->element[3]->str);
+        snprintf(s->session_id, sizeof(s->session_id), "%s", c->target);
+        s->claimed = 1;
+        if (c->since)
+            resume_or_queue(s, c->since, c->id_json);
+        else
+            send_attach_result(s, c->id_json);
+    } else {
+        send_error(s, LK_E_INTERNAL, "unexpected reply from the session script", c->id_json);
+    }
+    call_free(c);
+}
+
+static int session_acquire_in_flight(const struct ws_session *s)
+{
+    for (const struct ws_call *c = s->calls; c; c = c->next)
+        if (c->kind == CALL_ACQUIRE && c->session)
+            return 1;
+    return 0;
+}
+
+/* Takes over an earlier socket's session (its session locks stay); then
+ * resumes from since when it is set (resume with session_id). */
+static void attach_session(struct ws_session *s, const cJSON *sid, const char *since, const char *id_json)
 {
     if (!cJSON_IsString(sid) || strlen(sid->valuestring) != 36) {
         send_error(s, LK_E_VALIDATION, "field 'session_id' must be a session id from acquire_result",
                    id_json);
-        return 0;
+        return;
     }
-    locks_session(s->session_id, 0); /* the fresh session has no locks: a no-op */
-    snprintf(s->session_id, sizeof(s->session_id), "%s", sid->valuestring);
-    locks_session(s->session_id, 1);
-    return 1;
+    if (s->attaching || session_acquire_in_flight(s)) {
+        send_error(s, LK_E_VALIDATION,
+                   s->attaching ? "an attach is in flight; wait for its answer"
+                                : "a session acquire is in flight; wait for its answer",
+                   id_json);
+        return;
+    }
+    struct ws_call *c = call_new(s, CALL_ATTACH, NULL);
+    c->id_json = id_json ? lk_xstrdup(id_json) : NULL;
+    c->since = since ? lk_xstrdup(since) : NULL;
+    c->target = lk_xstrdup(sid->valuestring);
+    s->attaching = 1;
+    script_started(c, locks_session_attach(c->target, s->session_id, s->conn_id, s->user.user_id,
+                                           auth_active() && auth_is_admin(&s->user), attach_done, c));
 }
 
 enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char **type,
@@ -629,6 +813,8 @@ enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char *
 
 static void handle_message(struct ws_session *s, const char *text, size_t len)
 {
+    if (s->doomed)
+        return; /* being dropped: no more work for it */
     cJSON *msg;
     const char *t, *detail = NULL;
     enum lk_status st = ws_decode(text, len, &msg, &t, &detail);
@@ -640,6 +826,9 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     char *id_json = id ? cJSON_PrintUnformatted(id) : NULL;
     if (!t) {
         send_error(s, st, detail, id_json);
+    } else if (s->ncalls >= CALLS_MAX && strcmp(t, "ping") && strcmp(t, "subscribe")) {
+        send_error(s, LK_E_UNAVAILABLE, "too many requests in flight on this socket; wait for answers",
+                   id_json);
     } else if (!strcmp(t, "ping")) {
         char ts[40];
         lk_time_format_us(lk_time_now_us(), ts, sizeof(ts));
@@ -657,10 +846,18 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     } else if ((!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) &&
                !authorized(s, msg, t[1] == 'c', id_json)) {
         /* refused: the error frame is sent */
+    } else if (!strcmp(t, "acquire") && s->attaching &&
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "session"))) {
+        send_error(s, LK_E_VALIDATION, "an attach is in flight; send session acquires after its answer",
+                   id_json);
     } else if (!strcmp(t, "acquire") || !strcmp(t, "release") || !strcmp(t, "renew")) {
         enum call_kind k = t[1] == 'c' ? CALL_ACQUIRE : t[2] == 'l' ? CALL_RELEASE : CALL_RENEW;
         struct ws_call *c = call_new(s, k, id);
-        c->session = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "session"));
+        c->session = k == CALL_ACQUIRE && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "session"));
+        if (c->session && !s->claimed) { /* ahead of the acquire on the same connection */
+            locks_session_claim(s->session_id, s->conn_id, s->user.user_id);
+            s->claimed = 1;
+        }
         call_started(c, k == CALL_ACQUIRE ? locks_request(msg, s->session_id, command_done, c)
                         : k == CALL_RELEASE ? locks_release(msg, command_done, c)
                                             : locks_renew(msg, command_done, c));
@@ -669,37 +866,58 @@ static void handle_message(struct ws_session *s, const char *text, size_t len)
     } else if (!strcmp(t, "resume") || !strcmp(t, "attach_session")) {
         const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
         const cJSON *sid = cJSON_GetObjectItemCaseSensitive(msg, "session_id");
-        if (sid && !attach_session(s, sid, id_json))
-            goto out;
-        if (!strcmp(t, "attach_session")) {
-            struct lk_buf b;
-            lk_buf_init(&b, 0);
-            lk_buf_puts(&b, "{\"type\":\"attach_session_result\",");
-            if (id_json)
-                lk_buf_printf(&b, "\"id\":%s,", id_json);
-            lk_buf_puts(&b, "\"session_id\":");
-            lk_buf_json_str(&b, s->session_id);
-            lk_buf_putc(&b, '}');
-            send_text(s, &b, 0);
-            lk_buf_free(&b);
-            goto out;
-        }
-        if (!cJSON_IsString(since) || strlen(since->valuestring) > 42) {
+        int resume = !strcmp(t, "resume");
+        if (resume && (!cJSON_IsString(since) || strlen(since->valuestring) > 42))
             send_error(s, LK_E_VALIDATION, "field 'since' must be an event_id string", id_json);
-        } else if (s->syncing) {
-            free(s->pending_resume);
-            free(s->pending_resume_id);
-            s->pending_resume = lk_xstrdup(since->valuestring);
-            s->pending_resume_id = id_json ? lk_xstrdup(id_json) : NULL;
-        } else {
-            start_resume(s, since->valuestring, id_json);
-        }
+        else if (sid)
+            attach_session(s, sid, resume ? since->valuestring : NULL, id_json);
+        else if (!resume)
+            send_attach_result(s, id_json); /* no session_id: the socket's own */
+        else
+            resume_or_queue(s, since->valuestring, id_json);
     } else {
         send_error(s, LK_E_UNKNOWN_TYPE, "unknown message type", id_json);
     }
-out:
     free(id_json);
     cJSON_Delete(msg);
+}
+
+/* ---- liveness ------------------------------------------------------------------ */
+
+static void drop_silent(struct ws_session *s)
+{
+    s->doomed = 2;
+    all.dropped++;
+    lk_info("ws: client did not answer a ping within %ld s; dropping it", cfg.ws_ping_timeout);
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    lws_callback_on_writable(s->wsi);
+}
+
+/* Pings, ping timeouts, and (once a second) the cleanup of sessions whose
+ * broker died. */
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+    int64_t now = lk_time_mono_ms();
+    if (cfg.ws_ping_interval > 0) {
+        for (struct ws_session *s = all.head; s; s = s->next) {
+            if (!s->wsi || s->doomed)
+                continue;
+            if (s->ping_sent_ms) {
+                if (now - s->ping_sent_ms >= cfg.ws_ping_timeout * 1000)
+                    drop_silent(s);
+            } else if (now - s->last_seen_ms >= cfg.ws_ping_interval * 1000) {
+                /* the timeout runs from now even if the ping cannot be written */
+                s->ping_sent_ms = now;
+                s->ping_due = 1;
+                lws_callback_on_writable(s->wsi);
+            }
+        }
+    }
+    if (++ticks >= 1000 / TICK_MS) {
+        ticks = 0;
+        locks_session_reap();
+    }
 }
 
 /* ---- lws callback ------------------------------------------------------------- */
@@ -710,10 +928,14 @@ static void session_close(struct ws_session *s)
         if (s->calls->lc)
             locks_cancel(s->calls->lc);
         store_cancel(s->calls->op);
+        /* an attach that still runs makes this socket the owner: undo that */
+        if (s->calls->kind == CALL_ATTACH && s->calls->op)
+            locks_session_detach(s->calls->target, s->conn_id);
         call_free(s->calls);
     }
-    /* its session locks end after the grace period unless resumed */
-    locks_session(s->session_id, 0);
+    /* its session locks end after the grace period unless attached elsewhere */
+    if (s->claimed)
+        locks_session_detach(s->session_id, s->conn_id);
     for (size_t i = 0; i < s->nfilter; i++)
         free(s->filter[i]);
     free(s->filter);
@@ -724,8 +946,13 @@ static void session_close(struct ws_session *s)
     for (size_t i = 0; i < s->nsync; i++)
         msg_unref(s->sync_frames[i]);
     free(s->sync_frames);
-    free(s->pending_resume);
-    free(s->pending_resume_id);
+    while (s->pending) {
+        struct ws_pending *p = s->pending;
+        s->pending = p->next;
+        free(p->since);
+        free(p->id_json);
+        free(p);
+    }
     lk_buf_free(&s->rx);
     if (s->prev)
         s->prev->next = s->next;
@@ -779,6 +1006,9 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         uuid_t u;
         uuid_generate_random(u);
         uuid_unparse_lower(u, s->session_id);
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, s->conn_id);
+        s->last_seen_ms = lk_time_mono_ms();
         lk_buf_init(&s->rx, 0);
         s->next = all.head;
         if (all.head)
@@ -794,9 +1024,17 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             start_snapshot(s);
         return 0;
     }
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (s->wsi) {
+            s->ping_sent_ms = 0;
+            s->last_seen_ms = lk_time_mono_ms();
+        }
+        return 0;
     case LWS_CALLBACK_RECEIVE:
         if (!s->wsi)
             return -1;
+        s->ping_sent_ms = 0;
+        s->last_seen_ms = lk_time_mono_ms();
         if (!s->rx_over && s->rx.len + len > (size_t)cfg.max_ws_message) {
             s->rx_over = 1;
             metrics_refusal(REF_ws_message_too_large);
@@ -821,10 +1059,20 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         if (!s->wsi)
             return -1;
         if (s->doomed) {
-            static const char why[] = "client too slow";
-            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
-                             sizeof(why) - 1);
+            const char *why = s->doomed == 2 ? "no pong" : "client too slow";
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, strlen(why));
             return -1;
+        }
+        if (s->ping_due) {
+            /* with a payload: lws 4.1 reports no RECEIVE_PONG for an empty pong */
+            unsigned char ping[LWS_PRE + 4];
+            memcpy(ping + LWS_PRE, "dl", 2);
+            s->ping_due = 0;
+            if (lws_write(wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+                return -1;
+            if (s->qlen && !s->syncing)
+                lws_callback_on_writable(wsi);
+            return 0;
         }
         if (s->syncing)
             return 0;

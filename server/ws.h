@@ -15,6 +15,7 @@ struct cJSON;
 
 struct ws_call;
 struct ws_msg;
+struct ws_pending;
 
 /* Per-connection state (inside the lws per-session data). */
 struct ws_session {
@@ -22,24 +23,35 @@ struct ws_session {
     struct lws *wsi;
     struct ws_session *prev, *next;   /* all sessions */
     struct ws_msg **q;                /* ring of frames to send */
-    size_t qcap, qhead, qlen, qbytes;
+    size_t qcap, qhead, qlen, qbytes; /* qbytes: all but qbig */
+    struct ws_msg *qbig;              /* one queued frame over --ws-queue-max-bytes, or NULL */
     int syncing;        /* a snapshot or resume is in flight: hold the queue */
-    int doomed;         /* fell too far behind: close at the next write */
+    int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong */
     struct ws_msg **sync_frames;      /* made by the sync, sent before the queue */
     size_t nsync;
     char sync_upto[48];               /* the sync covers events up to this id */
-    char *pending_resume;             /* resume asked for while syncing */
-    char *pending_resume_id;
+    struct ws_pending *pending;       /* resumes asked for while syncing, in order */
+    size_t npending;
+    char floor[48];                   /* events up to this id were covered by a sync */
     struct ws_call *calls;            /* requests in flight */
+    size_t ncalls;
     struct lk_buf rx;                 /* message being reassembled */
     int rx_over;                      /* message too large */
     char **filter;                    /* subscribe: devices wanted (NULL = all) */
     size_t nfilter;
     char session_id[37];              /* owner of this socket's session locks */
+    char conn_id[37];                 /* this socket, as session owner records name it */
+    int claimed;        /* the session's owner record (Redis) names this socket */
+    int attaching;      /* an attach_session (or resume with session_id) is in flight */
+    int ping_due;       /* send a ping at the next WRITEABLE */
+    int64_t ping_sent_ms;             /* a ping is unanswered since then (0: none) */
+    int64_t last_seen_ms;             /* the client last sent something */
     struct auth_user user;            /* auth on: the token's user */
 };
 
 void ws_init(void);
+/* Stops the ping and session-cleanup timer (before the loop closes). */
+void ws_shutdown(void);
 /* lws callback for reasons of WebSocket connections. */
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
                 void *in, size_t len);

@@ -1,15 +1,144 @@
--- session: a WebSocket session's socket closed (detach: its locks end with
--- cause session_lost after the grace period unless it is resumed) or was
--- resumed (attach).
--- ARGV: mode ('detach' | 'attach'), session id, grace ms
--- Returns {locks held by the session, deadline_us (0 = none)}
-local key = 'dl:sess:' .. ARGV[2]
-local n = redis.call('SCARD', key)
-if ARGV[1] == 'attach' then
-    redis.call('ZREM', 'dl:expiry', '$' .. ARGV[2])
-    return {n, 0}
+-- session: who owns a WebSocket session, and what happens when that ends.
+--
+-- A session S is owned by one socket at a time: dl:sessown:S records its
+-- broker, the socket's connection id and the session's user (who first
+-- claimed it). Only the owner's detach starts the grace period, so a late
+-- detach from a socket the session moved away from is ignored. Each broker
+-- lists the sessions it owns in dl:bsess:<B>, and dl:sessbrokers lists the
+-- brokers with any: when a broker's liveness key (dl:broker:<B>) has been
+-- gone for a while, the others detach its sessions ('reap').
+--
+-- ARGV: mode, session, broker, conn, user, grace ms, admin ('1'/'0'),
+--       own session (attach), lost window ms (reap)
+-- mode 'claim'  the socket's own new session, before its first session lock
+--               -> {'ok', n}
+-- mode 'attach' the socket takes S over (attach_session, resume) ->
+--               {'ok', n, old broker, old conn} | {'forbidden'} | {'busy'}
+-- mode 'detach' the socket closed -> {n, deadline_us (0 = none)} |
+--               {'stale', the session's grace deadline_us or 0}
+-- mode 'reap'   detach the sessions of dead brokers -> {n, deadline_us,
+--               earliest deadline of all (0 = none): a deadline armed only
+--               by a broker that died is armed by the others this way}
+local mode, sid, broker, conn = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local grace_ms = tonumber(ARGV[6]) or 0
+
+local function own_key(s) return 'dl:sessown:' .. s end
+
+local function own(s)
+    local rec = hload(own_key(s))
+    if rec and rec.broker == '' then rec.broker = nil end
+    return rec
 end
-if n == 0 then return {0, 0} end
-local deadline = now_us() + tonumber(ARGV[3]) * 1000
-add_deadline(deadline, '$' .. ARGV[2])
-return {n, deadline}
+
+local function take(s, user)
+    redis.call('HSET', own_key(s), 'broker', broker, 'conn', conn, 'user', user)
+    redis.call('PERSIST', own_key(s))
+    redis.call('SADD', 'dl:bsess:' .. broker, s)
+    redis.call('SADD', 'dl:sessbrokers', broker)
+    redis.call('ZREM', 'dl:expiry', '$' .. s)
+end
+
+-- Nobody owns s any more: its locks end after the grace period.
+local function release(s, from, now)
+    redis.call('SREM', 'dl:bsess:' .. from, s)
+    local n = redis.call('SCARD', 'dl:sess:' .. s)
+    if n == 0 then
+        redis.call('DEL', own_key(s))
+        return 0, 0
+    end
+    redis.call('HSET', own_key(s), 'broker', '', 'conn', '')
+    -- the owner user is kept for attaches during the grace period
+    redis.call('PEXPIRE', own_key(s), grace_ms + 60000)
+    local deadline = now + grace_ms * 1000
+    add_deadline(deadline, '$' .. s)
+    return n, deadline
+end
+
+if mode == 'claim' then
+    take(sid, ARGV[5])
+    return {'ok', redis.call('SCARD', 'dl:sess:' .. sid)}
+end
+
+if mode == 'attach' then
+    -- the socket's own session, unless it has moved to another socket since
+    local mine = ARGV[8] or ''
+    local m = mine ~= '' and mine ~= sid and own(mine)
+    if m and (m.broker ~= broker or m.conn ~= conn) then mine = '' end
+    if mine ~= '' and mine ~= sid and redis.call('SCARD', 'dl:sess:' .. mine) > 0 then
+        return {'busy'}
+    end
+    local rec = own(sid)
+    local user = ARGV[5]
+    if rec and rec.user and rec.user ~= '' then
+        if rec.user ~= user and ARGV[7] ~= '1' then return {'forbidden'} end
+        user = rec.user
+    end
+    if m and mine ~= '' then -- the socket's own session, empty: gone
+        redis.call('SREM', 'dl:bsess:' .. broker, mine)
+        redis.call('DEL', own_key(mine))
+    end
+    local old_broker, old_conn = '', ''
+    if rec and rec.broker then
+        old_broker, old_conn = rec.broker, rec.conn or ''
+        if old_broker ~= broker then redis.call('SREM', 'dl:bsess:' .. old_broker, sid) end
+    end
+    take(sid, user)
+    return {'ok', redis.call('SCARD', 'dl:sess:' .. sid), old_broker, old_conn}
+end
+
+if mode == 'detach' then
+    local rec = own(sid)
+    local now = now_us()
+    if rec then
+        if rec.broker ~= broker or rec.conn ~= conn then
+            -- a retry whose first try ran after all: its deadline, to arm
+            local at = redis.call('ZSCORE', 'dl:expiry', '$' .. sid)
+            return {'stale', tonumber(at) or 0}
+        end
+        local n, deadline = release(sid, broker, now)
+        return {n, deadline}
+    end
+    -- no owner record (a session from before records): the old rule
+    local n = redis.call('SCARD', 'dl:sess:' .. sid)
+    if n == 0 then return {0, 0} end
+    local deadline = now + grace_ms * 1000
+    add_deadline(deadline, '$' .. sid)
+    return {n, deadline}
+end
+
+if mode == 'reap' then
+    -- O(brokers with sessions + sessions of the dead ones)
+    local now = now_us()
+    local window = tonumber(ARGV[9]) or 2000
+    local n, first = 0, 0
+    for _, b in ipairs(redis.call('SMEMBERS', 'dl:sessbrokers')) do
+        if b ~= broker then
+            if redis.call('EXISTS', 'dl:broker:' .. b) == 1 then
+                redis.call('HDEL', 'dl:brokerlost', b)
+                if redis.call('SCARD', 'dl:bsess:' .. b) == 0 then
+                    redis.call('SREM', 'dl:sessbrokers', b)
+                end
+            else
+                local seen = tonumber(redis.call('HGET', 'dl:brokerlost', b) or '')
+                if not seen then
+                    redis.call('HSET', 'dl:brokerlost', b, int(now))
+                elseif now - seen >= window * 1000 then
+                    for _, s in ipairs(redis.call('SMEMBERS', 'dl:bsess:' .. b)) do
+                        local rec = own(s)
+                        if rec and rec.broker == b then
+                            local k, deadline = release(s, b, now)
+                            n = n + k
+                            if deadline > 0 and (first == 0 or deadline < first) then first = deadline end
+                        end
+                    end
+                    redis.call('DEL', 'dl:bsess:' .. b)
+                    redis.call('SREM', 'dl:sessbrokers', b)
+                    redis.call('HDEL', 'dl:brokerlost', b)
+                end
+            end
+        end
+    end
+    local nxt = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
+    return {n, first, tonumber(nxt[2] or 0)}
+end
+return redis.error_reply('session: unknown mode')
