@@ -397,6 +397,142 @@ static void ignore_cb(void *ctx, redisReply *r, enum lk_status s)
     (void)s;
 }
 
+/* ---- grants nobody received -------------------------------------------------
+ * A grant whose requester left or was answered 503 is given back with the
+ * call's owner token, so a retry that took it over keeps it. Redis may be
+ * stalled or down just then, so the release is kept and retried until Redis
+ * answers: running it twice is harmless (a lock no longer held with that key,
+ * or owned by another call, is left alone). Bounded in count; what does not
+ * fit, or is left at shutdown, ends with its lease. */
+#define ORPHAN_RETRY_MAX 100000
+#define ORPHAN_RETRY_MIN_MS 100
+#define ORPHAN_RETRY_MAX_MS 2000
+
+struct orphan {
+    char dev[LK_DEVICE_NAME_MAX + 1], key[37], user[USER_ID_MAX + 1], owner[37];
+    int sent;                  /* the script went out: its late reply follows */
+    struct orphan *next;
+};
+
+static struct {
+    struct orphan *head, *tail;
+    size_t count;
+    uv_timer_t timer;
+    int timer_init, shut;
+    long backoff_ms;
+} orph;
+
+static void orphan_send(struct orphan *o);
+
+static void orphan_retry_cb(uv_timer_t *t)
+{
+    (void)t;
+    struct orphan *o = orph.head;
+    orph.head = orph.tail = NULL;
+    orph.count = 0;
+    while (o) {
+        struct orphan *next = o->next;
+        orphan_send(o);
+        o = next;
+    }
+}
+
+static void orphan_later(struct orphan *o)
+{
+    if (orph.shut || orph.count >= ORPHAN_RETRY_MAX) {
+        lk_warn("device=%s: a grant nobody received is left to its lease (%s)", o->dev,
+                orph.shut ? "shutting down" : "too many releases wait for Redis");
+        free(o);
+        return;
+    }
+    o->next = NULL;
+    if (orph.tail)
+        orph.tail->next = o;
+    else
+        orph.head = o;
+    orph.tail = o;
+    orph.count++;
+    if (!orph.timer_init) {
+        uv_timer_init(uv_default_loop(), &orph.timer);
+        uv_unref((uv_handle_t *)&orph.timer);
+        orph.timer_init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&orph.timer)) {
+        orph.backoff_ms = orph.backoff_ms ? orph.backoff_ms * 2 : ORPHAN_RETRY_MIN_MS;
+        if (orph.backoff_ms > ORPHAN_RETRY_MAX_MS)
+            orph.backoff_ms = ORPHAN_RETRY_MAX_MS;
+        uv_timer_start(&orph.timer, orphan_retry_cb, (uint64_t)orph.backoff_ms, 0);
+    }
+}
+
+/* fn of the release; with LK_E_UNAVAILABLE after the script went out, the
+ * late reply (orphan_late_cb) tells whether it ran. */
+static void orphan_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct orphan *o = ctx;
+    (void)r;
+    if (s == LK_E_UNAVAILABLE && o->sent)
+        return;
+    if (s == LK_E_UNAVAILABLE) {
+        orphan_later(o);
+        return;
+    }
+    if (s == LK_E_OK)
+        orph.backoff_ms = 0;
+    else
+        lk_error("device=%s: giving back a grant nobody received failed", o->dev);
+    free(o);
+}
+
+static void orphan_late_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct orphan *o = ctx;
+    (void)r;
+    if (s == LK_E_OK) {
+        free(o);
+        return;
+    }
+    o->sent = 0;
+    orphan_later(o); /* the outcome is unknown (link lost): ask again */
+}
+
+static void orphan_send(struct orphan *o)
+{
+    const char *argv[] = {o->dev, o->key, o->user, maxlen_arg, delay_arg, o->owner};
+    o->sent = 0;
+    if (store_eval_late(SCRIPT_RELEASE, 0, 6, argv, NULL, orphan_cb, orphan_late_cb, o))
+        o->sent = 1;
+}
+
+static void orphan_release(const char *dev, const char *key, const char *user, const char *owner)
+{
+    struct orphan *o = lk_xcalloc(1, sizeof(*o));
+    snprintf(o->dev, sizeof(o->dev), "%s", dev);
+    snprintf(o->key, sizeof(o->key), "%s", key);
+    snprintf(o->user, sizeof(o->user), "%s", user);
+    snprintf(o->owner, sizeof(o->owner), "%s", owner);
+    orphan_send(o);
+}
+
+/* Drops the releases still waiting for Redis and closes their timer. */
+static void orphan_shutdown(void)
+{
+    orph.shut = 1;
+    while (orph.head) {
+        struct orphan *o = orph.head;
+        orph.head = o->next;
+        lk_warn("device=%s: a grant nobody received is left to its lease (shutting down)", o->dev);
+        free(o);
+    }
+    orph.tail = NULL;
+    orph.count = 0;
+    if (orph.timer_init) {
+        uv_timer_stop(&orph.timer);
+        uv_close((uv_handle_t *)&orph.timer, NULL);
+        orph.timer_init = 0;
+    }
+}
+
 /* A grant (body: its reply) that c's requester never received, having
  * left or been answered 503: give it back, unless a retry with the same
  * request_id has taken it over (release.lua compares c's owner token). */
@@ -407,9 +543,8 @@ static void release_orphan(struct locks_call *c, const char *body)
     const cJSON *lock = cJSON_GetObjectItemCaseSensitive(j, "lock");
     const char *dev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "device_name"));
     if (key && dev) {
-        const char *argv[] = {dev, key, c->user_id, maxlen_arg, delay_arg, c->lock_key};
         lk_info("releasing device=%s granted to a requester that left", dev);
-        store_eval(SCRIPT_RELEASE, 0, 6, argv, NULL, ignore_cb, NULL);
+        orphan_release(dev, key, c->user_id, c->lock_key);
     }
     cJSON_Delete(j);
 }
@@ -624,6 +759,13 @@ static void request_late_cb(void *ctx, redisReply *r, enum lk_status s)
         request_reply(c, r);
         return;
     }
+    /* the link was lost with the script sent: it may have granted under the
+     * key this call chose (a queued request ends at its wait's deadline) */
+    if (c->kind == K_REQUEST && c->device[0]) {
+        lk_info("an acquire answered 503 has an unknown outcome (device=%s): giving back any grant",
+                c->device);
+        orphan_release(c->device, c->lock_key, c->user_id, c->lock_key);
+    }
     call_end(c);
 }
 
@@ -715,8 +857,10 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL); /* fn NULL now: abandons */
         unwait(c, 1);
     }
-    if (!lk.live)
+    if (!lk.live) {
+        orphan_shutdown();
         return;
+    }
     lk_info("shutdown: taking %ld request(s) off the queues", lk.live);
     static int over;
     static uv_timer_t t;
@@ -730,6 +874,7 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         lk_warn("shutdown: %ld request(s) still in flight after %ld ms", lk.live, bound_ms);
     uv_timer_stop(&t);
     uv_close((uv_handle_t *)&t, NULL);
+    orphan_shutdown();
 }
 
 void locks_cancel(struct locks_call *c)
