@@ -7,6 +7,7 @@
  * dropped: the request context is a small heap cell the callback owns,
  * detached from the connection on close. */
 #include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -79,10 +80,31 @@ static void respond_error(struct http_req *r, enum lk_status s, const char *deta
     lk_buf_free(&b);
 }
 
+/* The client closed (or reset) its connection, or shut down its sending
+ * side: its answer may not reach it. POLLRDHUP sees the FIN even behind
+ * unread bytes (input is held back while an answer is pending). */
+static int peer_gone(struct lws *wsi)
+{
+    struct pollfd p = {.fd = (int)lws_get_socket_fd(wsi), .events = POLLRDHUP};
+    if (p.fd < 0)
+        return 1;
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void done_cb(void *ctx, const struct locks_result *res)
 {
     struct http_req *r = ctx;
     r->call = NULL;
+    /* A grant for a client that has already hung up (an aborted request
+     * whose close lws has not yet seen) is not written into the dead socket:
+     * locks gives it back. A client that only half-closed is answered 503
+     * (if lws still writes to it): never a grant it would believe in. */
+    if (res->undelivered && peer_gone(r->wsi)) {
+        *res->undelivered = 1;
+        respond_error(r, LK_E_UNAVAILABLE, "the connection closed before the grant could be "
+                                           "delivered; it was given back (retry with the same request_id)");
+        return;
+    }
     respond(r, res->status, res->body);
 }
 

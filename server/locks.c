@@ -97,7 +97,7 @@ void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detai
     struct lk_buf b;
     lk_buf_init(&b, 0);
     locks_error_json(&b, s, detail);
-    struct locks_result res = {lk_error_http(s), &b, NULL};
+    struct locks_result res = {lk_error_http(s), &b, NULL, NULL};
     fn(ctx, &res);
     lk_buf_free(&b);
 }
@@ -140,23 +140,42 @@ static void call_end(struct locks_call *c)
     call_free(c);
 }
 
-static void answer(struct locks_call *c, int status, struct lk_buf *b, const char *event_id)
+/* Answers c's requester once. Returns 1 when the answer went out, 0 when
+ * nobody awaits it (cancelled), -1 when a grant could not reach its
+ * requester (gone meanwhile; the caller gives the grant back). */
+static int answer_to(struct locks_call *c, int status, struct lk_buf *b, const char *event_id, int grant)
 {
     if (!c->fn)
-        return;
+        return 0;
     locks_done_fn fn = c->fn;
     c->fn = NULL;
-    struct locks_result res = {status, b, event_id};
+    int undelivered = 0;
+    struct locks_result res = {status, b, event_id, grant ? &undelivered : NULL};
     fn(c->ctx, &res);
+    if (undelivered)
+        lk_info("device=%s user=%s: the requester hung up before its grant was delivered", c->device,
+                c->user_id);
+    return undelivered ? -1 : 1;
 }
 
-static void answer_text(struct locks_call *c, int status, const char *text, size_t len)
+static void answer(struct locks_call *c, int status, struct lk_buf *b, const char *event_id)
+{
+    answer_to(c, status, b, event_id, 0);
+}
+
+static int answer_text_to(struct locks_call *c, int status, const char *text, size_t len, int grant)
 {
     struct lk_buf b;
     lk_buf_init(&b, 0);
     lk_buf_append(&b, text, len);
-    answer(c, status, &b, NULL);
+    int rc = answer_to(c, status, &b, NULL, grant);
     lk_buf_free(&b);
+    return rc;
+}
+
+static void answer_text(struct locks_call *c, int status, const char *text, size_t len)
+{
+    answer_text_to(c, status, text, len, 0);
 }
 
 static void answer_error(struct locks_call *c, enum lk_status s, const char *detail)
@@ -591,8 +610,9 @@ static void request_reply(struct locks_call *c, redisReply *r)
         return;
     }
     /* a grant, or a replayed one this call took over, nobody will receive */
-    if (!c->fn && (!strcmp(what, "granted") ||
-                   (!strcmp(what, "replay") && !strncmp(body, "{\"success\":true", 15))))
+    int grant = !strcmp(what, "granted") ||
+                (!strcmp(what, "replay") && !strncmp(body, "{\"success\":true", 15));
+    if (!c->fn && grant)
         release_orphan(c, body);
     if (!strcmp(what, "granted")) {
         lk_debug("granted device=%s user=%s", c->device, c->user_id);
@@ -600,7 +620,8 @@ static void request_reply(struct locks_call *c, redisReply *r)
     } else if (!strcmp(what, "denied")) {
         metrics_acquire(ACQ_DENIED);
     }
-    answer_text(c, 200, body, r->element[1]->len);
+    if (answer_text_to(c, 200, body, r->element[1]->len, grant) < 0)
+        release_orphan(c, body);
     call_end(c);
 }
 
@@ -637,10 +658,12 @@ static void unwait_reply(struct locks_call *c, redisReply *r)
         return;
     }
     if (what && (!strcmp(what, "granted") || !strcmp(what, "removed")) && elem_str(r, 1)) {
-        if (!c->fn && !strcmp(what, "granted"))
+        int grant = !strcmp(what, "granted");
+        if (!c->fn && grant)
             release_orphan(c, elem_str(r, 1));
-        metrics_acquire(strcmp(what, "granted") ? ACQ_TIMED_OUT : ACQ_GRANTED);
-        answer_text(c, 200, elem_str(r, 1), r->element[1]->len);
+        metrics_acquire(grant ? ACQ_GRANTED : ACQ_TIMED_OUT);
+        if (answer_text_to(c, 200, elem_str(r, 1), r->element[1]->len, grant) < 0)
+            release_orphan(c, elem_str(r, 1));
     } else {
         answer_error(c, LK_E_INTERNAL, "the queued request vanished");
     }
@@ -1089,7 +1112,7 @@ static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn,
         lk_buf_json_str(&b, next);
     }
     lk_buf_putc(&b, '}');
-    struct locks_result res = {200, &b, pos};
+    struct locks_result res = {200, &b, pos, NULL};
     fn(ctx, &res);
     lk_buf_free(&b);
 }

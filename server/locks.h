@@ -16,6 +16,10 @@ struct locks_result {
     int status;            /* HTTP status */
     struct lk_buf *body;   /* a JSON object; borrowed for the call */
     const char *event_id;  /* snapshot: the stream position; else NULL */
+    /* A grant: the caller sets *undelivered to 1 when its requester is gone
+     * and the answer cannot reach it (the grant is then given back); else
+     * NULL. */
+    int *undelivered;
 };
 
 /* Called exactly once, possibly before the function returns (bad input,
