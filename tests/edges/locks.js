@@ -244,12 +244,15 @@ test('tiny waits: a release at the same moment, and requesters leaving at the sa
       const winners = rs.filter(r => r.status === 200 && r.body.success);
       assert(winners.length <= 1, `round ${round}: ${winners.length} requesters got one device`);
       // the device ends up with a requester who got its key, or free
+      let seen = null;
       await poll(async () => {
         const d = await device(b, dev);
+        seen = d.text;
         if (d.body.waiters.length) return false;
         if (!d.body.locked) return winners.length === 0 || 'released';
         return winners.length === 1 && d.body.lock.lock_key === winners[0].body.lock_key;
-      }, 3000, `round ${round}: the device held by a requester who got its key, or free, no waiters`);
+      }, 3000, `round ${round}: the device held by a requester who got its key, or free, no waiters`)
+        .catch((e) => { throw new Error(`${e.message}; winners ${JSON.stringify(winners.map(w => w.body.lock_key))}; last seen ${seen}`); });
     }
   } finally { await teardown(env); }
 });
