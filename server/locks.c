@@ -34,7 +34,7 @@
 #define PID_MAX 4294967295.0      /* any OS's process id fits */
 #define FENCE_MAX 9007199254740992.0 /* 2^53: exact in a double, in JSON and in Lua */
 #define READ_PAGE 1000            /* at most this many locks per status script */
-#define READS_PAGING_MAX 4        /* status reads paging from Redis at once */
+#define READS_PAGING_MAX 2        /* status reads paging from Redis at once */
 
 enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
 
@@ -58,10 +58,11 @@ struct locks_call {
     int has_timer;             /* timer initialised: closed by call_end */
     struct locks_call *prev, *next;   /* on lk.waiting or lk.reads */
     /* a status read of more than READ_PAGE locks (see locks_status) */
-    int reading;               /* on lk.reads, waiting for the copy */
-    int paging;                /* reading from Redis, a page at a time */
+    int reading;               /* on lk.reads: the copy answers it once ready */
+    int paging;                /* meanwhile reading Redis, a page at a time */
     int timed_out;             /* waited --redis-timeout-ms: pages when its turn comes */
-    char cursor[LK_DEVICE_NAME_MAX + 2];  /* '-' or '(' .. the last device read */
+    char cursor[LK_DEVICE_NAME_MAX + 2];  /* '-' or '(' .. the last device read
+                                           * (device: the cursor the read began at) */
     struct lk_buf acc;         /* the locks read so far, comma-separated */
     long got;                  /* how many */
     long long total, now_us;   /* from the first page */
@@ -71,7 +72,7 @@ struct locks_call {
 static struct {
     char broker[37];
     struct locks_call *waiting;
-    struct locks_call *reads;  /* status reads waiting for the copy (oldest last) */
+    struct locks_call *reads;  /* status reads of many locks in flight (oldest last) */
     int paging;                /* status reads paging from Redis */
     uv_timer_t kick;           /* serves lk.reads once the copy is ready */
     int kick_init;
@@ -1152,12 +1153,14 @@ static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn,
  * or after a reconnect, or behind a write this broker acknowledged), such a
  * read waits on lk.reads until the copy becomes ready (mirror_on_ready), at
  * most --redis-timeout-ms; then it reads from Redis, READ_PAGE locks per
- * script, so no read holds Redis for longer than one page. A read paged so
- * is not one atomic snapshot (each page is): its event_id is the first
- * page's, so a live event that a later page already shows may follow it
- * (each such event carries the whole lock or its removal: applying it again
- * is harmless). At most READS_PAGING_MAX reads page at once, as each builds
- * its whole answer in memory; the others wait on for the copy or a turn. */
+ * script, so no read holds Redis for longer than one page. If the copy
+ * becomes ready meanwhile, the paging stops and the copy answers. A read
+ * paged to its end is not one atomic snapshot (each page is): its event_id
+ * is the first page's, so a live event that a later page already shows may
+ * follow it (each such event carries the whole lock or its removal:
+ * applying it again is harmless). At most READS_PAGING_MAX reads page at
+ * once, as each builds its whole answer in memory; the others wait on for
+ * the copy or a turn. */
 
 static void status_page_cb(void *ctx, redisReply *r, enum lk_status s);
 
@@ -1177,13 +1180,10 @@ static int status_page(struct locks_call *c)
     return 1;
 }
 
-/* c stops waiting for the copy and reads from Redis; 0 if c ended. */
+/* c reads from Redis (staying on lk.reads: the copy, once ready, answers
+ * it instead); 0 if c ended. */
 static int status_paging(struct locks_call *c)
 {
-    if (c->reading) {
-        c->reading = 0;
-        list_unlink(c, &lk.reads);
-    }
     c->paging = 1;
     lk.paging++;
     return status_page(c);
@@ -1243,11 +1243,15 @@ static void reads_next(void)
     static int busy; /* a read that fails at once ends in here again */
     if (busy)
         return;
+    if (from_mirror()) { /* the copy answers them */
+        reads_kick();
+        return;
+    }
     busy = 1;
     while (lk.paging < READS_PAGING_MAX) {
         struct locks_call *pick = NULL;
         for (struct locks_call *c = lk.reads; c; c = c->next)
-            if (c->timed_out)
+            if (c->timed_out && !c->paging)
                 pick = c;
         if (!pick)
             break;
@@ -1256,16 +1260,21 @@ static void reads_next(void)
     busy = 0;
 }
 
-/* Answers every waiting read from the copy, if it is usable. */
+/* Answers every read on lk.reads from the copy, if it is usable (one that
+ * pages Redis stops: the copy is one consistent view). */
 static void reads_serve(void)
 {
     while (lk.reads && from_mirror()) {
         struct locks_call *c = lk.reads;
+        if (c->op) {
+            store_cancel(c->op);
+            c->op = NULL;
+        }
         locks_done_fn fn = c->fn;
         void *ctx = c->ctx;
         long limit = c->limit;
-        char cursor[sizeof(c->cursor)];
-        snprintf(cursor, sizeof(cursor), "%s", c->cursor[0] == '(' ? c->cursor + 1 : "");
+        char cursor[sizeof(c->device)];
+        snprintf(cursor, sizeof(cursor), "%s", c->device); /* where the read starts */
         c->fn = NULL;
         call_end(c);
         if (fn)
@@ -1297,7 +1306,7 @@ static void read_timer_cb(uv_timer_t *t)
 {
     struct locks_call *c = t->data;
     c->timed_out = 1;
-    lk_info("status read: the read copy is not ready after %ld ms; reading the lock table in pages",
+    lk_info("status read: the read copy is not ready after %ld ms; reading Redis in pages instead",
             (long)cfg.redis_timeout_ms);
     if (from_mirror())
         reads_serve();
@@ -1327,6 +1336,7 @@ struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn
         return run(c, SCRIPT_SNAPSHOT, 2, argv);
     }
     snprintf(c->cursor, sizeof(c->cursor), "%s", start);
+    snprintf(c->device, sizeof(c->device), "%s", cursor ? cursor : "");
     if (!store_ready() || lk.stopping) /* nothing to wait for: Redis answers (or 503s) */
         return status_paging(c) ? c : NULL;
     c->reading = 1;
