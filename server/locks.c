@@ -899,8 +899,12 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL); /* fn NULL now: abandons */
         unwait(c, 1);
     }
-    while (lk.reads) {
+    while (lk.reads) { /* status reads of many locks: waiting, or paging Redis */
         struct locks_call *c = lk.reads;
+        if (c->op) {
+            store_cancel(c->op);
+            c->op = NULL;
+        }
         answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL);
         call_end(c);
     }

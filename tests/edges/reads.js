@@ -117,3 +117,25 @@ test('100 000 held locks: whole-table reads while the read copy is built are ans
 // the copy takes longer than the reads wait: they read Redis in pages
 test('100 000 held locks, reads that stop waiting for the copy page through Redis: no Redis command over 100 ms',
   () => bigReads(['--redis-timeout-ms', '600'], { leaveWhilePaging: true }), { timeoutMs: 60000 });
+
+// A broker shutting down answers the large reads still waiting or paging
+// (503) and exits cleanly (none is left with a Redis reply on its way).
+test('100 000 held locks: SIGTERM while whole-table reads page Redis: answered, clean exit', async () => {
+  const redis = await Redis.start();
+  let b;
+  try {
+    check(bulkLocks(redis, 100000, 'rs'), 'locks written');
+    b = await Broker.start(redis.url, ['--redis-timeout-ms', '600']);
+    const settle = p => p.then(v => v, e => ({ status: 0, text: String(e) }));
+    const reads = [];
+    for (let i = 0; i < 4; i++) reads.push(settle(b.get('/api/locks/status')));
+    await poll(() => /reading Redis in pages/.test(b.log()), 5000, 'reads to page Redis', 20).catch(() => {});
+    const res = await b.stop();
+    b = null;
+    check(res && res.code === 0, `clean exit: ${JSON.stringify(res)}`);
+    for (const r of await Promise.all(reads)) check([0, 200, 503].includes(r.status), `a read: ${r.status} ${r.text.slice(0, 120)}`);
+  } finally {
+    if (b) await b.stop().catch(() => {});
+    await redis.kill();
+  }
+}, { timeoutMs: 30000 });
