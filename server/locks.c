@@ -33,6 +33,8 @@
 #define EVENTS_SCAN_CAP "20000"
 #define PID_MAX 4294967295.0      /* any OS's process id fits */
 #define FENCE_MAX 9007199254740992.0 /* 2^53: exact in a double, in JSON and in Lua */
+#define READ_PAGE 1000            /* at most this many locks per status script */
+#define READS_PAGING_MAX 2        /* status reads paging from Redis at once */
 
 enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
 
@@ -53,12 +55,27 @@ struct locks_call {
     int recheck;               /* a grant event came while a script was in flight */
     int cancel_pending;        /* the wait ended (deadline, requester gone) meanwhile */
     uv_timer_t timer;
-    struct locks_call *prev, *next;   /* waiting calls */
+    int has_timer;             /* timer initialised: closed by call_end */
+    struct locks_call *prev, *next;   /* on lk.waiting or lk.reads */
+    /* a status read of more than READ_PAGE locks (see locks_status) */
+    int reading;               /* on lk.reads: the copy answers it once ready */
+    int paging;                /* meanwhile reading Redis, a page at a time */
+    int timed_out;             /* waited --redis-timeout-ms: pages when its turn comes */
+    char cursor[LK_DEVICE_NAME_MAX + 2];  /* '-' or '(' .. the last device read
+                                           * (device: the cursor the read began at) */
+    struct lk_buf acc;         /* the locks read so far, comma-separated */
+    long got;                  /* how many */
+    long long total, now_us;   /* from the first page */
+    char at[48];               /* the first page's stream position */
 };
 
 static struct {
     char broker[37];
     struct locks_call *waiting;
+    struct locks_call *reads;  /* status reads of many locks in flight (oldest last) */
+    int paging;                /* status reads paging from Redis */
+    uv_timer_t kick;           /* serves lk.reads once the copy is ready */
+    int kick_init;
     long live;                 /* calls not yet freed (shutdown waits for them) */
     int stopping;              /* shutting down: no new acquire, no new wait */
 } lk;
@@ -68,8 +85,11 @@ static struct {
 
 static char maxlen_arg[32], delay_arg[32], grace_arg[32];
 
+static void reads_kick(void);
+
 void locks_init(void)
 {
+    mirror_on_ready(reads_kick);
     uuid_t u;
     uuid_generate_random(u);
     uuid_unparse_lower(u, lk.broker);
@@ -115,23 +135,44 @@ static struct locks_call *call_new(enum call_kind kind, locks_done_fn fn, void *
 static void call_free(struct locks_call *c)
 {
     lk.live--;
+    lk_buf_free(&c->acc);
     free(c);
 }
 
 static void timer_closed(uv_handle_t *h) { call_free(h->data); }
 
-/* Ends a call: takes it off the waiting list and frees it (after its timer
- * is closed, if it had one). */
+static void list_unlink(struct locks_call *c, struct locks_call **head)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        *head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void reads_next(void);
+
+/* Ends a call: takes it off its list (lk.waiting, lk.reads) and frees it
+ * (after its timer is closed, if it had one); a paging read's end lets the
+ * next one page. */
 static void call_end(struct locks_call *c)
 {
     if (c->waiting) {
         c->waiting = 0;
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            lk.waiting = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
+        list_unlink(c, &lk.waiting);
+    }
+    if (c->reading) {
+        c->reading = 0;
+        list_unlink(c, &lk.reads);
+    }
+    if (c->paging) {
+        c->paging = 0;
+        lk.paging--;
+        reads_next();
+    }
+    if (c->has_timer) {
         uv_timer_stop(&c->timer);
         c->timer.data = c;
         uv_close((uv_handle_t *)&c->timer, timer_closed);
@@ -584,6 +625,7 @@ static void start_waiting(struct locks_call *c, const char *waiter, long long de
         lk.waiting->prev = c;
     lk.waiting = c;
     uv_timer_init(uv_default_loop(), &c->timer);
+    c->has_timer = 1;
     c->timer.data = c;
     long long wait_us = deadline_us - (lk_time_now_us() + events_clock_offset_us());
     uv_timer_start(&c->timer, wait_timer_cb, wait_us > 0 ? (uint64_t)(wait_us / 1000) + 5 : 0, 0);
@@ -880,6 +922,20 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL); /* fn NULL now: abandons */
         unwait(c, 1);
     }
+    while (lk.reads) { /* status reads of many locks: waiting, or paging Redis */
+        struct locks_call *c = lk.reads;
+        if (c->op) {
+            store_cancel(c->op);
+            c->op = NULL;
+        }
+        answer_error(c, LK_E_UNAVAILABLE, STOPPING_DETAIL);
+        call_end(c);
+    }
+    if (lk.kick_init) {
+        uv_timer_stop(&lk.kick);
+        uv_close((uv_handle_t *)&lk.kick, NULL);
+        lk.kick_init = 0;
+    }
     if (!lk.live) {
         orphan_shutdown();
         return;
@@ -917,6 +973,8 @@ void locks_cancel(struct locks_call *c)
     }
     if (c->waiting)
         unwait(c, 1);
+    else if (c->reading)
+        call_end(c);
 }
 
 /* ---- entry points ----------------------------------------------------------- */
@@ -1117,6 +1175,172 @@ static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn,
     lk_buf_free(&b);
 }
 
+/* ---- status reads of more than READ_PAGE locks ----------------------------
+ * They are served from the copy. While it is not usable (built at start-up
+ * or after a reconnect, or behind a write this broker acknowledged), such a
+ * read waits on lk.reads until the copy becomes ready (mirror_on_ready), at
+ * most --redis-timeout-ms; then it reads from Redis, READ_PAGE locks per
+ * script, so no read holds Redis for longer than one page. If the copy
+ * becomes ready meanwhile, the paging stops and the copy answers. A read
+ * paged to its end is not one atomic snapshot (each page is): its event_id
+ * is the first page's, so a live event that a later page already shows may
+ * follow it (each such event carries the whole lock or its removal:
+ * applying it again is harmless). At most READS_PAGING_MAX reads page at
+ * once, as each builds its whole answer in memory; the others wait on for
+ * the copy or a turn. */
+
+static void status_page_cb(void *ctx, redisReply *r, enum lk_status s);
+
+/* Sends c's next page; 0 if c ended (store_eval failed at once, c answered). */
+static int status_page(struct locks_call *c)
+{
+    long want = READ_PAGE;
+    if (c->limit >= 0 && c->limit - c->got < want)
+        want = c->limit - c->got;
+    char lim[32];
+    snprintf(lim, sizeof(lim), "%ld", want);
+    const char *argv[] = {c->cursor, lim, "page"};
+    struct store_op *op = store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, status_page_cb, c);
+    if (!op)
+        return 0;
+    c->op = op;
+    return 1;
+}
+
+/* c reads from Redis (staying on lk.reads: the copy, once ready, answers
+ * it instead); 0 if c ended. */
+static int status_paging(struct locks_call *c)
+{
+    c->paging = 1;
+    lk.paging++;
+    return status_page(c);
+}
+
+static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    if (s != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+        r->element[1]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING) {
+        if (s == LK_E_OK || s == LK_E_UNAVAILABLE)
+            answer_error(c, LK_E_UNAVAILABLE, "Redis is unavailable or not answering; retry");
+        else
+            answer_error(c, LK_E_INTERNAL, "the lock store failed; see the broker log");
+        call_end(c);
+        return;
+    }
+    if (!c->at[0]) {
+        snprintf(c->at, sizeof(c->at), "%s", r->element[1]->str);
+        c->now_us = elem_int(r, 0);
+        c->total = elem_int(r, 2);
+        lk_buf_puts(&c->acc, "{\"locks\":[");
+    }
+    for (size_t i = 4; i < r->elements; i++) {
+        const char *lj = elem_str(r, i);
+        if (!lj)
+            continue;
+        if (c->got++)
+            lk_buf_putc(&c->acc, ',');
+        lk_buf_append(&c->acc, lj, r->element[i]->len);
+    }
+    const char *next = r->element[3]->str;
+    int more = next[0] && r->element[3]->len + 2 <= sizeof(c->cursor);
+    if (more && (c->limit < 0 || c->got < c->limit)) {
+        snprintf(c->cursor, sizeof(c->cursor), "(%s", next);
+        status_page(c);
+        return;
+    }
+    char ts[40];
+    lk_time_format_us(c->now_us ? c->now_us : lk_time_now_us(), ts, sizeof(ts));
+    lk_buf_printf(&c->acc, "],\"total_count\":%lld,\"timestamp\":\"%s\"",
+                  c->limit < 0 ? (long long)c->got : c->total, ts);
+    if (c->limit > 0) {
+        lk_buf_puts(&c->acc, ",\"next_cursor\":");
+        lk_buf_json_str(&c->acc, more ? next : NULL);
+    }
+    lk_buf_putc(&c->acc, '}');
+    answer(c, 200, &c->acc, c->at);
+    call_end(c);
+}
+
+/* Starts the reads whose wait for the copy is over, oldest first, while
+ * fewer than READS_PAGING_MAX page. */
+static void reads_next(void)
+{
+    static int busy; /* a read that fails at once ends in here again */
+    if (busy)
+        return;
+    if (from_mirror()) { /* the copy answers them */
+        reads_kick();
+        return;
+    }
+    busy = 1;
+    while (lk.paging < READS_PAGING_MAX) {
+        struct locks_call *pick = NULL;
+        for (struct locks_call *c = lk.reads; c; c = c->next)
+            if (c->timed_out && !c->paging)
+                pick = c;
+        if (!pick)
+            break;
+        status_paging(pick);
+    }
+    busy = 0;
+}
+
+/* Answers every read on lk.reads from the copy, if it is usable (one that
+ * pages Redis stops: the copy is one consistent view). */
+static void reads_serve(void)
+{
+    while (lk.reads && from_mirror()) {
+        struct locks_call *c = lk.reads;
+        if (c->op) {
+            store_cancel(c->op);
+            c->op = NULL;
+        }
+        locks_done_fn fn = c->fn;
+        void *ctx = c->ctx;
+        long limit = c->limit;
+        char cursor[sizeof(c->device)];
+        snprintf(cursor, sizeof(cursor), "%s", c->device); /* where the read starts */
+        c->fn = NULL;
+        call_end(c);
+        if (fn)
+            status_from_mirror(cursor, limit, fn, ctx);
+    }
+}
+
+static void kick_cb(uv_timer_t *t)
+{
+    (void)t;
+    reads_serve();
+}
+
+/* mirror.c: the copy became ready. The reads are served from the loop,
+ * not from inside the mirror's update (the event being applied has not
+ * been broadcast yet). */
+static void reads_kick(void)
+{
+    if (!lk.reads || lk.stopping)
+        return;
+    if (!lk.kick_init) {
+        uv_timer_init(uv_default_loop(), &lk.kick);
+        lk.kick_init = 1;
+    }
+    uv_timer_start(&lk.kick, kick_cb, 0, 0);
+}
+
+static void read_timer_cb(uv_timer_t *t)
+{
+    struct locks_call *c = t->data;
+    c->timed_out = 1;
+    lk_info("status read: the read copy is not ready after %ld ms; reading Redis in pages instead",
+            (long)cfg.redis_timeout_ms);
+    if (from_mirror())
+        reads_serve();
+    else
+        reads_next();
+}
+
 struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx)
 {
     char start[LK_DEVICE_NAME_MAX + 2] = "-", lim[32];
@@ -1131,11 +1355,28 @@ struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn
         status_from_mirror(cursor, limit, fn, ctx);
         return NULL;
     }
-    snprintf(lim, sizeof(lim), "%ld", limit);
-    const char *argv[] = {start, lim};
     struct locks_call *c = call_new(K_STATUS, fn, ctx);
     c->limit = limit;
-    return run(c, SCRIPT_SNAPSHOT, 2, argv);
+    if (limit >= 0 && limit <= READ_PAGE) { /* one script of at most a page */
+        snprintf(lim, sizeof(lim), "%ld", limit);
+        const char *argv[] = {start, lim};
+        return run(c, SCRIPT_SNAPSHOT, 2, argv);
+    }
+    snprintf(c->cursor, sizeof(c->cursor), "%s", start);
+    snprintf(c->device, sizeof(c->device), "%s", cursor ? cursor : "");
+    if (!store_ready() || lk.stopping) /* nothing to wait for: Redis answers (or 503s) */
+        return status_paging(c) ? c : NULL;
+    c->reading = 1;
+    c->prev = NULL;
+    c->next = lk.reads;
+    if (lk.reads)
+        lk.reads->prev = c;
+    lk.reads = c;
+    uv_timer_init(uv_default_loop(), &c->timer);
+    c->has_timer = 1;
+    c->timer.data = c;
+    uv_timer_start(&c->timer, read_timer_cb, (uint64_t)cfg.redis_timeout_ms, 0);
+    return c;
 }
 
 /* One device: read from Redis, because the answer lists the device's

@@ -38,7 +38,9 @@ struct locks_call *locks_force_release(const cJSON *req, locks_done_fn fn, void 
 struct locks_call *locks_validate(const cJSON *req, locks_done_fn fn, void *ctx);
 /* {"locks":[...],"total_count":N,"timestamp":...}; event_id is set. cursor
  * NULL = from the start; limit < 0 = all (then total_count = listed). With
- * a limit, "next_cursor" is added (null at the end). */
+ * a limit, "next_cursor" is added (null at the end). From the read copy;
+ * while it is not usable, a read of more than 1000 locks waits for it (at
+ * most --redis-timeout-ms), then reads Redis in pages of 1000. */
 struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn, void *ctx);
 struct locks_call *locks_device(const char *device, locks_done_fn fn, void *ctx);
 struct locks_call *locks_events(const char *since, long limit, const char *device,

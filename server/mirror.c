@@ -44,6 +44,10 @@ static struct {
     char barrier[48]; /* newest event a write of this broker produced */
 } m;
 
+static void (*on_ready)(void);
+
+void mirror_on_ready(void (*fn)(void)) { on_ready = fn; }
+
 static size_t find(const char *name, int *found)
 {
     size_t lo = 0, hi = m.n;
@@ -202,6 +206,8 @@ int mirror_commit(const char *at)
     }
     pending_free();
     m.valid = 1;
+    if (on_ready && mirror_ready())
+        on_ready();
     return 0;
 }
 
@@ -294,10 +300,13 @@ void mirror_apply(const char *id, const char *j, size_t len)
     }
     if (!m.valid)
         return;
+    int was_ready = mirror_ready();
     if (ws_event_id_cmp(id, m.at) > 0) /* else already in the snapshot */
         apply_event(j, len);
     if (ws_event_id_cmp(id, m.pos) > 0)
         snprintf(m.pos, sizeof(m.pos), "%s", id);
+    if (on_ready && !was_ready && mirror_ready())
+        on_ready();
 }
 
 void mirror_note_write(const char *id)

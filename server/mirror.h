@@ -6,7 +6,8 @@
  * that broker has acknowledged (read-your-writes per broker); changes made
  * through other brokers show up within the stream's latency. While the copy
  * is not valid (start-up, after a Redis reconnect, until the reader has
- * caught up with a fresh snapshot), reads go to Redis. */
+ * caught up with a fresh snapshot), reads of many locks wait for it
+ * (mirror_on_ready) and then go to Redis a page at a time (locks.c). */
 #ifndef MIRROR_H
 #define MIRROR_H
 
@@ -34,6 +35,10 @@ void mirror_note_write(const char *id);
 /* 1 when reads can be served: valid, and caught up with every
  * acknowledged write of this broker. */
 int mirror_ready(void);
+/* fn runs each time mirror_ready() becomes 1 (the copy was committed, or
+ * it read the last acknowledged write), from inside mirror_commit or
+ * mirror_apply: it must not call back into the mirror's writers. */
+void mirror_on_ready(void (*fn)(void));
 /* The lock JSON of a device, or NULL (also when its lease ended before
  * now_us, Redis clock). */
 const char *mirror_get(const char *device, int64_t now_us, size_t *len);
