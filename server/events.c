@@ -43,7 +43,7 @@
 #define EXPIRE_BATCH 200
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 1000
-#define SNAPSHOT_PAGE "1000"
+#define SNAPSHOT_PAGE "500"
 
 static struct {
     uv_timer_t timer;

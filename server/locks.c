@@ -33,7 +33,7 @@
 #define EVENTS_SCAN_CAP "20000"
 #define PID_MAX 4294967295.0      /* any OS's process id fits */
 #define FENCE_MAX 9007199254740992.0 /* 2^53: exact in a double, in JSON and in Lua */
-#define READ_PAGE 1000            /* at most this many locks per status script */
+#define READ_PAGE 500             /* at most this many locks per status script */
 #define READS_PAGING_MAX 2        /* status reads paging from Redis at once */
 
 enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
