@@ -457,72 +457,108 @@ static void ignore_cb(void *ctx, redisReply *r, enum lk_status s)
     (void)s;
 }
 
-/* ---- grants nobody received -------------------------------------------------
- * A grant whose requester left or was answered 503 is given back with the
- * call's owner token, so a retry that took it over keeps it. Redis may be
- * stalled or down just then, so the release is kept and retried until Redis
- * answers: running it twice is harmless (a lock no longer held with that key,
- * or owned by another call, is left alone). Bounded in count; what does not
- * fit, or is left at shutdown, ends with its lease. */
-#define ORPHAN_RETRY_MAX 100000
-#define ORPHAN_RETRY_MIN_MS 100
-#define ORPHAN_RETRY_MAX_MS 2000
+/* ---- writes retried until Redis answers ------------------------------------
+ * Follow-ups that must not be lost and may run twice (giving back a grant
+ * nobody received, a session's detach): when Redis does not answer, they
+ * wait in one list and are sent again with backoff (100 ms doubling to 2 s)
+ * until it does. Bounded in count; what does not fit, or is left at
+ * shutdown, is dropped to what bounds it otherwise (a lease; the other
+ * brokers' reap of this broker's sessions). */
+#define RETRY_MAX 100000
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 2000
 
-struct orphan {
-    char dev[LK_DEVICE_NAME_MAX + 1], key[37], user[USER_ID_MAX + 1], owner[37];
-    int sent;                  /* the script went out: its late reply follows */
-    struct orphan *next;
+struct retry {
+    struct retry *next;
+    void (*send)(struct retry *);                 /* sends it (again) */
+    void (*drop)(struct retry *, const char *why); /* logs why, frees it */
 };
 
 static struct {
-    struct orphan *head, *tail;
+    struct retry *head, *tail;
     size_t count;
     uv_timer_t timer;
     int timer_init, shut;
-    long backoff_ms;
-} orph;
+    uint64_t backoff_ms;
+} rq;
 
-static void orphan_send(struct orphan *o);
-
-static void orphan_retry_cb(uv_timer_t *t)
+static void retry_cb(uv_timer_t *t)
 {
     (void)t;
-    struct orphan *o = orph.head;
-    orph.head = orph.tail = NULL;
-    orph.count = 0;
-    while (o) {
-        struct orphan *next = o->next;
-        orphan_send(o);
-        o = next;
+    /* send everything again; what Redis still does not answer comes back */
+    struct retry *x = rq.head;
+    rq.head = rq.tail = NULL;
+    rq.count = 0;
+    while (x) {
+        struct retry *next = x->next;
+        x->send(x);
+        x = next;
     }
 }
 
-static void orphan_later(struct orphan *o)
+static void retry_later(struct retry *x)
 {
-    if (orph.shut || orph.count >= ORPHAN_RETRY_MAX) {
-        lk_warn("device=%s: a grant nobody received is left to its lease (%s)", o->dev,
-                orph.shut ? "shutting down" : "too many releases wait for Redis");
-        free(o);
+    if (rq.shut || rq.count >= RETRY_MAX) {
+        x->drop(x, rq.shut ? "shutting down" : "too many writes wait for Redis");
         return;
     }
-    o->next = NULL;
-    if (orph.tail)
-        orph.tail->next = o;
+    x->next = NULL;
+    if (rq.tail)
+        rq.tail->next = x;
     else
-        orph.head = o;
-    orph.tail = o;
-    orph.count++;
-    if (!orph.timer_init) {
-        uv_timer_init(uv_default_loop(), &orph.timer);
-        uv_unref((uv_handle_t *)&orph.timer);
-        orph.timer_init = 1;
+        rq.head = x;
+    rq.tail = x;
+    rq.count++;
+    if (!rq.timer_init) {
+        uv_timer_init(uv_default_loop(), &rq.timer);
+        uv_unref((uv_handle_t *)&rq.timer);
+        rq.timer_init = 1;
     }
-    if (!uv_is_active((uv_handle_t *)&orph.timer)) {
-        orph.backoff_ms = orph.backoff_ms ? orph.backoff_ms * 2 : ORPHAN_RETRY_MIN_MS;
-        if (orph.backoff_ms > ORPHAN_RETRY_MAX_MS)
-            orph.backoff_ms = ORPHAN_RETRY_MAX_MS;
-        uv_timer_start(&orph.timer, orphan_retry_cb, (uint64_t)orph.backoff_ms, 0);
+    if (!uv_is_active((uv_handle_t *)&rq.timer)) {
+        rq.backoff_ms = rq.backoff_ms ? rq.backoff_ms * 2 : RETRY_MIN_MS;
+        if (rq.backoff_ms > RETRY_MAX_MS)
+            rq.backoff_ms = RETRY_MAX_MS;
+        uv_timer_start(&rq.timer, retry_cb, rq.backoff_ms, 0);
     }
+}
+
+/* Redis answered one: the next failure starts the backoff afresh. */
+static void retry_answered(void) { rq.backoff_ms = 0; }
+
+/* Drops what still waits and closes the timer. */
+static void retry_shutdown(void)
+{
+    rq.shut = 1;
+    while (rq.head) {
+        struct retry *x = rq.head;
+        rq.head = x->next;
+        x->drop(x, "shutting down");
+    }
+    rq.tail = NULL;
+    rq.count = 0;
+    if (rq.timer_init) {
+        uv_timer_stop(&rq.timer);
+        uv_close((uv_handle_t *)&rq.timer, NULL);
+        rq.timer_init = 0;
+    }
+}
+
+/* ---- grants nobody received -------------------------------------------------
+ * A grant whose requester left or was answered 503 is given back with the
+ * call's owner token, so a retry that took it over keeps it. Running the
+ * release twice is harmless (a lock no longer held with that key, or owned
+ * by another call, is left alone), so it is retried until Redis answers. */
+struct orphan {
+    struct retry r;            /* first: the retry list holds orphans */
+    char dev[LK_DEVICE_NAME_MAX + 1], key[37], user[USER_ID_MAX + 1], owner[37];
+    int sent;                  /* the script went out: its late reply follows */
+};
+
+static void orphan_drop(struct retry *x, const char *why)
+{
+    struct orphan *o = (struct orphan *)x;
+    lk_warn("device=%s: a grant nobody received is left to its lease (%s)", o->dev, why);
+    free(o);
 }
 
 /* fn of the release; with LK_E_UNAVAILABLE after the script went out, the
@@ -534,11 +570,11 @@ static void orphan_cb(void *ctx, redisReply *r, enum lk_status s)
     if (s == LK_E_UNAVAILABLE && o->sent)
         return;
     if (s == LK_E_UNAVAILABLE) {
-        orphan_later(o);
+        retry_later(&o->r);
         return;
     }
     if (s == LK_E_OK)
-        orph.backoff_ms = 0;
+        retry_answered();
     else
         lk_error("device=%s: giving back a grant nobody received failed", o->dev);
     free(o);
@@ -553,11 +589,12 @@ static void orphan_late_cb(void *ctx, redisReply *r, enum lk_status s)
         return;
     }
     o->sent = 0;
-    orphan_later(o); /* the outcome is unknown (link lost): ask again */
+    retry_later(&o->r); /* the outcome is unknown (link lost): ask again */
 }
 
-static void orphan_send(struct orphan *o)
+static void orphan_send(struct retry *x)
 {
+    struct orphan *o = (struct orphan *)x;
     const char *argv[] = {o->dev, o->key, o->user, maxlen_arg, delay_arg, o->owner};
     o->sent = 0;
     if (store_eval_late(SCRIPT_RELEASE, 0, 6, argv, NULL, orphan_cb, orphan_late_cb, o))
@@ -571,26 +608,9 @@ static void orphan_release(const char *dev, const char *key, const char *user, c
     snprintf(o->key, sizeof(o->key), "%s", key);
     snprintf(o->user, sizeof(o->user), "%s", user);
     snprintf(o->owner, sizeof(o->owner), "%s", owner);
-    orphan_send(o);
-}
-
-/* Drops the releases still waiting for Redis and closes their timer. */
-static void orphan_shutdown(void)
-{
-    orph.shut = 1;
-    while (orph.head) {
-        struct orphan *o = orph.head;
-        orph.head = o->next;
-        lk_warn("device=%s: a grant nobody received is left to its lease (shutting down)", o->dev);
-        free(o);
-    }
-    orph.tail = NULL;
-    orph.count = 0;
-    if (orph.timer_init) {
-        uv_timer_stop(&orph.timer);
-        uv_close((uv_handle_t *)&orph.timer, NULL);
-        orph.timer_init = 0;
-    }
+    o->r.send = orphan_send;
+    o->r.drop = orphan_drop;
+    orphan_send(&o->r);
 }
 
 /* A grant (body: its reply) that c's requester never received, having
@@ -936,10 +956,8 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         uv_close((uv_handle_t *)&lk.kick, NULL);
         lk.kick_init = 0;
     }
-    if (!lk.live) {
-        orphan_shutdown();
+    if (!lk.live)
         return;
-    }
     lk_info("shutdown: taking %ld request(s) off the queues", lk.live);
     static int over;
     static uv_timer_t t;
@@ -953,7 +971,6 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         lk_warn("shutdown: %ld request(s) still in flight after %ld ms", lk.live, bound_ms);
     uv_timer_stop(&t);
     uv_close((uv_handle_t *)&t, NULL);
-    orphan_shutdown();
 }
 
 void locks_cancel(struct locks_call *c)
@@ -1473,88 +1490,41 @@ const char *locks_arg_delay(void) { return delay_arg; }
  * which detaches the sessions of brokers whose liveness key has been gone
  * for SESSION_LOST_WINDOW_MS. */
 
-#define SESSION_RETRY_MIN_MS 100
-#define SESSION_RETRY_MAX_MS 2000
-#define SESSION_RETRY_MAX 100000      /* detaches waiting for Redis, at most */
 #define SESSION_LOST_WINDOW_MS "1500" /* a liveness key missing this long: dead */
 
 struct session_detach {
-    struct session_detach *next;
+    struct retry r;            /* first: the retry list holds detaches */
     char session[37], conn[37];
 };
 
 static struct {
-    struct session_detach *head, *tail;
-    size_t count;
-    uv_timer_t timer;
-    int timer_init;
-    uint64_t backoff_ms;
     int reaping;
-    int shut;               /* shutting down: nothing is retried any more */
 } sess;
 
-static void session_send_detach(struct session_detach *d);
+static void session_send_detach(struct retry *x);
 
 static void session_grace_arg(char *out, size_t n)
 {
     snprintf(out, n, "%lld", (long long)(cfg.session_grace * 1000));
 }
 
-static void session_retry_cb(uv_timer_t *t)
+/* The other brokers detach it once this broker's liveness key is gone. */
+static void session_detach_drop(struct retry *x, const char *why)
 {
-    (void)t;
-    /* resend every waiting detach; those Redis still does not answer come back */
-    struct session_detach *d = sess.head;
-    sess.head = sess.tail = NULL;
-    sess.count = 0;
-    while (d) {
-        struct session_detach *next = d->next;
-        session_send_detach(d);
-        d = next;
-    }
-}
-
-static void session_retry_later(struct session_detach *d)
-{
-    if (sess.shut) { /* the other brokers detach it once this one's liveness key is gone */
-        free(d);
-        return;
-    }
-    if (sess.count >= SESSION_RETRY_MAX) {
-        lk_error("sessions: %zu detaches wait for Redis; session %s is left to the broker-liveness "
-                 "cleanup", sess.count, d->session);
-        free(d);
-        return;
-    }
-    d->next = NULL;
-    if (sess.tail)
-        sess.tail->next = d;
-    else
-        sess.head = d;
-    sess.tail = d;
-    sess.count++;
-    if (!sess.timer_init) {
-        uv_timer_init(uv_default_loop(), &sess.timer);
-        uv_unref((uv_handle_t *)&sess.timer);
-        sess.timer_init = 1;
-    }
-    if (!uv_is_active((uv_handle_t *)&sess.timer)) {
-        sess.backoff_ms = sess.backoff_ms ? sess.backoff_ms * 2 : SESSION_RETRY_MIN_MS;
-        if (sess.backoff_ms > SESSION_RETRY_MAX_MS)
-            sess.backoff_ms = SESSION_RETRY_MAX_MS;
-        uv_timer_start(&sess.timer, session_retry_cb, sess.backoff_ms, 0);
-    }
+    struct session_detach *d = (struct session_detach *)x;
+    lk_info("sessions: session %s is left to the broker-liveness cleanup (%s)", d->session, why);
+    free(d);
 }
 
 static void session_detach_cb(void *ctx, redisReply *r, enum lk_status s)
 {
     struct session_detach *d = ctx;
     if (s == LK_E_UNAVAILABLE) {
-        session_retry_later(d);
+        retry_later(&d->r);
         return;
     }
     if (s == LK_E_OK) {
-        sess.backoff_ms = 0;
+        retry_answered();
         if (elem_int(r, 1) > 0)
             events_arm(elem_int(r, 1)); /* this broker ends the session if nobody attaches */
     } else {
@@ -1563,8 +1533,9 @@ static void session_detach_cb(void *ctx, redisReply *r, enum lk_status s)
     free(d);
 }
 
-static void session_send_detach(struct session_detach *d)
+static void session_send_detach(struct retry *x)
 {
+    struct session_detach *d = (struct session_detach *)x;
     char grace[32];
     session_grace_arg(grace, sizeof(grace));
     const char *argv[] = {"detach", d->session, lk.broker, d->conn, "", grace};
@@ -1576,7 +1547,9 @@ void locks_session_detach(const char *session, const char *conn)
     struct session_detach *d = lk_xcalloc(1, sizeof(*d));
     snprintf(d->session, sizeof(d->session), "%s", session);
     snprintf(d->conn, sizeof(d->conn), "%s", conn);
-    session_send_detach(d);
+    d->r.send = session_send_detach;
+    d->r.drop = session_detach_drop;
+    session_send_detach(&d->r);
 }
 
 void locks_session_claim(const char *session, const char *conn, const char *user)
@@ -1625,17 +1598,5 @@ void locks_session_reap(void)
 
 void locks_session_shutdown(void)
 {
-    sess.shut = 1;
-    while (sess.head) {
-        struct session_detach *d = sess.head;
-        sess.head = d->next;
-        free(d);
-    }
-    sess.tail = NULL;
-    sess.count = 0;
-    if (sess.timer_init) {
-        uv_timer_stop(&sess.timer);
-        uv_close((uv_handle_t *)&sess.timer, NULL);
-        sess.timer_init = 0;
-    }
+    retry_shutdown();
 }
