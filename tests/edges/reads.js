@@ -5,34 +5,12 @@
 // it (at most --redis-timeout-ms) and then read Redis a page at a time, so
 // no read runs one script over the whole lock table, and a large page
 // (limit 10 000) is read from Redis in pages too.
-const { execFileSync } = require('child_process');
 const { test } = require('../lib/harness.js');
+const { bulkLocks, slowlog } = require('./_bulk.js');
 const { Redis, Broker, poll } = require('../lib/servers.js');
 
 function check(cond, what) { if (!cond) throw new Error(what); }
 
-// n held locks written straight into Redis in prelude.lua's format
-// (dl:{D}:lock, dl:{D}:fence, dl:held), with redis-cli --pipe (as store.js).
-function bulkLocks(redis, n, prefix) {
-  const resp = (...a) => `*${a.length}\r\n` + a.map(x => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('');
-  const now = String(Date.now() * 1000);
-  const parts = [];
-  for (let i = 1; i <= n; i++) {
-    const dev = prefix + String(i).padStart(6, '0');
-    parts.push(resp('HSET', `dl:{${dev}}:lock`, 'device_name', dev, 'lock_type', 'MANUAL_OPERATOR', 'user_id', 'bulk',
-      'lock_key', `key-${i}`, 'acq', now, 'exp', '0', 'lease', '0', 'prio', '2', 'fence', '1'));
-    parts.push(resp('SET', `dl:{${dev}}:fence`, '1'));
-    parts.push(resp('ZADD', 'dl:held', '0', dev));
-  }
-  const out = execFileSync('redis-cli', ['-p', String(redis.port), '--pipe'], { input: parts.join(''), encoding: 'utf8', timeout: 30000 });
-  const m = /errors: (\d+), replies: (\d+)/.exec(out);
-  return m && m[1] === '0' && Number(m[2]) === 3 * n;
-}
-
-function slowlog(redis) {
-  const out = redis.cli('SLOWLOG', 'GET', '20') || '';
-  return out.trim() ? out.replace(/\s+/g, ' ').slice(0, 600) : '';
-}
 
 async function copyReady(b) {
   const text = (await b.get('/metrics')).text;

@@ -8,6 +8,7 @@ const net = require('net');
 const os = require('os');
 const path = require('path');
 const { test } = require('../lib/harness.js');
+const { bulkLocks, slowlog } = require('./_bulk.js');
 const { Redis, Broker, poll, freePort } = require('../lib/servers.js');
 
 function check(cond, what) { if (!cond) throw new Error(what); }
@@ -67,27 +68,6 @@ test('expiry: a lease that ends during a Redis stall ends right after the stall 
   }, { redisArgs: ['--enable-debug-command', 'local'], brokerArgs: ['--redis-timeout-ms', '250'] });
 }, { timeoutMs: 15000 });
 
-// Writes n held locks straight into Redis, in the exact format of
-// prelude.lua (dl:{D}:lock, dl:{D}:fence, dl:held), with redis-cli --pipe.
-function bulkLocks(redis, n, prefix) {
-  const resp = (...a) => `*${a.length}\r\n` + a.map(x => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('');
-  const now = String(Date.now() * 1000);
-  const parts = [];
-  for (let i = 1; i <= n; i++) {
-    const dev = prefix + String(i).padStart(6, '0');
-    parts.push(resp('HSET', `dl:{${dev}}:lock`, 'device_name', dev, 'lock_type', 'MANUAL_OPERATOR', 'user_id', 'bulk',
-      'lock_key', `key-${i}`, 'acq', now, 'exp', '0', 'lease', '0', 'prio', '2', 'fence', '1'));
-    parts.push(resp('SET', `dl:{${dev}}:fence`, '1'));
-    parts.push(resp('ZADD', 'dl:held', '0', dev));
-  }
-  const out = execFileSync('redis-cli', ['-p', String(redis.port), '--pipe'], { input: parts.join(''), encoding: 'utf8', timeout: 30000 });
-  return /errors: 0, replies: (\d+)/.exec(out) && Number(/replies: (\d+)/.exec(out)[1]) === 3 * n;
-}
-
-function slowlog(redis) {
-  const out = redis.cli('SLOWLOG', 'GET', '20') || '';
-  return out.trim() ? out.replace(/\s+/g, ' ').slice(0, 600) : '';
-}
 
 // Defect 10: with 100 000 locks, the start-up snapshot and /metrics run in
 // bounded steps: the broker becomes ready, serves events and paged status,

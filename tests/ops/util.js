@@ -5,6 +5,7 @@
 const { execFileSync } = require('child_process');
 const fs = require('fs');
 const net = require('net');
+const procs = require('../lib/procs.js');
 
 function assert(c, m) { if (!c) throw new Error(m); }
 function eq(a, e, m) {
@@ -12,17 +13,11 @@ function eq(a, e, m) {
 }
 const bearer = (t) => ({ authorization: `Bearer ${t}` });
 
-// mulberry32: a small seeded PRNG, so a failing sweep can be replayed.
+// The seeded PRNG of tests/lib/procs.js, so a failing sweep can be replayed;
+// int(n) is in [0, n).
 function prng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n) => Math.floor(next() * n), pick: (xs) => xs[Math.floor(next() * xs.length)] };
+  const next = procs.prng(seed);
+  return { next, int: (n) => next.int(0, n - 1), pick: next.pick };
 }
 
 // Every devlock key in Redis with its full contents (hashes, fence counters,
