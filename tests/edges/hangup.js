@@ -35,7 +35,10 @@ async function queuedThenHangUp(how) {
   assert(h.body && h.body.success, h.text);
   const w = rawAcquire(broker.port, { device_name: dev, lock_type: T, user_id: 'gone', wait: 30, timeout: null });
   await poll(async () => (await broker.get(`/api/locks/device/${dev}`)).body.waiters.length === 1, 5000, 'the waiter to queue');
+  // the hang-up is on the wire (FIN sent) before the grant can happen
+  const sent = new Promise(r => w.sock.once(how === 'close' ? 'close' : 'finish', r));
   if (how === 'close') w.sock.destroy(); else w.sock.end();
+  await sent;
   const rel = await broker.release({ device_name: dev, lock_key: h.body.lock_key, user_id: 'holder' });
   assert(rel.status === 200, rel.text);
   // nobody holds the key: the device must end up free, its queue empty
