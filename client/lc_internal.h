@@ -13,6 +13,41 @@
 
 #define LC_ERRMSG_MAX 512
 
+/* The settings behind lc_opts (and lc_options, converted). Strings owned. */
+struct lc_opts {
+    char *url, *token, *user_id, *client_name;
+    char *ca_file, *ca_path, *cert_file, *key_file;   /* NULL: default (env, system) */
+    long timeout_ms;            /* <= 0: 5000 */
+    long safety_margin_ms;      /* < 0: automatic (lc__margin_ms) */
+    long check_interval_ms;     /* <= 0: 1000 */
+    long session_grace_ms;      /* <= 0: 10000 */
+    lc_log_fn log;
+    void *log_userdata;
+    lc_error_fn error_cb;
+    void *error_userdata;
+};
+/* Deep copy (NULL src: defaults); 0 or -1 (ENOMEM). dst is overwritten. */
+int lc__opts_copy(struct lc_opts *dst, const struct lc_opts *src);
+void lc__opts_clear(struct lc_opts *o);
+/* The CA file/dir to use: the option, else $SSL_CERT_FILE / $CURL_CA_BUNDLE
+ * (file) or $SSL_CERT_DIR (dir), else NULL (the system's default). */
+const char *lc__ca_file(const struct lc_opts *o);
+const char *lc__ca_path(const struct lc_opts *o);
+
+/* ---- self-fencing arithmetic (lc_lease.c), shared by the keepalive thread
+ * and the loop's holds. Times are CLOCK_MONOTONIC microseconds. */
+int64_t lc__mono_us(void);
+/* The safety margin for a lease: opt_ms >= 0 as given (at most lease/2),
+ * else max(500 ms, lease / 10), at most lease / 2. */
+long lc__margin_ms(double lease_s, long opt_ms);
+/* sent_us + lease - margin; 0 when lease_s <= 0 (no expiry). */
+int64_t lc__deadline_us(int64_t sent_us, double lease_s, long margin_ms);
+/* A call's timeout: timeout_ms, cut to the time left until deadline_us
+ * (0: none). 0 when no time is left. */
+long lc__call_timeout_ms(long timeout_ms, int64_t deadline_us, int64_t now_us);
+/* When the next renew is due: a third of the lease after sent_us. */
+int64_t lc__renew_due_us(int64_t sent_us, double lease_s);
+
 struct lc_client {
     char *url;              /* without a trailing slash */
     char *token;
@@ -35,9 +70,13 @@ struct lc_lock {
     int64_t expires_us;
     lc_lock_type type;
     double lease_s;         /* lease asked for / derived; <= 0 none */
+    char *session_id;       /* session locks; NULL otherwise */
     /* Written by a keepalive thread while the owner reads: atomics. */
     int64_t live_expires_us;    /* expires_us as last renewed */
     int lost;                   /* 1 once a keepalive saw the lock gone */
+    int64_t deadline_us;        /* self-fencing deadline (monotonic), 0: none */
+    int64_t lease_us;           /* lease as last granted (lease_s * 1e6), 0: none */
+    int64_t preempt_grace_us;   /* grace of the preempt_requested seen, 0: none */
 };
 
 struct lc_lock_list {

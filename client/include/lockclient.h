@@ -44,7 +44,11 @@
 extern "C" {
 #endif
 
-#define LC_VERSION_STRING "1.0.0"
+/* The version this header belongs to; lc_version() gives the library's. */
+#define LC_VERSION_MAJOR 1
+#define LC_VERSION_MINOR 1
+#define LC_VERSION_PATCH 0
+#define LC_VERSION_STRING "1.1.0"
 
 /* Marks the exported functions (the library is built with hidden
  * visibility; its version script exports lc_* only). */
@@ -86,6 +90,9 @@ typedef enum lc_status {
     LC_ERR_REQUEST_TIMEOUT,  /* [3] the broker did not get the whole request in time (408) */
     LC_ERR_TOO_MANY,         /* [4] connection limit reached */
     LC_ERR_UNSUPPORTED_MEDIA, /* [2] the body was not sent as JSON (415) */
+    LC_ERR_TLS,              /* [5] TLS failed: certificate not trusted or wrong name, bad
+                              * client certificate or key, handshake refused (1.1) */
+    LC_ERR_CANCELLED,        /* [1] the operation was cancelled (lc_op_cancel, lc_loop_free) (1.1) */
     LC_STATUS_COUNT
 } lc_status;
 
@@ -97,8 +104,13 @@ LC_API const char *lc_strerror(lc_status status);
  * "error" field. Never NULL; static storage. Thread: any thread. */
 LC_API const char *lc_status_code(lc_status status);
 /* The lockctl exit code of a status: 0 ok, 1 failed, 2 usage/bad request,
- * 3 unreachable, 4 busy. Thread: any thread. */
+ * 3 unreachable, 4 busy, 5 TLS. Thread: any thread. */
 LC_API int lc_status_exit_code(lc_status status);
+
+/* The library's version at run time ("1.1.0"); major/minor/patch may be
+ * NULL. Static storage. Compare with LC_VERSION_* to detect a header/library
+ * mismatch. Thread: any thread. (1.1) */
+LC_API const char *lc_version(int *major, int *minor, int *patch);
 
 /* ---- lock types --------------------------------------------------------- */
 typedef enum lc_lock_type {
@@ -112,7 +124,7 @@ typedef enum lc_lock_type {
 /* "MAINTENANCE" etc.; NULL for LC_TYPE_DEFAULT or out of range. Static
  * storage. Thread: any thread. */
 LC_API const char *lc_lock_type_name(lc_lock_type type);
-/* Inverse of lc_lock_type_name (exact, upper case). name borrowed; NULL or
+/* Inverse of lc_lock_type_name (case-insensitive since 1.1). name borrowed; NULL or
  * unknown gives LC_TYPE_DEFAULT. Thread: any thread. */
 LC_API lc_lock_type lc_lock_type_parse(const char *name);
 
@@ -133,6 +145,57 @@ typedef struct lc_options {
     lc_log_fn log;          /* optional; NULL: no diagnostics */
     void *log_userdata;     /* borrowed: passed to log, must outlive the client */
 } lc_options;
+
+/* ---- options object (1.1) -------------------------------------------------
+ * The way to configure clients, watches and loops from 1.1 on: new settings
+ * become new lc_opt keys, never new struct fields, so the ABI can grow.
+ * lc_options above stays for 1.0 programs (it covers the first six keys). */
+typedef struct lc_opts lc_opts;
+
+typedef enum lc_opt {
+    /* strings (lc_opts_set_str; copied; NULL restores the default) */
+    LC_OPT_URL = 1,          /* "http(s)://host:port[/prefix]"; default http://localhost:60620 */
+    LC_OPT_TOKEN,            /* Bearer token; default none */
+    LC_OPT_USER_ID,          /* default user; default $USER, else the login name, else "unknown" */
+    LC_OPT_CLIENT_NAME,      /* lock "client" name; default not sent */
+    LC_OPT_CA_FILE,          /* PEM bundle of CAs to trust for https/wss; default
+                              * $SSL_CERT_FILE, else $CURL_CA_BUNDLE, else the system's */
+    LC_OPT_CA_PATH,          /* directory of hashed CA certificates; default $SSL_CERT_DIR, else the system's */
+    LC_OPT_CERT_FILE,        /* client certificate (PEM) for mutual TLS; default none */
+    LC_OPT_KEY_FILE,         /* its private key (PEM); default: CERT_FILE */
+    /* numbers (lc_opts_set_long) */
+    LC_OPT_TIMEOUT_MS = 100, /* per call (connect + answer); default 5000 */
+    LC_OPT_SAFETY_MARGIN_MS, /* self-fencing margin (see "Self-fencing"); default -1: automatic,
+                              * max(500 ms, lease / 10), at most lease / 2 */
+    LC_OPT_CHECK_INTERVAL_MS,/* how often a keepalive confirms a lock without expiry is still
+                              * held (POST /api/lock/validate) and polls for preemption
+                              * warnings; default 1000 */
+    LC_OPT_SESSION_GRACE_MS  /* the broker's --session-grace, for session locks; default 10000 */
+} lc_opt;
+
+/* Error callback: every failed connection or call of the object the options
+ * configure, with its status and the reason ("TLS: certificate verify
+ * failed: unable to get local issuer certificate", "broker unreachable:
+ * Connection refused", "HTTP 401 on WebSocket upgrade"). permanent is 1 when
+ * retrying cannot help (401, 403, TLS, bad URL): a watch stops then (see
+ * lc_watch_status). detail borrowed for the call. Same threads as lc_log_fn. */
+typedef void (*lc_error_fn)(lc_status status, int permanent, const char *detail, void *userdata);
+
+/* *out: caller frees with lc_opts_free. LC_OK or LC_ERR_NOMEM. Thread: any. */
+LC_API lc_status lc_opts_new(lc_opts **out);
+/* NULL is a no-op. Objects made from the options keep their own copy. */
+LC_API void lc_opts_free(lc_opts *opts);
+/* Sets a string option (value copied; NULL: default). LC_ERR_BAD_REQUEST for
+ * an unknown key, a number key, or a URL that is not http(s)://;
+ * LC_ERR_NOMEM. Thread: not concurrently on the same opts. */
+LC_API lc_status lc_opts_set_str(lc_opts *opts, lc_opt key, const char *value);
+/* Sets a number option. LC_ERR_BAD_REQUEST for an unknown or string key. */
+LC_API lc_status lc_opts_set_long(lc_opts *opts, lc_opt key, long value);
+/* Log and error callbacks; userdata borrowed (must outlive what is made). */
+LC_API lc_status lc_opts_set_log(lc_opts *opts, lc_log_fn fn, void *userdata);
+LC_API lc_status lc_opts_set_error_cb(lc_opts *opts, lc_error_fn fn, void *userdata);
+/* lc_client_new with an options object (NULL: defaults). opts borrowed. */
+LC_API lc_status lc_client_new_opts(const lc_opts *opts, lc_client **out);
 
 /* Creates a client. Does not connect (the first call does; the connection
  * is then kept and reused). opts: borrowed, may be NULL for all defaults;
@@ -181,6 +244,22 @@ LC_API int64_t lc_lock_expires_us(const lc_lock *lock);
 /* 1 once a keepalive (or lc_with_lock / the guard) found this lock gone
  * (preempted, expired, force-released); an atomic, any thread. */
 LC_API int lc_lock_lost(const lc_lock *lock);
+/* Self-fencing (1.1): the CLOCK_MONOTONIC time, in microseconds, until
+ * which this holder may still act on the lock: the send time of the last
+ * confirmed grant or renew plus the lease, minus the safety margin. The
+ * broker cannot end the lease before it (clocks run at the same rate), so
+ * a holder that stops by then never overlaps the next one. A keepalive
+ * sets lc_lock_lost before it passes. 0: no expiry (or not known).
+ * An atomic; any thread. */
+LC_API int64_t lc_lock_deadline_us(const lc_lock *lock);
+/* The lease the broker last granted, in seconds (follows a renew by anyone
+ * with a new timeout); 0: no expiry. (1.1) */
+LC_API double lc_lock_lease_s(const lc_lock *lock);
+/* Grace window of a preemption warning (preempt_requested) seen by a
+ * keepalive or hold, in seconds; 0 while none was seen. An atomic. (1.1) */
+LC_API double lc_lock_preempt_grace_s(const lc_lock *lock);
+/* The session id of a session lock; NULL for other locks. (1.1) */
+LC_API const char *lc_lock_session_id(const lc_lock *lock);
 LC_API lc_lock_type lc_lock_type_of(const lc_lock *lock);
 LC_API const char *lc_lock_user(const lc_lock *lock);
 LC_API const char *lc_lock_reason(const lc_lock *lock);       /* NULL if none */
@@ -373,6 +452,40 @@ typedef void (*lc_lost_fn)(const lc_lock *lock, lc_status status, const char *de
  * Thread: any thread. */
 LC_API lc_status lc_keepalive_start(lc_client *client, lc_lock *lock, long interval_ms,
                                     lc_lost_fn lost_cb, void *userdata, lc_keepalive **out);
+/* Self-fencing (1.1), for every keepalive, lc_with_lock, the guard and the
+ * holds of an lc_loop: the lock counts as lost - lc_lock_lost() becomes 1,
+ * the lost callback runs with LC_ERR_LOST - as soon as
+ *   - a renew or check answers 403/404 (preempted, expired, force-released),
+ *   - an event says the lock ended (holds of a loop with a watch), or
+ *   - lc_lock_deadline_us() is reached without a confirmed renew (broker or
+ *     Redis unreachable, stalled, or too slow): the broker may end the lease
+ *     at send time + lease, never earlier; the margin (LC_OPT_SAFETY_MARGIN_MS)
+ *     is time left for the holder to stop before that.
+ * Each renew is sent at a third of the lease and waits at most the time left
+ * until the deadline; it asks for the lease the broker last granted
+ * (lc_lock_lease_s), so a manual extension by `lockctl renew --timeout` is
+ * kept. A lock without expiry is confirmed every LC_OPT_CHECK_INTERVAL_MS
+ * with POST /api/lock/validate and is lost when its fence is no longer the
+ * holder's; it has no local deadline (nothing ends it but a transition).
+ * These checks also report preempt_requested (grace window) within one
+ * interval (a loop with a watch: at once). */
+typedef struct lc_keepalive_callbacks {
+    /* Once, when the lock is lost (status LC_ERR_LOST for the local deadline
+     * or an end event, LC_ERR_FORBIDDEN / LC_ERR_NOT_FOUND for a renew's answer). */
+    void (*on_lost)(const lc_lock *lock, lc_status status, const char *detail, void *userdata);
+    /* A holder of higher priority asked for the device: release within grace_s
+     * or be preempted. requested_by is the broker's JSON object
+     * ({"user_id","lock_type","priority"}), borrowed for the call. Once per window. */
+    void (*on_preempt_requested)(const lc_lock *lock, double grace_s, const char *requested_by,
+                                 void *userdata);
+    void *userdata;
+} lc_keepalive_callbacks;
+/* lc_keepalive_start with both callbacks (cbs borrowed, copied; may be
+ * NULL). interval_ms <= 0: a third of the lease (renew), and
+ * LC_OPT_CHECK_INTERVAL_MS for checks. The client's options (margin,
+ * intervals, TLS) apply. Thread: any thread. (1.1) */
+LC_API lc_status lc_keepalive_start_cb(lc_client *client, lc_lock *lock, long interval_ms,
+                                       const lc_keepalive_callbacks *cbs, lc_keepalive **out);
 /* Stops and joins the thread (blocks for at most one renew call, i.e.
  * timeout_ms) and frees ka. Does not release the lock. Returns
  * LC_ERR_LOST if the lock was lost, else LC_OK. NULL: LC_OK.
@@ -481,6 +594,15 @@ typedef struct lc_watch_callbacks {
  * process-wide; the first watch silences it (the library never prints).
  * Thread: any thread. */
 LC_API lc_status lc_watch_new(const lc_options *opts, const lc_watch_callbacks *cbs, lc_watch **out);
+/* lc_watch_new with an options object (TLS settings, error callback). A
+ * watch reports every failed connect to the error callback and retries,
+ * except on permanent failures (401, 403, TLS): it then stops and
+ * lc_watch_status says why. The library never changes libwebsockets' or
+ * any other process-wide setting. Thread: any thread. (1.1) */
+LC_API lc_status lc_watch_new_opts(const lc_opts *opts, const lc_watch_callbacks *cbs, lc_watch **out);
+/* LC_OK while the watch runs (connected or retrying); the permanent error
+ * once it gave up. Thread: any thread. (1.1) */
+LC_API lc_status lc_watch_status(lc_watch *w);
 /* Copies the cache. *out: caller frees with lc_lock_list_free. Returns
  * LC_OK, LC_ERR_NOMEM, LC_ERR_BAD_REQUEST. Does not block on the network.
  * Thread: any thread, including the watch callbacks. */
@@ -498,6 +620,101 @@ LC_API void lc_watch_last_event_id(lc_watch *w, char *buf, size_t len);
  * thread ends (a few ms). NULL: no-op. Thread: any thread except the
  * watch's callbacks. */
 LC_API void lc_watch_free(lc_watch *w);
+
+/* ---- event-loop integration (1.1) ---------------------------------------
+ * An lc_loop does everything of the calls above without a thread and
+ * without blocking, for programs that have their own loop (poll, libuv,
+ * ...), like hiredis' async context or libmosquitto's loop functions. It
+ * owns one WebSocket connection to the broker (/ws), over which go the
+ * watch, every asynchronous call, and the renewals of every lock it holds:
+ * one connection and one session for many locks. It reconnects by itself
+ * (backoff as a watch), resumes the event stream and re-attaches its
+ * session.
+ *
+ *     lc_loop *loop; lc_loop_new(opts, &loop);
+ *     struct pollfd p = {lc_loop_fd(loop), POLLIN, 0};
+ *     for (;;) {
+ *         poll(&p, 1, (int)lc_loop_timeout_ms(loop));
+ *         lc_loop_process(loop);              // runs the callbacks
+ *     }
+ *
+ * With libuv: a uv_poll_t on lc_loop_fd() (UV_READABLE) and a uv_timer_t set
+ * to lc_loop_timeout_ms() after every lc_loop_process().
+ * Everything of one loop - its calls and callbacks - belongs to the thread
+ * that runs it. Callbacks run only inside lc_loop_process (never inside the
+ * call that starts an operation) and may call any lc_loop / lc_*_async
+ * function, lc_op_cancel, lc_hold_stop, but not lc_loop_free. */
+typedef struct lc_loop lc_loop;
+typedef struct lc_op lc_op;
+typedef struct lc_hold lc_hold;
+
+/* Creates a loop (opts borrowed, copied; NULL: defaults). Starts connecting
+ * at the first lc_loop_process (name resolution may block then, as
+ * getaddrinfo does). *out: free with lc_loop_free. LC_OK, LC_ERR_NOMEM,
+ * LC_ERR_BAD_REQUEST (url), LC_ERR_INTERNAL. Thread: any. */
+LC_API lc_status lc_loop_new(const lc_opts *opts, lc_loop **out);
+/* Ends every operation (its callback runs with LC_ERR_CANCELLED), stops the
+ * holds (without releasing: their locks expire or, session locks, end
+ * after the session grace), closes the connection, frees. NULL: no-op. */
+LC_API void lc_loop_free(lc_loop *loop);
+/* The one file descriptor to wait on for readability. The same for the
+ * loop's whole life (it stands for the connection and the timers). */
+LC_API int lc_loop_fd(const lc_loop *loop);
+/* The longest wait, in ms, before lc_loop_process must run even if the fd
+ * stays quiet; -1: no timer pending. Call again after each process. */
+LC_API long lc_loop_timeout_ms(const lc_loop *loop);
+/* Does what is ready or due and runs the callbacks; never waits. LC_OK, or
+ * the permanent error that stopped the loop (LC_ERR_UNAUTHORIZED,
+ * LC_ERR_FORBIDDEN, LC_ERR_TLS): every operation was then cancelled. */
+LC_API lc_status lc_loop_process(lc_loop *loop);
+/* 1 while connected (and resumed/attached after a reconnect). */
+LC_API int lc_loop_connected(const lc_loop *loop);
+/* The loop's session id (session locks), NULL before the first connect. */
+LC_API const char *lc_loop_session_id(const lc_loop *loop);
+/* Watches every lock on the loop's connection: the callbacks of a watch
+ * (cbs borrowed, copied), with the same guarantees (each event once, in
+ * order, also across reconnects). lc_loop_snapshot copies the cache. */
+LC_API lc_status lc_loop_watch(lc_loop *loop, const lc_watch_callbacks *cbs);
+LC_API lc_status lc_loop_snapshot(lc_loop *loop, lc_lock_list **out);
+
+/* Completion callbacks. lock (acquire): the granted lock, the callee's, free
+ * with lc_lock_free; NULL unless status is LC_OK. detail: the broker's text
+ * or the transport error, borrowed for the call ("" on success). */
+typedef void (*lc_acquire_fn)(lc_status status, lc_lock *lock, const char *detail, void *userdata);
+typedef void (*lc_done_fn)(lc_status status, const char *detail, void *userdata);
+
+/* Asynchronous lc_acquire over the loop's connection. req borrowed (copied).
+ * req->session = 1 takes a session lock: it needs no renewal and ends
+ * (force_released, session_lost) when this loop's process is gone for the
+ * session grace. The callback runs exactly once (LC_OK, LC_ERR_DENIED, ...,
+ * LC_ERR_TIMEOUT after timeout_ms + wait_s, LC_ERR_CANCELLED), unless the
+ * op is cancelled first. *op (may be NULL) is valid until the callback
+ * starts. Returns LC_OK (started) or LC_ERR_BAD_REQUEST / LC_ERR_NOMEM
+ * (nothing started, no callback). */
+LC_API lc_status lc_acquire_async(lc_loop *loop, const lc_request *req, lc_acquire_fn cb,
+                                  void *userdata, lc_op **op);
+/* Asynchronous lc_release / lc_renew (lock borrowed until the callback;
+ * lc_renew_async updates its expiry and deadline on success). */
+LC_API lc_status lc_release_async(lc_loop *loop, const lc_lock *lock, lc_done_fn cb,
+                                  void *userdata, lc_op **op);
+LC_API lc_status lc_renew_async(lc_loop *loop, lc_lock *lock, double timeout_s, lc_done_fn cb,
+                                void *userdata, lc_op **op);
+/* Cancels an operation whose callback has not run: the callback will not
+ * run. A grant that arrives for a cancelled acquire is released by the
+ * loop; a queued acquire leaves the broker's queue. NULL: no-op. */
+LC_API void lc_op_cancel(lc_op *op);
+
+/* Keeps a lock the loop's caller holds (acquired by this loop or any other
+ * way): renewals on the loop's connection, self-fencing as described under
+ * "Self-fencing", end events and preemption warnings from the stream, a
+ * session lock kept by the session. lock borrowed, must outlive the hold;
+ * its atomics are updated. cbs borrowed, copied. *out: stop with
+ * lc_hold_stop. LC_OK, LC_ERR_BAD_REQUEST (no key), LC_ERR_NOMEM. */
+LC_API lc_status lc_loop_hold(lc_loop *loop, lc_lock *lock, const lc_keepalive_callbacks *cbs,
+                              lc_hold **out);
+/* Stops and frees a hold (does not release the lock): LC_ERR_LOST if the
+ * lock was lost, else LC_OK. NULL: LC_OK. */
+LC_API lc_status lc_hold_stop(lc_hold *hold);
 
 #ifdef __cplusplus
 }
