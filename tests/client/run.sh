@@ -51,8 +51,8 @@ trap 'exit 1' INT TERM
 
 # ---- build ----------------------------------------------------------------
 WARN="-std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Werror -D_GNU_SOURCE"
-DEPS_CFLAGS=$(pkg-config --cflags libcurl libwebsockets libcjson)
-DEPS_LIBS=$(pkg-config --libs libcurl libwebsockets libcjson)
+DEPS_CFLAGS=$(pkg-config --cflags libcurl libwebsockets libcjson openssl)
+DEPS_LIBS=$(pkg-config --libs libcurl libwebsockets libcjson openssl)
 make -s -j2 B="$B" "$B/devlockd" "$B/liblockclient.so" "$B/liblockclient.a" "$B/lockclient.pc" \
     "$B/lockctl" examples >"$dir/build.log" 2>&1
 check "make builds the library, lockctl and the examples" || cat "$dir/build.log"
@@ -353,5 +353,15 @@ check "the static library links and runs"
 make -s B="$B" uninstall DESTDIR="$stage" PREFIX=/usr >/dev/null 2>&1
 [ -z "$(find "$stage" -type f -o -type l)" ]
 check "make uninstall removes every installed file"
+
+# ---- further parts: tests/client/t_*.sh, in name order ------------------------
+# Each is sourced here with the servers above running and may use every
+# helper and variable of this file ($CTL, $U, $L, $dir, ok, bad, check,
+# expect_rc, until_ok, run_c, $DEPS_CFLAGS, $DEPS_LIBS, $WARN).
+for part in tests/client/t_*.sh; do
+    [ -f "$part" ] || continue
+    echo "=== $(basename "$part")"
+    . "./$part"
+done
 
 finish
