@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -31,10 +32,14 @@ const char *lc_lock_type_name(lc_lock_type t)
     return lk_lock_type_name((int)t - 1);
 }
 
+/* Case-insensitive since 1.1 ("maintenance" from a command line); the
+ * broker's own parser (lk_lock_type_parse) stays exact. */
 lc_lock_type lc_lock_type_parse(const char *name)
 {
-    int t = name ? lk_lock_type_parse(name) : -1;
-    return t < 0 ? LC_TYPE_DEFAULT : (lc_lock_type)(t + 1);
+    for (int t = LC_MAINTENANCE; name && t <= LC_QUEUE_QUEUED; t++)
+        if (!strcasecmp(name, lc_lock_type_name((lc_lock_type)t)))
+            return (lc_lock_type)t;
+    return LC_TYPE_DEFAULT;
 }
 
 char *lc__strdup(const char *s)
@@ -96,15 +101,12 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-lc_status lc_client_new(const lc_options *opts, lc_client **out)
+lc_status lc_client_new_opts(const lc_opts *opts, lc_client **out)
 {
     if (!out)
         return LC_ERR_BAD_REQUEST;
     *out = NULL;
-    lc_options def = {0};
-    if (!opts)
-        opts = &def;
-    const char *url = opts->url && *opts->url ? opts->url : "http://localhost:60620";
+    const char *url = opts && opts->url && *opts->url ? opts->url : "http://localhost:60620";
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
         return LC_ERR_BAD_REQUEST;
     pthread_once(&curl_once, curl_init_once);
@@ -114,7 +116,11 @@ lc_status lc_client_new(const lc_options *opts, lc_client **out)
     lc_client *c = calloc(1, sizeof(*c));
     if (!c)
         return LC_ERR_NOMEM;
-    const char *user = opts->user_id;
+    if (lc__opts_copy(&c->o, opts)) {
+        free(c);
+        return LC_ERR_NOMEM;
+    }
+    const char *user = opts ? opts->user_id : NULL;
     char pwbuf[1024];
     struct passwd pw, *pwp = NULL;
     if (!user || !*user)
@@ -123,35 +129,32 @@ lc_status lc_client_new(const lc_options *opts, lc_client **out)
         user = pwp->pw_name;
     if (!user || !*user)
         user = "unknown";
-    c->url = strdup(url);
-    c->user_id = strdup(user);
-    c->token = lc__strdup(opts->token);
-    c->client_name = lc__strdup(opts->client_name);
-    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
-    c->log = opts->log;
-    c->log_userdata = opts->log_userdata;
-    if (!c->url || !c->user_id || (opts->token && !c->token) ||
-        (opts->client_name && !c->client_name)) {
-        lc_client_free(c);
+    char *u = strdup(url), *uid = strdup(user);
+    free(c->o.url);
+    free(c->o.user_id);
+    c->o.url = u;
+    c->o.user_id = uid;
+    if (c->o.timeout_ms <= 0)
+        c->o.timeout_ms = 5000;
+    if (!u || !uid) {
+        lc__opts_clear(&c->o);
+        free(c);
         return LC_ERR_NOMEM;
     }
-    size_t ul = strlen(c->url);
-    while (ul > 0 && c->url[ul - 1] == '/')
-        c->url[--ul] = '\0';
+    size_t ul = strlen(u);
+    while (ul > 0 && u[ul - 1] == '/')
+        u[--ul] = '\0';
     c->curl = curl_easy_init();
     if (!c->curl) {
-        free(c->url);
-        free(c->user_id);
-        free(c->token);
-        free(c->client_name);
+        lc__opts_clear(&c->o);
         free(c);
         return LC_ERR_INTERNAL;
     }
     c->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    if (c->headers && c->token) {
+    if (c->headers && c->o.token) {
         struct lk_buf h;
         lk_buf_init(&h, 0);
-        lk_buf_printf(&h, "Authorization: Bearer %s", c->token);
+        lk_buf_printf(&h, "Authorization: Bearer %s", c->o.token);
         struct curl_slist *n = h.oom ? NULL : curl_slist_append(c->headers, lk_buf_data(&h));
         lk_buf_free(&h);
         if (!n) {
@@ -159,28 +162,40 @@ lc_status lc_client_new(const lc_options *opts, lc_client **out)
             c->headers = NULL;
         }
     }
+    pthread_mutex_init(&c->mu, NULL);
     if (!c->headers) {
-        curl_easy_cleanup(c->curl);
-        c->curl = NULL;
         lc_client_free(c);
         return LC_ERR_NOMEM;
     }
-    pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return LC_OK;
 }
 
+/* The 1.0 options are the first keys of the 1.1 ones: the struct is only
+ * read (the strings are copied by lc_client_new_opts). */
+lc_status lc_client_new(const lc_options *opts, lc_client **out)
+{
+    struct lc_opts o;
+    memset(&o, 0, sizeof(o));
+    o.safety_margin_ms = -1;
+    o.check_interval_ms = 1000;
+    o.session_grace_ms = 10000;
+    o.timeout_ms = 5000;
+    if (opts) {
+        o.url = (char *)opts->url;
+        o.token = (char *)opts->token;
+        o.user_id = (char *)opts->user_id;
+        o.client_name = (char *)opts->client_name;
+        o.timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+        o.log = opts->log;
+        o.log_userdata = opts->log_userdata;
+    }
+    return lc_client_new_opts(&o, out);
+}
+
 lc_status lc__client_clone(const lc_client *c, lc_client **out)
 {
-    lc_options o = {0};
-    o.url = c->url;
-    o.token = c->token;
-    o.timeout_ms = c->timeout_ms;
-    o.user_id = c->user_id;
-    o.client_name = c->client_name;
-    o.log = c->log;
-    o.log_userdata = c->log_userdata;
-    return lc_client_new(&o, out);
+    return lc_client_new_opts(&c->o, out);
 }
 
 void lc__errmsg_copy(lc_client *c, char *buf, size_t len)
@@ -199,10 +214,7 @@ void lc_client_free(lc_client *c)
         pthread_mutex_destroy(&c->mu);
     }
     curl_slist_free_all(c->headers);
-    free(c->url);
-    free(c->token);
-    free(c->user_id);
-    free(c->client_name);
+    lc__opts_clear(&c->o);
     free(c);
 }
 
@@ -213,7 +225,7 @@ const char *lc_errmsg(const lc_client *c)
 
 const char *lc_client_user(const lc_client *c)
 {
-    return c ? c->user_id : NULL;
+    return c ? c->o.user_id : NULL;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -241,13 +253,60 @@ static lc_status status_of_http(long code)
     }
 }
 
+/* Certificate and handshake failures: retrying cannot help, and calling
+ * them "unreachable" sends people looking at the network. */
+static int is_tls_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED:
+#if LIBCURL_VERSION_NUM >= 0x074d00
+    case CURLE_SSL_CLIENTCERT:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* permanent: retrying the same call cannot help (see lc_error_fn). */
+static int is_permanent(lc_status st)
+{
+    return st == LC_ERR_UNAUTHORIZED || st == LC_ERR_FORBIDDEN || st == LC_ERR_TLS ||
+           st == LC_ERR_BAD_REQUEST;
+}
+
+static void set_tls(lc_client *c, CURL *h)
+{
+    const char *ca = lc__ca_file(&c->o), *dir = lc__ca_path(&c->o);
+    if (ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    if (dir)
+        curl_easy_setopt(h, CURLOPT_CAPATH, dir);
+    if (c->o.cert_file) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->o.cert_file);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->o.key_file ? c->o.key_file : c->o.cert_file);
+    }
+}
+
 static lc_status http_locked(lc_client *c, const char *method, const char *path, const char *body,
-                             long extra_ms, cJSON **out)
+                             long timeout_ms, int64_t *sent_us, cJSON **out)
 {
     struct lk_buf url, resp;
     lk_buf_init(&url, 0);
     lk_buf_init(&resp, 0);
-    lk_buf_puts(&url, c->url);
+    lk_buf_puts(&url, c->o.url);
     lk_buf_puts(&url, path);
     if (url.oom) {
         lk_buf_free(&url);
@@ -259,11 +318,14 @@ static lc_status http_locked(lc_client *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_URL, lk_buf_data(&url));
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms + extra_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms);
+    /* TIMEOUT covers the whole call, connect included: a capped renew
+     * returns by its deadline whatever part of the exchange stalls */
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < c->o.timeout_ms ? timeout_ms : c->o.timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "liblockclient/" LC_VERSION_STRING);
+    set_tls(c, h);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -275,27 +337,35 @@ static lc_status http_locked(lc_client *c, const char *method, const char *path,
     }
     char cerr[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    if (sent_us)
+        *sent_us = lc__mono_us();
     CURLcode rc = curl_easy_perform(h);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-    if (c->log) {
+    if (c->o.log) {
         long code = 0, connects = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
-        lc__log(c->log, c->log_userdata, 0, "%s %s -> HTTP %ld (%s), new connections %ld", method,
+        lc__log(c->o.log, c->o.log_userdata, 0, "%s %s -> HTTP %ld (%s), new connections %ld", method,
                 lk_buf_data(&url), code, curl_easy_strerror(rc), connects);
     }
     lc_status st = LC_OK;
     if (rc != CURLE_OK) {
+        const char *why = cerr[0] ? cerr : curl_easy_strerror(rc);
         if (resp.oom) {
             st = LC_ERR_NOMEM;
             seterr_locked(c, "out of memory reading the reply");
+        } else if (is_tls_error(rc)) {
+            st = LC_ERR_TLS;
+            seterr_locked(c, "TLS: %s (%s %s)", why, method, lk_buf_data(&url));
         } else if (rc == CURLE_OPERATION_TIMEDOUT) {
             st = LC_ERR_TIMEOUT;
-            seterr_locked(c, "no answer in time: %s %s: %s", method, lk_buf_data(&url), cerr[0] ? cerr : curl_easy_strerror(rc));
+            seterr_locked(c, "no answer in time: %s %s: %s", method, lk_buf_data(&url), why);
+        } else if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) {
+            st = LC_ERR_BAD_REQUEST;
+            seterr_locked(c, "bad URL %s: %s", lk_buf_data(&url), why);
         } else {
             st = LC_ERR_UNAVAILABLE;
-            seterr_locked(c, "broker unreachable: %s %s: %s", method, lk_buf_data(&url),
-                       cerr[0] ? cerr : curl_easy_strerror(rc));
+            seterr_locked(c, "broker unreachable: %s %s: %s", method, lk_buf_data(&url), why);
         }
         goto done;
     }
@@ -331,12 +401,46 @@ done:
     return st;
 }
 
+/* Runs the error callback (outside the client's mutex, with a copy of the
+ * detail: another thread's call may change errmsg meanwhile). */
+static void report(lc_client *c, lc_status st, const char *detail)
+{
+    if (st != LC_OK && c->o.error_cb)
+        c->o.error_cb(st, is_permanent(st), detail, c->o.error_userdata);
+}
+
+lc_status lc__http_ex(lc_client *c, const char *method, const char *path, const char *body,
+                      long timeout_ms, int64_t *sent_us, cJSON **out)
+{
+    *out = NULL;
+    char detail[LC_ERRMSG_MAX];
+    pthread_mutex_lock(&c->mu);
+    lc_status st = http_locked(c, method, path, body, timeout_ms > 0 ? timeout_ms : c->o.timeout_ms,
+                               sent_us, out);
+    if (st != LC_OK)
+        memcpy(detail, c->errmsg, sizeof(detail));
+    pthread_mutex_unlock(&c->mu);
+    if (st != LC_OK)
+        report(c, st, detail);
+    return st;
+}
+
 lc_status lc__http(lc_client *c, const char *method, const char *path, const char *body,
                    long extra_ms, cJSON **out)
 {
-    *out = NULL;
+    return lc__http_ex(c, method, path, body, c->o.timeout_ms + extra_ms, NULL, out);
+}
+
+lc_status lc__fail(lc_client *c, lc_status st, const char *fmt, ...)
+{
+    char msg[LC_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
     pthread_mutex_lock(&c->mu);
-    lc_status st = http_locked(c, method, path, body, extra_ms, out);
+    memcpy(c->errmsg, msg, sizeof(msg));
     pthread_mutex_unlock(&c->mu);
+    report(c, st, msg);
     return st;
 }

@@ -48,14 +48,10 @@ long lc__call_timeout_ms(long timeout_ms, int64_t deadline_us, int64_t now_us);
 /* When the next renew is due: a third of the lease after sent_us. */
 int64_t lc__renew_due_us(int64_t sent_us, double lease_s);
 
+/* A client: its own copy of the options (o.url without a trailing slash,
+ * o.user_id resolved, o.timeout_ms > 0) and one curl handle. */
 struct lc_client {
-    char *url;              /* without a trailing slash */
-    char *token;
-    char *user_id;
-    char *client_name;
-    long timeout_ms;
-    lc_log_fn log;
-    void *log_userdata;
+    struct lc_opts o;
     pthread_mutex_t mu;     /* serialises calls: curl handle, errmsg */
     CURL *curl;
     struct curl_slist *headers;
@@ -75,6 +71,7 @@ struct lc_lock {
     int64_t live_expires_us;    /* expires_us as last renewed */
     int lost;                   /* 1 once a keepalive saw the lock gone */
     int64_t deadline_us;        /* self-fencing deadline (monotonic), 0: none */
+    int64_t lease_sent_us;      /* the send time deadline_us counts from (the writer's own) */
     int64_t lease_us;           /* lease as last granted (lease_s * 1e6), 0: none */
     int64_t preempt_grace_us;   /* grace of the preempt_requested seen, 0: none */
 };
@@ -98,6 +95,17 @@ struct lc_event_list {
  * timeout. Sets the client's errmsg. */
 lc_status lc__http(lc_client *c, const char *method, const char *path, const char *body,
                    long extra_ms, cJSON **out);
+/* lc__http with the whole call's time given (timeout_ms, connect
+ * included; <= 0: the client's timeout_ms) and, when sent_us is not NULL,
+ * the monotonic time just before the request went out (the start of the
+ * self-fencing lease). */
+lc_status lc__http_ex(lc_client *c, const char *method, const char *path, const char *body,
+                      long timeout_ms, int64_t *sent_us, cJSON **out);
+/* A call that fails after lc__http succeeded (a denial, an unreadable
+ * grant): sets errmsg and tells the error callback, as lc__http does for
+ * its own failures. */
+lc_status lc__fail(lc_client *c, lc_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void lc__seterr(lc_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void lc__log(lc_log_fn fn, void *ud, int level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -109,6 +117,12 @@ void lc__errmsg_copy(lc_client *c, char *buf, size_t len);
 /* Builds an lc_lock from a broker lock object; NULL on OOM or bad shape. */
 lc_lock *lc__lock_from_json(const cJSON *obj);
 lc_lock *lc__lock_dup(const lc_lock *l);
+/* Sets l's lease (<= 0: none) and its self-fencing deadline from sent_us,
+ * with c's margin (atomics: a keepalive calls it on the owner's lock). */
+void lc__lock_set_lease(const lc_client *c, lc_lock *l, double lease_s, int64_t sent_us);
+/* lc_renew with the call's time (call_ms, <= 0: the client's timeout) and,
+ * on LC_OK with answer not NULL, the broker's answer (caller deletes). */
+lc_status lc__renew_ex(lc_client *c, lc_lock *l, double timeout_s, long call_ms, cJSON **answer);
 lc_status lc__list_add(struct lc_lock_list *list, lc_lock *l);
 /* URL-escapes s into b. */
 void lc__buf_urlenc(struct lk_buf *b, const char *s);

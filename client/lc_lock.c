@@ -66,13 +66,20 @@ lc_lock *lc__lock_from_json(const cJSON *obj)
     l->json = cJSON_PrintUnformatted(obj);
     if (!l->json)
         oom = 1;
+    l->session_id = dup_str_field(obj, "session_id", &oom);
     int64_t acq = 0;
     if (l->expires_at && lk_time_parse_us(l->expires_at, &l->expires_us) != 0)
         l->expires_us = 0;
     l->live_expires_us = l->expires_us;
-    if (l->expires_us && l->acquired_at && lk_time_parse_us(l->acquired_at, &acq) == 0 &&
-        l->expires_us > acq)
+    /* lease_s (brokers since 1.1): the lease as last set, null for none;
+     * older brokers: what the grant's own times say */
+    const cJSON *lease = cJSON_GetObjectItemCaseSensitive(obj, "lease_s");
+    if (cJSON_IsNumber(lease))
+        l->lease_s = lease->valuedouble > 0 ? lease->valuedouble : 0;
+    else if (!cJSON_IsNull(lease) && l->expires_us && l->acquired_at &&
+             lk_time_parse_us(l->acquired_at, &acq) == 0 && l->expires_us > acq)
         l->lease_s = (double)(l->expires_us - acq) / 1e6;
+    l->lease_us = (int64_t)(l->lease_s * 1e6);
     if (oom) {
         lc_lock_free(l);
         return NULL;
@@ -90,11 +97,17 @@ lc_lock *lc__lock_dup(const lc_lock *s)
         l->fences[i] = s->fences[i];
 #define DUP(f) do { if (s->f && !(l->f = strdup(s->f))) bad = 1; } while (0)
     DUP(key); DUP(expires_at); DUP(acquired_at); DUP(user); DUP(reason); DUP(plan_uid); DUP(json);
+    DUP(session_id);
 #undef DUP
     l->expires_us = s->expires_us;
     l->live_expires_us = lc_lock_expires_us(s);
     l->type = s->type;
     l->lease_s = s->lease_s;
+    l->lease_us = __atomic_load_n(&s->lease_us, __ATOMIC_ACQUIRE);
+    l->deadline_us = lc_lock_deadline_us(s);
+    l->lease_sent_us = s->lease_sent_us;
+    l->preempt_grace_us = __atomic_load_n(&s->preempt_grace_us, __ATOMIC_ACQUIRE);
+    l->lost = lc_lock_lost(s);
     if (bad) {
         lc_lock_free(l);
         return NULL;
@@ -117,6 +130,7 @@ void lc_lock_free(lc_lock *l)
     free(l->reason);
     free(l->plan_uid);
     free(l->json);
+    free(l->session_id);
     free(l);
 }
 
@@ -132,6 +146,19 @@ int64_t lc_lock_expires_us(const lc_lock *l)
     return l ? __atomic_load_n(&l->live_expires_us, __ATOMIC_ACQUIRE) : 0;
 }
 int lc_lock_lost(const lc_lock *l) { return l ? __atomic_load_n(&l->lost, __ATOMIC_ACQUIRE) : 0; }
+int64_t lc_lock_deadline_us(const lc_lock *l)
+{
+    return l ? __atomic_load_n(&l->deadline_us, __ATOMIC_ACQUIRE) : 0;
+}
+double lc_lock_lease_s(const lc_lock *l)
+{
+    return l ? (double)__atomic_load_n(&l->lease_us, __ATOMIC_ACQUIRE) / 1e6 : 0;
+}
+double lc_lock_preempt_grace_s(const lc_lock *l)
+{
+    return l ? (double)__atomic_load_n(&l->preempt_grace_us, __ATOMIC_ACQUIRE) / 1e6 : 0;
+}
+const char *lc_lock_session_id(const lc_lock *l) { return l ? l->session_id : NULL; }
 lc_lock_type lc_lock_type_of(const lc_lock *l) { return l ? l->type : LC_TYPE_DEFAULT; }
 const char *lc_lock_user(const lc_lock *l) { return l ? l->user : NULL; }
 const char *lc_lock_reason(const lc_lock *l) { return l ? l->reason : NULL; }
@@ -181,18 +208,15 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
     if (!c || !req || !out)
         return LC_ERR_BAD_REQUEST;
     if (!req->device_name && (!req->device_names || req->n_devices == 0)) {
-        lc__seterr(c, "a request needs device_name or device_names");
-        return LC_ERR_BAD_REQUEST;
+        return lc__fail(c, LC_ERR_BAD_REQUEST, "a request needs device_name or device_names");
     }
     for (size_t i = 0; !req->device_name && i < req->n_devices; i++)
         if (!req->device_names[i]) {
-            lc__seterr(c, "device_names[%zu] is NULL", i);
-            return LC_ERR_BAD_REQUEST;
+            return lc__fail(c, LC_ERR_BAD_REQUEST, "device_names[%zu] is NULL", i);
         }
     const char *type = lc_lock_type_name(req->type ? req->type : LC_MANUAL_OPERATOR);
     if (!type) {
-        lc__seterr(c, "unknown lock type %d", (int)req->type);
-        return LC_ERR_BAD_REQUEST;
+        return lc__fail(c, LC_ERR_BAD_REQUEST, "unknown lock type %d", (int)req->type);
     }
     struct lk_buf b;
     lk_buf_init(&b, 0);
@@ -212,7 +236,7 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
     lk_buf_puts(&b, ",\"lock_type\":");
     lk_buf_json_str(&b, type);
     lk_buf_puts(&b, ",\"user_id\":");
-    lk_buf_json_str(&b, req->user_id ? req->user_id : c->user_id);
+    lk_buf_json_str(&b, req->user_id ? req->user_id : c->o.user_id);
     if (req->timeout_s > 0) {
         lk_buf_puts(&b, ",\"timeout\":");
         put_num(&b, req->timeout_s);
@@ -237,7 +261,7 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
     }
     if (req->session)
         lk_buf_puts(&b, ",\"session\":true");
-    const char *cname = req->client_name ? req->client_name : c->client_name;
+    const char *cname = req->client_name ? req->client_name : c->o.client_name;
     if (cname || req->client_host || req->client_pid) {
         char host[256] = "";
         const char *h = req->client_host;
@@ -262,27 +286,33 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
     }
     cJSON *j = NULL;
     long extra = req->wait_s > 0 ? (long)(req->wait_s * 1000) + 1000 : 0;
-    lc_status st = lc__http(c, "POST", "/api/lock/request", lk_buf_data(&b), extra, &j);
+    int64_t sent = 0;
+    lc_status st = lc__http_ex(c, "POST", "/api/lock/request", lk_buf_data(&b),
+                               c->o.timeout_ms + extra, &sent, &j);
     lk_buf_free(&b);
     if (st != LC_OK)
         return st;
     if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "success"))) {
         const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
-        lc__seterr(c, "%s", msg ? msg : "lock denied");
+        lc__fail(c, LC_ERR_DENIED, "%s", msg ? msg : "lock denied");
         cJSON_Delete(j);
         return LC_ERR_DENIED;
     }
     lc_lock *l = lc__lock_from_json(cJSON_GetObjectItemCaseSensitive(j, "lock"));
     if (!l) {
         cJSON_Delete(j);
-        lc__seterr(c, "the grant has no usable lock object");
-        return LC_ERR_PROTOCOL;
+        return lc__fail(c, LC_ERR_PROTOCOL, "the grant has no usable lock object");
     }
     const char *key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "lock_key"));
     if (!l->key && key && !(l->key = strdup(key)))
         st = LC_ERR_NOMEM;
-    if (req->timeout_s > 0)
+    const char *sid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "session_id"));
+    if (!l->session_id && sid && !(l->session_id = strdup(sid)))
+        st = LC_ERR_NOMEM;
+    /* a broker before 1.1 sends no lease_s: the lease asked for */
+    if (!cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(j, "lock"), "lease_s") && req->timeout_s > 0)
         l->lease_s = req->timeout_s;
+    lc__lock_set_lease(c, l, l->lease_s, sent);
     if (st == LC_OK && !req->device_name) {
         /* a group: every device with its own fence */
         const cJSON *fences = cJSON_GetObjectItemCaseSensitive(j, "fences");
@@ -303,12 +333,29 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
         lc_lock_free(l);
         return st;
     }
+    /* The deadline counts from the send time, the only time we know the
+     * grant cannot precede. After a long wait in the broker's queue most of
+     * the lease may look used up, though the grant is fresh: one renew now
+     * gives a send time near the grant (its failure is the keepalive's to
+     * judge; the lock is granted either way). */
+    if (l->lease_s > 0 && lc__mono_us() >= lc__renew_due_us(sent, l->lease_s))
+        (void)lc__renew_ex(c, l, 0, 0, NULL);
     *out = l;
     return LC_OK;
 }
 
+void lc__lock_set_lease(const lc_client *c, lc_lock *l, double lease_s, int64_t sent_us)
+{
+    l->lease_s = lease_s > 0 ? lease_s : 0;
+    l->lease_sent_us = sent_us;
+    int64_t d = lc__deadline_us(sent_us, l->lease_s, lc__margin_ms(l->lease_s, c->o.safety_margin_ms));
+    __atomic_store_n(&l->lease_us, (int64_t)(l->lease_s * 1e6), __ATOMIC_RELEASE);
+    __atomic_store_n(&l->deadline_us, d, __ATOMIC_RELEASE);
+}
+
 static lc_status holder_call(lc_client *c, const char *path, const char *dev, const char *key,
-                             const char *user, double timeout_s, cJSON **out)
+                             const char *user, double timeout_s, long call_ms, int64_t *sent,
+                             cJSON **out)
 {
     if (!c || !dev || !key)
         return LC_ERR_BAD_REQUEST;
@@ -319,7 +366,7 @@ static lc_status holder_call(lc_client *c, const char *path, const char *dev, co
     lk_buf_puts(&b, ",\"lock_key\":");
     lk_buf_json_str(&b, key);
     lk_buf_puts(&b, ",\"user_id\":");
-    lk_buf_json_str(&b, user ? user : c->user_id);
+    lk_buf_json_str(&b, user ? user : c->o.user_id);
     if (timeout_s > 0) {
         lk_buf_puts(&b, ",\"timeout\":");
         put_num(&b, timeout_s);
@@ -329,7 +376,7 @@ static lc_status holder_call(lc_client *c, const char *path, const char *dev, co
         lk_buf_free(&b);
         return LC_ERR_NOMEM;
     }
-    lc_status st = lc__http(c, "POST", path, lk_buf_data(&b), 0, out);
+    lc_status st = lc__http_ex(c, "POST", path, lk_buf_data(&b), call_ms, sent, out);
     lk_buf_free(&b);
     return st;
 }
@@ -337,7 +384,7 @@ static lc_status holder_call(lc_client *c, const char *path, const char *dev, co
 lc_status lc_release_key(lc_client *c, const char *dev, const char *key, const char *user)
 {
     cJSON *j = NULL;
-    lc_status st = holder_call(c, "/api/lock/release", dev, key, user, 0, &j);
+    lc_status st = holder_call(c, "/api/lock/release", dev, key, user, 0, 0, NULL, &j);
     cJSON_Delete(j);
     return st;
 }
@@ -373,7 +420,11 @@ lc_status lc_force_release(lc_client *c, const char *dev, const char *reason)
     return st;
 }
 
-static lc_status apply_renew(lc_lock *l, const cJSON *j)
+/* A confirmed renew sent at sent_us: the new expiry, the lease as the
+ * broker now has it (the answer's lock lease_s; without one, the timeout
+ * asked for, else unchanged) and the deadline that follows. */
+static lc_status apply_renew(lc_client *c, lc_lock *l, const cJSON *j, double timeout_s,
+                             int64_t sent_us)
 {
     const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "expires_at"));
     char *e = exp ? strdup(exp) : NULL;
@@ -384,20 +435,40 @@ static lc_status apply_renew(lc_lock *l, const cJSON *j)
     if (!e || lk_time_parse_us(e, &l->expires_us) != 0)
         l->expires_us = 0;
     __atomic_store_n(&l->live_expires_us, l->expires_us, __ATOMIC_RELEASE);
+    const cJSON *lease = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "lock"), "lease_s");
+    double lease_s = l->lease_s;
+    if (cJSON_IsNumber(lease))
+        lease_s = lease->valuedouble;
+    else if (cJSON_IsNull(lease) || !l->expires_us)
+        lease_s = 0;
+    else if (timeout_s > 0)
+        lease_s = timeout_s;
+    lc__lock_set_lease(c, l, lease_s, sent_us);
     return LC_OK;
+}
+
+lc_status lc__renew_ex(lc_client *c, lc_lock *l, double timeout_s, long call_ms, cJSON **answer)
+{
+    if (answer)
+        *answer = NULL;
+    if (!c || !l)
+        return LC_ERR_BAD_REQUEST;
+    cJSON *j = NULL;
+    int64_t sent = 0;
+    lc_status st = holder_call(c, "/api/lock/renew", lc_lock_device(l), l->key, l->user,
+                               timeout_s, call_ms, &sent, &j);
+    if (st == LC_OK)
+        st = apply_renew(c, l, j, timeout_s, sent);
+    if (st == LC_OK && answer)
+        *answer = j;
+    else
+        cJSON_Delete(j);
+    return st;
 }
 
 lc_status lc_renew(lc_client *c, lc_lock *l, double timeout_s)
 {
-    if (!l)
-        return LC_ERR_BAD_REQUEST;
-    cJSON *j = NULL;
-    lc_status st = holder_call(c, "/api/lock/renew", lc_lock_device(l), l->key, l->user,
-                               timeout_s, &j);
-    if (st == LC_OK)
-        st = apply_renew(l, j);
-    cJSON_Delete(j);
-    return st;
+    return lc__renew_ex(c, l, timeout_s, 0, NULL);
 }
 
 lc_status lc_renew_key(lc_client *c, const char *dev, const char *key, const char *user,
@@ -406,7 +477,7 @@ lc_status lc_renew_key(lc_client *c, const char *dev, const char *key, const cha
     if (out)
         *out = NULL;
     cJSON *j = NULL;
-    lc_status st = holder_call(c, "/api/lock/renew", dev, key, user, timeout_s, &j);
+    lc_status st = holder_call(c, "/api/lock/renew", dev, key, user, timeout_s, 0, NULL, &j);
     if (st == LC_OK && out) {
         *out = lc__lock_from_json(cJSON_GetObjectItemCaseSensitive(j, "lock"));
         if (!*out)
@@ -419,20 +490,22 @@ lc_status lc_renew_key(lc_client *c, const char *dev, const char *key, const cha
 /* ---- scoped locks ---- */
 
 /* Acquires and starts the keepalive of a scoped lock; on failure nothing is
- * held. */
+ * held. Every scoped lock gets a keepalive, also one without expiry (it is
+ * then checked with validate every LC_OPT_CHECK_INTERVAL_MS): the body
+ * learns of a force-release or a lost lease through lc_lock_lost. */
 static lc_status scoped_acquire(lc_client *c, const lc_request *req, lc_lock **lock,
                                 lc_keepalive **ka)
 {
     *ka = NULL;
     lc_status st = lc_acquire(c, req, lock);
-    if (st != LC_OK || !lc_lock_expires_us(*lock))
+    if (st != LC_OK)
         return st;
     st = lc_keepalive_start(c, *lock, 0, NULL, NULL, ka);
     if (st != LC_OK) {
         (void)lc_release(c, *lock);
         lc_lock_free(*lock);
         *lock = NULL;
-        lc__seterr(c, "cannot start the keepalive: %s", lc_strerror(st));
+        lc__fail(c, st, "cannot start the keepalive: %s", lc_strerror(st));
     }
     return st;
 }
