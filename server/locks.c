@@ -797,7 +797,17 @@ static void device_reply(struct locks_call *c, redisReply *r)
             lk_buf_printf(&b, "%lld", cur);
         else
             lk_buf_puts(&b, "null");
-        lk_buf_printf(&b, ",\"device_name\":\"%s\",\"fence\":%lld}", c->device, c->fence);
+        lk_buf_printf(&b, ",\"device_name\":\"%s\",\"fence\":%lld", c->device, c->fence);
+        /* the holder's open preemption window, for keepalives that check by
+         * validate (locks without expiry) */
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(l, "preempt");
+        char *pj = cur >= 0 && cur == c->fence && cJSON_IsObject(p) ? cJSON_PrintUnformatted(p) : NULL;
+        if (pj) {
+            lk_buf_puts(&b, ",\"preempt\":");
+            lk_buf_puts(&b, pj);
+            cJSON_free(pj);
+        }
+        lk_buf_putc(&b, '}');
         cJSON_Delete(l);
     } else {
         lk_buf_printf(&b, "{\"device_name\":\"%s\",\"locked\":%s,\"lock\":%s,\"timestamp\":\"%s\",\"waiters\":%s}",

@@ -131,13 +131,20 @@ if graceful > 0 then
     -- the window to end (expire.lua then preempts), as a top-ranked waiter.
     local deadline = now + math.max(wait_ms, graceful + 5000) * 1000
     local wid = enqueue(deadline)
-    local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":{"user_id":' ..
-        jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) .. ',"priority":' .. r.prio .. '}'
+    local requester = '{"user_id":' .. jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) ..
+        ',"priority":' .. r.prio .. '}'
+    local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":' .. requester
     for _, h in ipairs(preempt) do
         -- a window already open stays as the holder was told: a second
         -- preemptor neither extends nor moves it
         if not redis.call('ZSCORE', 'dl:expiry', '!' .. h.device_name) then
             add_deadline(now + graceful * 1000, '!' .. h.device_name)
+            -- the lock carries its window (lock_json "preempt") until it ends
+            -- or the window closes, so renew and validate answers tell the
+            -- holder too, not only this event
+            h.preempt_until, h.preempt_grace, h.preempt_by = int(now + graceful * 1000), graceful, requester
+            redis.call('HSET', lock_key(h.device_name), 'preempt_until', h.preempt_until,
+                'preempt_grace', graceful, 'preempt_by', requester)
             emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
         end
     end

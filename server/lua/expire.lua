@@ -32,6 +32,8 @@ for _, m in ipairs(due) do
             for _, d in ipairs(split(w.devices)) do taking[d] = true end
             end_group_rest(h, taking, 'preempted', now, maxlen)
         else
+            -- nobody to preempt for any more: the lock stays, its window closes
+            if h then redis.call('HDEL', lock_key(name), 'preempt_until', 'preempt_grace', 'preempt_by') end
             serve(name, now, maxlen)
         end
     elseif kind == '^' then

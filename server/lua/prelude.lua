@@ -3,7 +3,9 @@
 -- Data model. Keys of one device D share the hash slot {D}:
 --   dl:{D}:lock    HASH device_name lock_type user_id lock_key acq exp lease
 --                       prio fence owner [reason] [plan_uid] [client] [group] [session]
---                       [pending wbroker]
+--                       [pending wbroker] [preempt_until preempt_grace preempt_by]
+--                       (preempt_*: a graceful-preemption window is open on the
+--                        lock: its end (us), grace (ms), and the requester as JSON)
 --                       (owner: the token of the broker call that answers the
 --                        grant: the request's own, or the retry's that replayed it;
 --                        pending: the waiter a hand-over was for, until its broker
@@ -103,8 +105,11 @@ local function conf(dev, field, default)
     return tonumber(default)
 end
 
+-- lease_s: the lease as last set (renewals without a timeout keep it), so a
+-- client can follow a manual extension; preempt: the open window, if any.
 local function lock_json(h)
     local exp = tonumber(h.exp)
+    local lease = tonumber(h.lease) or 0
     local s = '{"device_name":' .. jstr(h.device_name) ..
         ',"lock_type":' .. jstr(h.lock_type) ..
         ',"user_id":' .. jstr(h.user_id) ..
@@ -114,7 +119,12 @@ local function lock_json(h)
         ',"reason":' .. jstr(h.reason) ..
         ',"plan_uid":' .. jstr(h.plan_uid) ..
         ',"priority":' .. h.prio ..
-        ',"fence":' .. h.fence
+        ',"fence":' .. h.fence ..
+        ',"lease_s":' .. (lease > 0 and tostring(lease / 1000) or 'null')
+    if h.preempt_until then
+        s = s .. ',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
+            tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}'
+    end
     if h.group then s = s .. ',"group":' .. h.group end
     if h.session then s = s .. ',"session":true' end
     if h.client then s = s .. ',"client":' .. h.client end
@@ -219,6 +229,7 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     redis.call('DEL', lock_key(dev))
     held_remove(dev, h.prio)
     redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
+    h.preempt_until = nil
     if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
     if cause == 'expired' or cause == 'session_lost' then
         local delay = conf(dev, 'delay_ms', S.delay_ms)
