@@ -1359,6 +1359,391 @@ static void test_watch_bad_args(void)
     lc_watch_free(w);
 }
 
+/* ---- 1.1: options, version, error callback ------------------------------ */
+
+struct err_rec {
+    pthread_mutex_t mu;
+    int calls, permanent;
+    lc_status status;
+    char detail[512];
+};
+
+static void on_error(lc_status st, int permanent, const char *detail, void *ud)
+{
+    struct err_rec *e = ud;
+    pthread_mutex_lock(&e->mu);
+    e->calls++;
+    e->status = st;
+    e->permanent = permanent;
+    snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void test_version_and_opts(void)
+{
+    int ma = -1, mi = -1, pa = -1;
+    CHECK_STR(lc_version(&ma, &mi, &pa), LC_VERSION_STRING);
+    CHECK(ma == LC_VERSION_MAJOR && mi == LC_VERSION_MINOR && pa == LC_VERSION_PATCH);
+    CHECK(lc_version(NULL, NULL, NULL) != NULL);
+    CHECK(lc_lock_type_parse("maintenance") == LC_MAINTENANCE);
+    CHECK(lc_lock_type_parse("Queue_Executing") == LC_QUEUE_EXECUTING);
+    CHECK(lc_strerror(LC_ERR_UNAVAILABLE) && strstr(lc_strerror(LC_ERR_UNAVAILABLE), "broker"));
+    CHECK(lc_status_exit_code(LC_ERR_TLS) == 5);
+
+    lc_opts *o = NULL;
+    CHECK(lc_opts_new(NULL) == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_new(&o) == LC_OK && o);
+    CHECK(lc_opts_set_str(o, LC_OPT_URL, "ftp://x") == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_set_str(o, LC_OPT_TIMEOUT_MS, "1") == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_set_long(o, LC_OPT_URL, 1) == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_set_long(o, (lc_opt)999, 1) == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_set_str(NULL, LC_OPT_URL, "http://x") == LC_ERR_BAD_REQUEST);
+    CHECK(lc_opts_set_str(o, LC_OPT_URL, url_a) == LC_OK);
+    CHECK(lc_opts_set_str(o, LC_OPT_USER_ID, "opt-user") == LC_OK);
+    CHECK(lc_opts_set_str(o, LC_OPT_CLIENT_NAME, "test_lib-opts") == LC_OK);
+    CHECK(lc_opts_set_str(o, LC_OPT_CA_FILE, "/nonexistent/ca.pem") == LC_OK);
+    CHECK(lc_opts_set_str(o, LC_OPT_CA_FILE, NULL) == LC_OK);   /* back to the default */
+    CHECK(lc_opts_set_long(o, LC_OPT_TIMEOUT_MS, 2000) == LC_OK);
+    CHECK(lc_opts_set_long(o, LC_OPT_SAFETY_MARGIN_MS, 700) == LC_OK);
+    CHECK(lc_opts_set_long(o, LC_OPT_CHECK_INTERVAL_MS, 300) == LC_OK);
+    struct err_rec e = {PTHREAD_MUTEX_INITIALIZER, 0, 0, LC_OK, ""};
+    CHECK(lc_opts_set_error_cb(o, on_error, &e) == LC_OK);
+    lc_client *c = NULL, *dead = NULL;
+    CHECK(lc_client_new_opts(o, &c) == LC_OK && c);
+    CHECK(lc_opts_set_str(o, LC_OPT_URL, dead_url) == LC_OK);
+    CHECK(lc_client_new_opts(o, &dead) == LC_OK && dead);
+    lc_opts_free(o);            /* the clients keep their own copies */
+    lc_opts_free(NULL);
+    if (!c || !dead)
+        goto out;
+    CHECK_STR(lc_client_user(c), "opt-user");
+    /* the lease, its deadline (margin 700 ms as set) */
+    lc_request r = {0};
+    r.device_name = dev("opt1");
+    r.timeout_s = 4;
+    lc_lock *l = NULL;
+    int64_t t0 = now_ms();
+    CHECK(lc_acquire(c, &r, &l) == LC_OK);
+    int64_t t1 = now_ms();
+    if (l) {
+        CHECK(lc_lock_lease_s(l) == 4);
+        int64_t d_ms = lc_lock_deadline_us(l) / 1000;
+        CHECK(d_ms >= t0 + 4000 - 700 && d_ms <= t1 + 4000 - 700);
+        CHECK(lc_lock_session_id(l) == NULL && lc_lock_preempt_grace_s(l) == 0);
+        CHECK(strstr(lc_lock_json(l), "\"lease_s\":4") != NULL);
+        /* a renew with a new timeout: the new lease, a later deadline */
+        int64_t before = lc_lock_deadline_us(l);
+        CHECK(lc_renew(c, l, 10) == LC_OK);
+        CHECK(lc_lock_lease_s(l) == 10 && lc_lock_deadline_us(l) > before + 5000000);
+        CHECK(lc_renew(c, l, 0) == LC_OK);
+        CHECK(lc_lock_lease_s(l) == 10);
+        CHECK(e.calls == 0);
+        /* busy: the error callback hears the denial, not permanent */
+        lc_lock *l2 = NULL;
+        CHECK(lc_acquire(c, &r, &l2) == LC_ERR_DENIED && !l2);
+        CHECK(e.calls == 1 && e.status == LC_ERR_DENIED && e.permanent == 0 && e.detail[0]);
+        CHECK(lc_release(c, l) == LC_OK);
+        lc_lock_free(l);
+    }
+    /* a lock without expiry: no lease, no deadline */
+    r.timeout_s = -1;
+    CHECK(lc_acquire(c, &r, &l) == LC_OK);
+    if (l) {
+        CHECK(lc_lock_lease_s(l) == 0 && lc_lock_deadline_us(l) == 0 && lc_lock_expires_us(l) == 0);
+        CHECK(lc_release(c, l) == LC_OK);
+        lc_lock_free(l);
+    }
+    /* unreachable: the reason reaches the callback */
+    e.calls = 0;
+    lc_health h;
+    CHECK(lc_health_check(dead, &h) == LC_ERR_UNAVAILABLE);
+    CHECK(e.calls == 1 && e.status == LC_ERR_UNAVAILABLE && e.permanent == 0);
+    CHECK(strstr(e.detail, "broker unreachable") != NULL);
+    CHECK(strstr(lc_errmsg(dead), "broker unreachable") != NULL);
+    /* a 404 (not permanent) and a bad argument (permanent) */
+    e.calls = 0;
+    CHECK(lc_release_key(c, dev("opt-none"), "00000000-0000-4000-8000-000000000000", NULL) == LC_ERR_NOT_FOUND);
+    CHECK(e.calls == 1 && e.status == LC_ERR_NOT_FOUND && e.permanent == 0);
+    lc_request none = {0};
+    CHECK(lc_acquire(c, &none, &l) == LC_ERR_BAD_REQUEST);
+    CHECK(e.calls == 2 && e.status == LC_ERR_BAD_REQUEST && e.permanent == 1);
+out:
+    lc_client_free(c);
+    lc_client_free(dead);
+}
+
+/* ---- 1.1: self-fencing -------------------------------------------------- */
+
+static int64_t real_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static void wait_ready_a(void)
+{
+    lc_client *c = client_at(url_a, "probe");
+    int64_t end = now_ms() + 10000;
+    lc_health h;
+    while (c && lc_health_check(c, &h) != LC_OK && now_ms() < end)
+        pause_ms(50);
+    lc_client_free(c);
+}
+
+/* Another user who wants the device through broker B (same Redis): queues
+ * and records when the broker granted it (Redis clock = this machine's
+ * CLOCK_REALTIME). */
+struct rival {
+    const char *device;
+    pthread_t thread;
+    lc_status status;
+    int64_t granted_rt_us;     /* acquired_at, Unix us */
+    int64_t fence;
+};
+
+#define RIVAL_LEASE_S 30
+
+static void *rival_main(void *arg)
+{
+    struct rival *rv = arg;
+    lc_client *b = client_at(url_b, "rival");
+    lc_request r = {0};
+    r.device_name = rv->device;
+    r.timeout_s = RIVAL_LEASE_S;
+    r.wait_s = 15;
+    lc_lock *l = NULL;
+    rv->status = b ? lc_acquire(b, &r, &l) : LC_ERR_NOMEM;
+    if (l) {
+        rv->granted_rt_us = lc_lock_expires_us(l) - RIVAL_LEASE_S * 1000000LL;
+        rv->fence = lc_lock_fence(l);
+        (void)lc_release(b, l);
+        lc_lock_free(l);
+    }
+    lc_client_free(b);
+    return NULL;
+}
+
+/* What a body under lc_with_lock or a guard saw while its broker stalled. */
+struct stall {
+    int64_t t_call_ms;          /* before the acquire was sent (<= its send time) */
+    int64_t lost_ms;            /* monotonic ms when lc_lock_lost became 1; 0: never */
+    int64_t lost_rt_us;
+    int64_t fence;
+    int paused;
+    struct rival rv;
+};
+
+/* 0.7 s in - before the first renew (a third of the 3 s lease after the
+ * grant) - the broker stops (SIGSTOP); the rival queues on broker B; then
+ * the body polls lc_lock_lost, as a careful body does. */
+static void stall_body(const lc_lock *lock, struct stall *s)
+{
+    s->fence = lc_lock_fence(lock);
+    pause_ms(700);
+    s->paused = ctl_run("pause-a") == 0;
+    s->rv.device = lc_lock_device(lock);
+    pthread_create(&s->rv.thread, NULL, rival_main, &s->rv);
+    int64_t end = now_ms() + 8000;
+    while (!lc_lock_lost(lock) && now_ms() < end)
+        pause_ms(5);
+    if (lc_lock_lost(lock)) {
+        s->lost_ms = now_ms();
+        s->lost_rt_us = real_us();
+    }
+}
+
+static void stall_fn(lc_client *c, const lc_lock *lock, void *ud)
+{
+    (void)c;
+    stall_body(lock, ud);
+}
+
+static void stall_check(struct stall *s)
+{
+    CHECK(s->paused);
+    pthread_join(s->rv.thread, NULL);
+    CHECK(ctl_run("cont-a") == 0);
+    wait_ready_a();
+    CHECK(s->lost_ms > 0);
+    /* before the broker could end the lease: grant send time + 3 s */
+    CHECK(s->lost_ms < s->t_call_ms + 3000);
+    printf("  lost %lld ms after the acquire was sent; the rival got it %lld ms after the loss\n",
+           (long long)(s->lost_ms - s->t_call_ms), (long long)((s->rv.granted_rt_us - s->lost_rt_us) / 1000));
+    /* the next holder only after the loss, after the server-side expiry */
+    CHECK(s->rv.status == LC_OK);
+    CHECK(s->rv.granted_rt_us > s->lost_rt_us);
+    CHECK(s->rv.fence > s->fence);
+}
+
+static void test_self_fence_with_lock(void)
+{
+    static struct stall s;
+    memset(&s, 0, sizeof(s));
+    lc_client *c = client_at(url_a, "alice");
+    lc_request r = {0};
+    r.device_name = dev("sf1");
+    r.timeout_s = 3;
+    s.t_call_ms = now_ms();
+    CHECK(lc_with_lock(c, &r, stall_fn, &s) == LC_ERR_LOST);
+    stall_check(&s);
+    lc_client_free(c);
+}
+
+static lc_status guarded_stall(lc_client *c, struct stall *s)
+{
+    lc_request r = {0};
+    r.device_name = dev("sf2");
+    r.timeout_s = 3;
+    s->t_call_ms = now_ms();
+    {
+        LC_LOCK_GUARD(g, c, &r);
+        if (g.status != LC_OK)
+            return g.status;
+        stall_body(g.lock, s);
+        lc_guard_release(&g);
+        return g.status;
+    }
+}
+
+static void test_self_fence_guard(void)
+{
+    static struct stall s;
+    memset(&s, 0, sizeof(s));
+    lc_client *c = client_at(url_a, "alice");
+    CHECK(guarded_stall(c, &s) == LC_ERR_LOST);
+    stall_check(&s);
+    lc_client_free(c);
+}
+
+struct fr_body {
+    int64_t released_ms, lost_ms;
+    int ok;
+};
+
+static void force_released_body(lc_client *c, const lc_lock *lock, void *ud)
+{
+    struct fr_body *f = ud;
+    (void)c;
+    lc_client *admin = client_at(url_b, "admin");
+    pause_ms(300);
+    f->ok = !lc_lock_lost(lock) && admin && lc_force_release(admin, lc_lock_device(lock), "test") == LC_OK;
+    f->released_ms = now_ms();
+    int64_t end = now_ms() + 5000;
+    while (!lc_lock_lost(lock) && now_ms() < end)
+        pause_ms(5);
+    if (lc_lock_lost(lock))
+        f->lost_ms = now_ms();
+    lc_client_free(admin);
+}
+
+static void test_self_fence_no_expiry(void)
+{
+    /* a lock without expiry, force-released by an admin through broker B:
+     * the body sees it within a check interval (1 s) and a call */
+    lc_client *c = client_at(url_a, "alice");
+    lc_request r = {0};
+    r.device_name = dev("sf3");
+    r.timeout_s = -1;
+    struct fr_body f = {0, 0, 0};
+    CHECK(lc_with_lock(c, &r, force_released_body, &f) == LC_ERR_LOST);
+    CHECK(f.ok && f.lost_ms > 0);
+    CHECK(f.lost_ms - f.released_ms < 1000 + 600);
+    /* the same through a guard */
+    memset(&f, 0, sizeof(f));
+    {
+        LC_LOCK_GUARD(g, c, &r);
+        CHECK(g.status == LC_OK);
+        if (g.status == LC_OK)
+            force_released_body(c, g.lock, &f);
+        lc_guard_release(&g);
+        CHECK(g.status == LC_ERR_LOST);
+    }
+    CHECK(f.ok && f.lost_ms > 0 && f.lost_ms - f.released_ms < 1600);
+    lc_client_free(c);
+}
+
+static void test_keepalive_follows_extension(void)
+{
+    /* `lockctl renew --timeout 600` from elsewhere while a keepalive runs:
+     * its next renews keep the 600 s lease instead of cutting it back */
+    lc_client *c = client_at(url_a, "alice"), *other = client_at(url_b, "alice");
+    lc_request r = {0};
+    r.device_name = dev("ext1");
+    r.timeout_s = 3;
+    lc_lock *l = NULL;
+    CHECK(lc_acquire(c, &r, &l) == LC_OK);
+    if (!l)
+        goto out;
+    lc_keepalive *ka = NULL;
+    CHECK(lc_keepalive_start(c, l, 0, NULL, NULL, &ka) == LC_OK);
+    lc_lock *ext = NULL;
+    CHECK(lc_renew_key(other, dev("ext1"), lc_lock_key(l), NULL, 600, &ext) == LC_OK);
+    CHECK(ext && lc_lock_lease_s(ext) == 600);
+    lc_lock_free(ext);
+    long n0 = lc_keepalive_renewals(ka);
+    int64_t end = now_ms() + 4000;
+    while (lc_keepalive_renewals(ka) < n0 + 1 && now_ms() < end)
+        pause_ms(20);
+    CHECK(lc_keepalive_renewals(ka) >= n0 + 1);
+    CHECK(lc_lock_lease_s(l) == 600);
+    lc_lock *now_l = NULL;
+    CHECK(lc_device_status(other, dev("ext1"), &now_l) == LC_OK && now_l);
+    if (now_l) {
+        int64_t left_s = (lc_lock_expires_us(now_l) - real_us()) / 1000000;
+        CHECK(left_s > 590 && left_s <= 600);
+        lc_lock_free(now_l);
+    }
+    /* and the keepalive's own deadline follows the long lease */
+    CHECK(lc_lock_deadline_us(l) / 1000 > now_ms() + 500 * 1000);
+    CHECK(lc_keepalive_stop(ka) == LC_OK);
+    CHECK(lc_release(c, l) == LC_OK);
+    lc_lock_free(l);
+out:
+    lc_client_free(c);
+    lc_client_free(other);
+}
+
+static void test_keepalive_capped_renew(void)
+{
+    /* a 2 s lease, a 5 s call timeout, the broker stopped right after the
+     * grant: the renew waits only for the time left, and the lock is lost
+     * within 2 s of the grant's send, not after the 5 s call */
+    lc_options o = {0};
+    o.url = url_a;
+    o.user_id = "alice";
+    o.timeout_ms = 5000;
+    lc_client *c = NULL;
+    CHECK(lc_client_new(&o, &c) == LC_OK);
+    lc_request r = {0};
+    r.device_name = dev("cap1");
+    r.timeout_s = 2;
+    lc_lock *l = NULL;
+    int64_t t0 = now_ms();
+    CHECK(lc_acquire(c, &r, &l) == LC_OK);
+    if (!l)
+        goto out;
+    struct lost_rec lr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LC_OK, NULL, ""};
+    lc_keepalive *ka = NULL;
+    CHECK(lc_keepalive_start(c, l, 0, on_lost, &lr, &ka) == LC_OK);
+    CHECK(ctl_run("pause-a") == 0);
+    CHECK(wait_lost(&lr, 6000) == 1);
+    int64_t lost_at = now_ms();
+    CHECK(lc_lock_lost(l) == 1);
+    printf("  lost %lld ms after the acquire was sent\n", (long long)(lost_at - t0));
+    CHECK(lost_at - t0 < 2000);
+    CHECK(lr.status == LC_ERR_LOST && strstr(lr.detail, "local deadline") != NULL);
+    int64_t t1 = now_ms();
+    CHECK(lc_keepalive_stop(ka) == LC_ERR_LOST);
+    CHECK(now_ms() - t1 < 500);     /* the thread had ended */
+    CHECK(ctl_run("cont-a") == 0);
+    wait_ready_a();
+    (void)lc_release(c, l);
+    lc_lock_free(l);
+out:
+    lc_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
     url_a = getenv("LC_T_URL");
@@ -1418,6 +1803,12 @@ int main(int argc, char **argv)
     T(test_watch_silent_broker);
     T(test_redis_down);
     T(test_keepalive_holds);
+    T(test_version_and_opts);
+    T(test_keepalive_follows_extension);
+    T(test_keepalive_capped_renew);
+    T(test_self_fence_with_lock);
+    T(test_self_fence_guard);
+    T(test_self_fence_no_expiry);
     if (skipped)
         printf("%d skipped (not counted)\n", skipped);
     DONE();

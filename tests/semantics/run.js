@@ -739,6 +739,60 @@ test('graceful preemption: MAINTENANCE preempts at once even with a grace period
   w.close();
 });
 
+test('lock objects carry lease_s: the lease as last set (null without expiry), kept by a renew without timeout', async () => {
+  const [A, B] = await setup(['--preempt-grace', '1']);
+  const renew = (b, dev, key, user, extra = {}) => b.post('/api/lock/renew', { device_name: dev, lock_key: key, user_id: user, ...extra });
+  const h = ok(await acq(A, 'ls1', 'MANUAL_OPERATOR', 'op', { timeout: 60 }), 'grant');
+  eq(h.lock.lease_s, 60, 'grant lease_s');
+  eq((await device(B, 'ls1')).lock.lease_s, 60, 'device status lease_s');
+  let r = await renew(B, 'ls1', h.lock_key, 'op', { timeout: 600 });
+  eq(r.status, 200, 'renew 600');
+  eq(r.body.lock.lease_s, 600, 'renew answer lease_s');
+  r = await renew(A, 'ls1', h.lock_key, 'op');
+  eq(r.body.lock.lease_s, 600, 'a renew without timeout keeps the lease as last set');
+  const left = tsUs(r.body.expires_at) - tsUs(r.body.lock.acquired_at);
+  assert(left > 590e6, `expires ~600 s after the grant (${left / 1e6} s)`);
+  eq((await device(A, 'ls1')).lock.lease_s, 600, 'status follows');
+  const n = ok(await acq(A, 'ls2', 'MANUAL_OPERATOR', 'op', { timeout: null }), 'no-expiry grant');
+  eq(n.lock.lease_s, null, 'no expiry: lease_s null');
+  eq(n.lock.expires_at, null, 'no expiry: expires_at null');
+  const half = ok(await acq(A, 'ls3', 'MANUAL_OPERATOR', 'op', { timeout: 1.5 }), 'fractional');
+  eq(half.lock.lease_s, 1.5, 'fractional lease_s');
+  for (const [d, k] of [['ls1', h.lock_key], ['ls2', n.lock_key], ['ls3', half.lock_key]]) eq((await rel(A, d, k, 'op')).status, 200, `release ${d}`);
+});
+
+test('graceful preemption: the lock carries the open window (preempt) in renew, validate and status answers; the next grant has none', async () => {
+  const [A, B] = await setup(['--preempt-grace', '1']);
+  const h = ok(await acq(A, 'pw1', 'QUEUE_QUEUED', 'qs', { timeout: 60 }), 'holder');
+  assert(!('preempt' in h.lock), 'no window at the grant');
+  const renew = () => A.post('/api/lock/renew', { device_name: 'pw1', lock_key: h.lock_key, user_id: 'qs' });
+  const validate = fence => A.post('/api/lock/validate', { device_name: 'pw1', fence });
+  let r = await renew();
+  assert(r.status === 200 && !('preempt' in r.body.lock), 'no window before a preemptor');
+  assert(!('preempt' in (await validate(h.fence)).body), 'validate: no window before a preemptor');
+  const t0 = Date.now();
+  const pending = acq(B, 'pw1', 'MANUAL_OPERATOR', 'op', { timeout: 60 });   // waits for the window
+  await poll(async () => 'preempt' in (await device(A, 'pw1')).lock, 3000, 'the window to show on the lock', 20);
+  r = await renew();
+  eq(r.status, 200, 'the holder may still renew inside the window');
+  const pw = r.body.lock.preempt;
+  assert(pw, `renew answer has preempt: ${JSON.stringify(r.body.lock)}`);
+  eq(pw.grace_s, 1, 'grace_s');
+  eq(pw.requested_by.user_id, 'op', 'requested_by.user_id');
+  eq(pw.requested_by.lock_type, 'MANUAL_OPERATOR', 'requested_by.lock_type');
+  const untilMs = tsUs(pw.until) / 1000;
+  assert(untilMs > Date.now() - 200 && untilMs < t0 + 1500, `until is the window's end (${pw.until})`);
+  const v = await validate(h.fence);
+  eq(v.body.valid, true, 'validate: still valid in the window');
+  eq(JSON.stringify(v.body.preempt), JSON.stringify(pw), 'validate carries the same window');
+  assert(!('preempt' in (await validate(h.fence + 1000)).body), 'an invalid fence gets no window');
+  const p = ok(await pending, 'the preemptor at the end of the window');
+  assert(!('preempt' in p.lock), 'the new grant starts without a window');
+  assert(!('preempt' in (await device(B, 'pw1')).lock), 'status of the new holder: no window');
+  assert(!('preempt' in (await A.post('/api/lock/validate', { device_name: 'pw1', fence: p.fence })).body), 'validate of the new holder: no window');
+  eq((await rel(B, 'pw1', p.lock_key, 'op')).status, 200, 'release');
+});
+
 // ---- per-device settings from the catalogue ------------------------------------------------
 
 test('catalogue: preempt_grace_s and lock_delay_s per device (session loss starts the delay)', async () => {
