@@ -65,3 +65,21 @@ check "  unavailable, not permanent, 'broker unreachable'"
 start_extra pg --preempt-grace 2
 check "a devlockd with --preempt-grace 2"
 run_c "preemption warnings reach the keepalive" "$FP" preempt "http://127.0.0.1:$(cat "$dir/pg.port")"
+
+# ---- plan_executor fails closed ------------------------------------------------
+# the broker goes away while the plan runs (20 devices x 3 steps x 100 ms;
+# the broker stops within ~1 s): the next fence check fails, and the
+# executor stops instead of driving the device unchecked
+DEVLOCK_URL=$U "$B/examples/plan_executor" "plan-fc-$$" $(seq -f fc%g 1 20) >"$dir/pe.out" 2>"$dir/pe.err" &
+pepid=$!
+until_ok 10 sh -c "curl -s '$U/api/locks/device/fc1' | jq -e '.locked and .lock.plan_uid == \"plan-fc-$$\"' >/dev/null"
+check "plan_executor holds its devices"
+$CTL stop-a
+until_ok 15 sh -c "! kill -0 $pepid 2>/dev/null"
+wait "$pepid"; rc=$?
+$CTL start-a
+[ "$rc" = 1 ] && grep -q "stopped: fence check failed" "$dir/pe.out" && grep -q "cannot check the fence" "$dir/pe.err" &&
+    ! grep -q "step 2: fc20" "$dir/pe.out"
+check "plan_executor stops when the fence check fails (exit $rc): $(grep "cannot check" "$dir/pe.err" | cut -c1-80)"
+until_ok 10 curl -sf -o /dev/null "$U/api/health/ready"
+check "broker A is back"
