@@ -178,7 +178,11 @@ typedef enum lc_opt {
  * failed: unable to get local issuer certificate", "broker unreachable:
  * Connection refused", "HTTP 401 on WebSocket upgrade"). permanent is 1 when
  * retrying cannot help (401, 403, TLS, bad URL): a watch stops then (see
- * lc_watch_status). detail borrowed for the call. Same threads as lc_log_fn. */
+ * lc_watch_status). detail borrowed for the call. Same threads as lc_log_fn.
+ * For a client (and the keepalives started from it): every call that
+ * returns an error, LC_ERR_DENIED included, after the call's work and
+ * outside the client's mutex, with the text lc_errmsg() gives; permanent
+ * for 401, 403, TLS and bad arguments / URL. */
 typedef void (*lc_error_fn)(lc_status status, int permanent, const char *detail, void *userdata);
 
 /* *out: caller frees with lc_opts_free. LC_OK or LC_ERR_NOMEM. Thread: any. */
@@ -428,10 +432,14 @@ LC_API lc_status lc_history(lc_client *client, const lc_history_query *q, lc_eve
 
 /* ---- keepalive ---------------------------------------------------------- */
 typedef struct lc_keepalive lc_keepalive;
-/* Called once, on the keepalive thread, when a renew answers 403/404: the
- * lock was preempted, expired or force-released. lock is the caller's lock
- * (borrowed for the call), status the renew's status (LC_ERR_FORBIDDEN or
- * LC_ERR_NOT_FOUND), detail the broker's text (borrowed for the call).
+/* Called once, on the keepalive thread, when the lock is lost: a renew
+ * answered 403/404 (preempted, expired, force-released), a check of a lock
+ * without expiry found its fence no longer current, or (1.1) the local
+ * deadline passed without a confirmed renew (see "Self-fencing"). lock is
+ * the caller's lock (borrowed for the call), status LC_ERR_FORBIDDEN /
+ * LC_ERR_NOT_FOUND (the broker's answer: someone else holds it / it is
+ * free) or LC_ERR_LOST (the deadline), detail the reason (borrowed for the
+ * call).
  * The keepalive thread ends after it returns; still call
  * lc_keepalive_stop, but not from inside the callback. No library lock is
  * held: the callback may call lc_ functions (e.g. lc_acquire to retry). */
@@ -439,13 +447,16 @@ typedef void (*lc_lost_fn)(const lc_lock *lock, lc_status status, const char *de
                            void *userdata);
 
 /* Starts a thread that renews lock every interval_ms (<= 0: a third of the
- * lease, at least 100 ms; 1000 ms for a lock without expiry) with the
- * original lease, over its own connection (a copy of client's options:
+ * lease, at least 100 ms; since 1.1 never later than that), asking for no
+ * timeout (the broker keeps the lease as last set; see "Self-fencing"), or
+ * checks a lock without expiry every interval_ms (<= 0:
+ * LC_OPT_CHECK_INTERVAL_MS, 1000 ms), over its own connection (a copy of client's options:
  * client is borrowed for the call only). lock is borrowed and must outlive
  * the keepalive; the keepalive renews a private copy and publishes the new
  * expiry (lc_lock_expires_us) and the loss (lc_lock_lost) through the
  * lock's atomics. Transient failures (unreachable, 503, timeout) are
- * retried every interval/3 while the lease may last. lost_cb may be NULL;
+ * retried every tenth of the lease (100-500 ms) while the local deadline
+ * allows. lost_cb may be NULL;
  * userdata is borrowed and passed to it. *out: stop with
  * lc_keepalive_stop. Returns LC_OK, LC_ERR_BAD_REQUEST (NULL, or a lock
  * without a key), LC_ERR_NOMEM, LC_ERR_INTERNAL. Does not block.
@@ -502,8 +513,11 @@ LC_API long lc_keepalive_renewals(const lc_keepalive *ka);
  * client (the keepalive has its own connection). For a long body, poll
  * lc_lock_lost(lock) and stop early once it is 1: the lock is gone. */
 typedef void (*lc_locked_fn)(lc_client *client, const lc_lock *lock, void *userdata);
-/* Runs fn while holding the lock(s) of req: acquire; if the lease expires,
- * start a keepalive; fn(client, lock, userdata) on the calling thread;
+/* Runs fn while holding the lock(s) of req: acquire; start a keepalive
+ * (since 1.1 always: renewals and self-fencing for a lease, validate checks
+ * every LC_OPT_CHECK_INTERVAL_MS without expiry, so lc_lock_lost(lock)
+ * becomes 1 before the broker can end the lease, or within a check
+ * interval of a force-release); fn(client, lock, userdata) on the calling thread;
  * stop the keepalive; release - whatever fn does (short of longjmp/exit).
  * client, req borrowed; userdata borrowed and passed to fn.
  * Returns the acquire's error (fn not called: LC_ERR_DENIED etc.), else
@@ -524,8 +538,8 @@ LC_API lc_status lc_with_lock(lc_client *client, const lc_request *req, lc_locke
  *     }                                   // and here
  *
  * LC_LOCK_GUARD(name, client, req) declares `name`, acquires like
- * lc_acquire and, if the lease expires, renews it in the background like
- * lc_with_lock; when `name` goes out of scope - the closing brace, return,
+ * lc_acquire and keeps it (renewals, self-fencing, checks) in the
+ * background like lc_with_lock; when `name` goes out of scope - the closing brace, return,
  * break, continue - the keepalive is stopped, the lock released and freed.
  * g.status: LC_OK while held (g.lock is the lock, e.g.
  * lc_lock_fence(g.lock)); the acquire's error otherwise (g.lock NULL).
@@ -544,7 +558,7 @@ LC_API lc_status lc_with_lock(lc_client *client, const lc_request *req, lc_locke
 typedef struct lc_guard {
     lc_client *client;        /* borrowed */
     lc_lock *lock;            /* owned by the guard; NULL when not held */
-    lc_keepalive *keepalive;  /* owned by the guard; NULL without expiry */
+    lc_keepalive *keepalive;  /* owned by the guard (since 1.1 also for locks without expiry) */
     lc_status status;
 } lc_guard;
 /* Acquire for a guard (use LC_LOCK_GUARD). client borrowed (must outlive
