@@ -1744,6 +1744,56 @@ out:
     lc_client_free(c);
 }
 
+struct late_release {
+    lc_client *c;
+    lc_lock *l;
+    long after_ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct late_release *lr = arg;
+    pause_ms(lr->after_ms);     /* models a holder that works for a while */
+    (void)lc_release(lr->c, lr->l);
+    return NULL;
+}
+
+static void test_deadline_after_wait(void)
+{
+    /* a grant after 1.5 s in the queue, 3 s lease: the deadline counted
+     * from the send would be only 1 s after the grant; lc_acquire renews
+     * once, so the deadline counts from (about) the grant */
+    lc_client *h = client_at(url_a, "first"), *c = client_at(url_a, "second");
+    lc_request r = {0};
+    r.device_name = dev("dw1");
+    r.timeout_s = 30;
+    lc_lock *held = NULL, *l = NULL;
+    CHECK(lc_acquire(h, &r, &held) == LC_OK);
+    if (!held)
+        goto out;
+    struct late_release lr = {h, held, 1500};
+    pthread_t t;
+    pthread_create(&t, NULL, release_later, &lr);
+    r.timeout_s = 3;
+    r.wait_s = 10;
+    int64_t t0 = now_ms();
+    CHECK(lc_acquire(c, &r, &l) == LC_OK);
+    int64_t t1 = now_ms();
+    pthread_join(t, NULL);
+    lc_lock_free(held);
+    if (!l)
+        goto out;
+    CHECK(t1 - t0 >= 1400);
+    /* margin for 3 s: 500 ms; from the grant's renew: >= t1 - call + 2.5 s */
+    CHECK(lc_lock_deadline_us(l) / 1000 > t0 + 3000);
+    CHECK(lc_lock_deadline_us(l) / 1000 <= t1 + 2500);
+    CHECK(lc_release(c, l) == LC_OK);
+    lc_lock_free(l);
+out:
+    lc_client_free(h);
+    lc_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
     url_a = getenv("LC_T_URL");
@@ -1809,6 +1859,7 @@ int main(int argc, char **argv)
     T(test_self_fence_with_lock);
     T(test_self_fence_guard);
     T(test_self_fence_no_expiry);
+    T(test_deadline_after_wait);
     if (skipped)
         printf("%d skipped (not counted)\n", skipped);
     DONE();
