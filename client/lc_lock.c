@@ -339,7 +339,8 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
      * gives a send time near the grant (its failure is the keepalive's to
      * judge; the lock is granted either way). */
     if (l->lease_s > 0 && lc__mono_us() >= lc__renew_due_us(sent, l->lease_s))
-        (void)lc__renew_ex(c, l, 0, 0, NULL);
+        if (lc__renew_ex(c, l, 0, 0, NULL) != LC_OK)
+            lc__seterr(c, "%s", "");   /* the acquire succeeded: "" as after any success */
     *out = l;
     return LC_OK;
 }

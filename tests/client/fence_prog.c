@@ -1,10 +1,11 @@
 /* fence_prog.c - helper of tests/client/t_fence.sh.
  *
- *   fence_prog tls URL [CA_FILE]
+ *   fence_prog tls URL [CA_FILE [CERT_FILE]]
  *       one health check through an lc_client made from an lc_opts (CA file
- *       if given and not empty; else the defaults: SSL_CERT_FILE, ...);
- *       prints "status=WIRE permanent=P calls=N" and the detail on a second
- *       line; exits with lc_status_exit_code.
+ *       and client certificate if given and not empty; else the defaults:
+ *       SSL_CERT_FILE, ...); prints "status=WIRE permanent=P calls=N" and
+ *       the detail on a second line, then, when it worked, whether a
+ *       keepalive renews over TLS; exits with lc_status_exit_code.
  *   fence_prog preempt URL
  *       against a broker with --preempt-grace 2: a keepalive reports the
  *       preemption window once (renew answers for a lock with a lease,
@@ -38,13 +39,39 @@ static void on_error(lc_status st, int permanent, const char *detail, void *ud)
     e->status = st;
 }
 
-static int tls_main(const char *url, const char *ca)
+/* After a good health check: a 1.5 s lease kept over TLS by a keepalive
+ * (its own connection, made from the same options) for three renewals. */
+static int keep_over_tls(lc_client *c)
+{
+    lc_request r = {0};
+    char name[64];
+    snprintf(name, sizeof(name), "fp%ld.tls", (long)getpid());
+    r.device_name = name;
+    r.timeout_s = 1.5;
+    lc_lock *l = NULL;
+    if (lc_acquire(c, &r, &l) != LC_OK)
+        return 0;
+    lc_keepalive *ka = NULL;
+    int ok = lc_keepalive_start(c, l, 0, NULL, NULL, &ka) == LC_OK;
+    for (int i = 0; ok && i < 100 && lc_keepalive_renewals(ka) < 3 && !lc_lock_lost(l); i++) {
+        struct timespec t = {0, 50 * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    ok = ok && lc_keepalive_renewals(ka) >= 3 && lc_keepalive_stop(ka) == LC_OK;
+    ok = lc_release(c, l) == LC_OK && ok;
+    lc_lock_free(l);
+    return ok;
+}
+
+static int tls_main(const char *url, const char *ca, const char *cert)
 {
     lc_opts *o = NULL;
     struct err_rec e = {0, 0, LC_OK};
     if (lc_opts_new(&o) != LC_OK || lc_opts_set_str(o, LC_OPT_URL, url) != LC_OK)
         return 2;
     if (ca && *ca && lc_opts_set_str(o, LC_OPT_CA_FILE, ca) != LC_OK)
+        return 2;
+    if (cert && *cert && lc_opts_set_str(o, LC_OPT_CERT_FILE, cert) != LC_OK)
         return 2;
     lc_opts_set_long(o, LC_OPT_TIMEOUT_MS, 3000);
     lc_opts_set_error_cb(o, on_error, &e);
@@ -57,6 +84,8 @@ static int tls_main(const char *url, const char *ca)
     st = lc_health_check(c, &h);
     printf("status=%s permanent=%d calls=%d\n", lc_status_code(st), e.permanent, e.calls);
     printf("%s\n", lc_errmsg(c));
+    if (st == LC_OK)
+        printf("keepalive over TLS: %s\n", keep_over_tls(c) ? "ok" : "FAILED");
     lc_client_free(c);
     return lc_status_exit_code(st);
 }
@@ -211,7 +240,7 @@ static void test_preempt_checked(void) { preempt_case("checked", -1); }
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "tls"))
-        return tls_main(argv[2], argc > 3 ? argv[3] : NULL);
+        return tls_main(argv[2], argc > 3 ? argv[3] : NULL, argc > 4 ? argv[4] : NULL);
     if (argc >= 3 && !strcmp(argv[1], "preempt")) {
         url = argv[2];
         RUN(test_preempt_renewed);
