@@ -793,6 +793,23 @@ test('graceful preemption: the lock carries the open window (preempt) in renew, 
   eq((await rel(B, 'pw1', p.lock_key, 'op')).status, 200, 'release');
 });
 
+test('graceful preemption: a window that closes without a preemption (the preemptor left) leaves the lock without preempt', async () => {
+  const [A, B] = await setup(['--preempt-grace', '1']);
+  const h = ok(await acq(A, 'pw2', 'QUEUE_QUEUED', 'qs', { timeout: 60 }), 'holder');
+  const s = await watcher(B);
+  s.send({ type: 'acquire', id: 'p1', device_name: 'pw2', lock_type: 'MANUAL_OPERATOR', user_id: 'leaver', timeout: 60 });
+  await poll(async () => 'preempt' in (await device(A, 'pw2')).lock, 3000, 'the window to open', 20);
+  await s.close();
+  await waitersBecome(A, 'pw2', '');
+  // the window's end (1 s) finds nobody to preempt for: the lock stays, the window goes
+  await poll(async () => !('preempt' in (await device(A, 'pw2')).lock), 4000, 'the window to close', 20);
+  const r = await A.post('/api/lock/renew', { device_name: 'pw2', lock_key: h.lock_key, user_id: 'qs' });
+  eq(r.status, 200, 'still the holder\'s');
+  assert(!('preempt' in r.body.lock), 'renew answer: no window');
+  assert(!('preempt' in (await A.post('/api/lock/validate', { device_name: 'pw2', fence: h.fence })).body), 'validate: no window');
+  eq((await rel(A, 'pw2', h.lock_key, 'qs')).status, 200, 'release');
+});
+
 // ---- per-device settings from the catalogue ------------------------------------------------
 
 test('catalogue: preempt_grace_s and lock_delay_s per device (session loss starts the delay)', async () => {
