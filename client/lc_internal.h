@@ -65,7 +65,7 @@ struct lc_lock {
     char *key, *expires_at, *acquired_at, *user, *reason, *plan_uid, *json;
     int64_t expires_us;
     lc_lock_type type;
-    double lease_s;         /* lease asked for / derived; <= 0 none */
+    double lease_s;         /* the broker's lease_s (older brokers: asked for / derived); <= 0 none */
     char *session_id;       /* session locks; NULL otherwise */
     /* Written by a keepalive thread while the owner reads: atomics. */
     int64_t live_expires_us;    /* expires_us as last renewed */
@@ -118,7 +118,9 @@ void lc__errmsg_copy(lc_client *c, char *buf, size_t len);
 lc_lock *lc__lock_from_json(const cJSON *obj);
 lc_lock *lc__lock_dup(const lc_lock *l);
 /* Sets l's lease (<= 0: none) and its self-fencing deadline from sent_us,
- * with c's margin (atomics: a keepalive calls it on the owner's lock). */
+ * with c's margin. Called by l's writer only (lc_acquire, lc_renew, a
+ * keepalive on its private copy); lease_us and deadline_us are stored as
+ * atomics for readers on other threads. */
 void lc__lock_set_lease(const lc_client *c, lc_lock *l, double lease_s, int64_t sent_us);
 /* lc_renew with the call's time (call_ms, <= 0: the client's timeout) and,
  * on LC_OK with answer not NULL, the broker's answer (caller deletes). */
