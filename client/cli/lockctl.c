@@ -934,7 +934,7 @@ static int cmd_run(struct opts *o, int argc, char **argv)
     lc_keepalive *ka = NULL;
     if (sfd < 0 || pipe2(rs.wake, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(ep, O_CLOEXEC) != 0) {
         fprintf(stderr, "lockctl run: %s\n", strerror(errno));
-        rc = 1;
+        rc = RUN_ACQUIRE_FAILED;     /* CMD did not run */
         goto release;
     }
     /* always, also without expiry: the keepalive then checks the lock with
@@ -942,7 +942,7 @@ static int cmd_run(struct opts *o, int argc, char **argv)
     lc_keepalive_callbacks cbs = {run_lost, run_preempt, &rs};
     st = lc_keepalive_start_cb(c, l, 0, &cbs, &ka);
     if (st != LC_OK) {
-        rc = report(c, st, "run: keepalive", 1);
+        rc = report(c, st, "run: keepalive", RUN_ACQUIRE_FAILED);
         goto release;
     }
     /* orphans of CMD's group become our children, see reap() */
@@ -965,7 +965,7 @@ static int cmd_run(struct opts *o, int argc, char **argv)
     }
     if (pid < 0) {
         fprintf(stderr, "lockctl run: fork: %s\n", strerror(errno));
-        rc = 1;
+        rc = RUN_ACQUIRE_FAILED;
         lc_keepalive_stop(ka);
         ka = NULL;
         goto release;
@@ -1189,7 +1189,7 @@ static void usage(FILE *f)
 
 static void command_help(const struct command *c)
 {
-    printf("usage: lockctl [GLOBAL OPTIONS] %s [OPTIONS] %s\n  %s\n", c->name, c->args, c->summary);
+    printf("usage: lockctl %s [OPTIONS] %s\n  %s\n", c->name, c->args, c->summary);
     if (*c->options)
         printf("options:\n%s", c->options);
     printf("%s", global_help);
