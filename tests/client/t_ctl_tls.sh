@@ -45,7 +45,7 @@ expect_rc 0 "lockctl --url https://localhost:PORT --cacert ca.pem status" \
 expect_rc 0 "--cacert=FILE after the command" "$RL" status --url="$UT" --cacert="$tls/ca.pem"
 expect_rc 0 "DEVLOCK_CACERT" env DEVLOCK_CACERT="$tls/ca.pem" "$RL" --url "$UT" status
 expect_rc 0 "SSL_CERT_FILE (the library's default)" env SSL_CERT_FILE="$tls/ca.pem" "$RL" --url "$UT" status
-expect_rc 0 "CURL_CA_BUNDLE (the library's default)" env CURL_CA_BUNDLE="$tls/ca.pem" "$RL" --url "$UT" status
+expect_rc 0 "CURL_CA_BUNDLE (the library's default, without SSL_CERT_FILE)" env -u SSL_CERT_FILE CURL_CA_BUNDLE="$tls/ca.pem" "$RL" --url "$UT" status
 expect_rc 0 "--capath DIR of hashed certificates" "$RL" --url "$UT" --capath "$tls/capath" status
 expect_rc 0 "acquire over TLS" "$RL" --url "$UT" --cacert "$tls/ca.pem" acquire --json --timeout 30 tlsdev
 TKEY=$(jq -r .lock_key "$dir/out")
