@@ -994,7 +994,7 @@ static int cmd_run(struct opts *o, int argc, char **argv)
         int wait_ms = -1;
         if (kill_at) {
             int64_t left = kill_at - now_ms();
-            wait_ms = left > 0 ? (int)left : 0;
+            wait_ms = left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
         }
         struct pollfd p[2] = {{sfd, POLLIN, 0}, {rs.wake[0], POLLIN, 0}};
         if (poll(p, 2, wait_ms) < 0 && errno != EINTR)
