@@ -126,7 +126,7 @@ expect_rc 2 "no command is a usage error" "$L"
 expect_rc 2 "unknown command" "$L" frobnicate
 expect_rc 2 "unknown option" "$L" status --frob
 expect_rc 2 "release without --key" "$L" release dev1
-expect_rc 2 "run without --" "$L" run dev1 true
+expect_rc 122 "run without -- (run's own usage code)" "$L" run dev1 true
 expect_rc 2 "bad --type" "$L" acquire --type BOSS dev1
 expect_rc 2 "invalid device name" "$L" acquire 'bad name!'
 grep -q "invalid_device_name" "$dir/err"
@@ -225,7 +225,7 @@ check "run: the locks are held inside CMD (lockctl and curl), key and fence in t
 check "run: released after CMD"
 expect_rc 0 "run of a command that succeeds" "$L" run runa -- true
 "$L" --user zed acquire --timeout 60 runc >/dev/null 2>&1
-expect_rc 4 "run on a busy device does not run CMD" "$L" run runc -- sh -c "touch $dir/ran"
+expect_rc 123 "run on a busy device does not run CMD (run's busy code)" "$L" run runc -- sh -c "touch $dir/ran"
 [ ! -e "$dir/ran" ]
 check "run: CMD not started when busy"
 # a 2 s lease kept past its first expiry: CMD polls (deadline 10 s) until the
@@ -248,8 +248,8 @@ curl -s -XPOST "$U/api/lock/request" -H 'content-type: application/json' \
 until_ok 10 test -e "$dir/got"
 check "run: CMD gets SIGTERM when the lock is preempted"
 wait "$runpid"; rc=$?
-[ "$rc" = 143 ] && grep -q "lost" "$dir/run.err"
-check "run: exits with CMD's status after the loss (got $rc)"
+[ "$rc" = 120 ] && grep -q "lost" "$dir/run.err"
+check "run: exits 120 (lock lost) after the loss, whatever CMD's status (got $rc)"
 
 # watch
 "$L" watch --json --count 2 --device wdev >"$dir/w.out" 2>"$dir/w.err" &
