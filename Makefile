@@ -198,6 +198,8 @@ uninstall:
 # $(B)/deb/. No tests inside the package build: `make test` runs them (the
 # `package` suite installs these .debs and smoke-tests them). The packaged
 # version must be LC_VERSION: checked here so the two cannot drift apart.
+# DEB_BUILD_OPTIONS: without noautodbgsym the -dbgsym packages are built too.
+DEB_BUILD_OPTIONS ?= nocheck noautodbgsym parallel=2
 DEB_DIR := $(B)/deb
 DEB_SRC := $(DEB_DIR)/devlock-$(LC_VERSION)
 deb:
@@ -207,8 +209,7 @@ deb:
 	mkdir -p $(DEB_SRC)
 	tar -cf - --exclude=./build --exclude=./$(B) --exclude=./.git --exclude=./var --exclude=./tests/node_modules . \
 	  | tar -xf - -C $(DEB_SRC)
-	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="nocheck noautodbgsym parallel=2 $(DEB_BUILD_OPTIONS)" \
-	  dpkg-buildpackage -us -uc -b
+	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b
 	@ls $(DEB_DIR)/*.deb
 
 clean:

@@ -111,7 +111,8 @@ fi
 # ---- build ------------------------------------------------------------------
 echo "=== make deb"
 git status --porcelain --untracked-files=all 2>/dev/null | sort >"$dir/tree.before"
-DEB_BUILD_OPTIONS="nocheck parallel=2" make -s B="$B" deb >"$dir/deb.log" 2>&1
+# the Makefile's DEB_BUILD_OPTIONS: nocheck noautodbgsym parallel=2
+env -u DEB_BUILD_OPTIONS make -s B="$B" deb >"$dir/deb.log" 2>&1
 check "make deb builds" || tail -n 40 "$dir/deb.log"
 debs=""
 for p in $PKGS; do
@@ -260,10 +261,11 @@ URL=http://127.0.0.1:$DP
 ready() { curl -fsS --max-time 2 "$URL/api/health/ready" | grep -q '"status": *"ready"'; }
 until_ok 15 ready
 check "the installed devlockd answers ready on $URL" || { cat "$dir/devlockd.log" 2>/dev/null; journalctl -u devlockd -n 30 2>/dev/null; finish; }
-if [ "$use_systemd" = 0 ]; then
-    [ "$(ps -o user= -p "$broker_pid")" = devlock ] && [ "$(readlink /proc/"$broker_pid"/exe)" = /usr/bin/devlockd ]
-    check "it is /usr/bin/devlockd running as devlock"
-fi
+main_pid=$broker_pid
+[ "$use_systemd" = 0 ] || main_pid=$(systemctl show -p MainPID --value devlockd)
+[ -n "$main_pid" ] && [ "$(ps -o user= -p "$main_pid")" = devlock ] &&
+    [ "$(readlink /proc/"$main_pid"/exe)" = /usr/bin/devlockd ]
+check "it is /usr/bin/devlockd running as devlock (pid $main_pid)"
 
 # ---- the README's example against the installed library -------------------------
 echo "=== the README's example, installed library"
