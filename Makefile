@@ -207,7 +207,7 @@ deb:
 	  *) echo "debian/changelog is at $$v, the Makefile's LC_VERSION at $(LC_VERSION)"; exit 1;; esac
 	rm -rf $(DEB_DIR)
 	mkdir -p $(DEB_SRC)
-	tar -cf - --exclude=./build --exclude=./$(B) --exclude=./.git --exclude=./var --exclude=./tests/node_modules . \
+	tar -cf - --exclude=./build --exclude='./build-*' --exclude=./$(B) --exclude=./.git --exclude=./var --exclude=./tests/node_modules . \
 	  | tar -xf - -C $(DEB_SRC)
 	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b
 	@ls $(DEB_DIR)/*.deb
