@@ -24,7 +24,7 @@ CLI_LIBS   = $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null)
 
 .DEFAULT_GOAL := all
 .PHONY: all deps run test test-unit test-integration test-e2e test-asan clean help \
-        install uninstall examples bench fuzz fuzz-targets chaos test-valgrind
+        install uninstall deb examples bench fuzz fuzz-targets chaos test-valgrind
 
 # ---- common/: libcommon.a, linked into everything -------------------------
 COMMON_SRC := $(wildcard common/*.c)
@@ -162,19 +162,55 @@ test-asan:
 test-valgrind: all
 	VALGRIND=1 sh scripts/run-tests.sh unit integration
 
-install: $(CLIENT_TARGETS)
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+# install / uninstall honour PREFIX and DESTDIR. LIBDIR is for packagers
+# (debian/rules puts the library under /usr/lib/<multiarch triplet>; the
+# installed lockclient.pc then names that directory). The man pages and the
+# bash completion go where man(1) and bash-completion look under PREFIX; the
+# completion only when client/cli/lockctl.bash exists.
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+install: $(B)/devlockd $(CLIENT_TARGETS)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 client/include/lockclient.h $(DESTDIR)$(PREFIX)/include/
-	install -m 755 $(B)/liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/liblockclient.so.$(LC_MAJOR)
-	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(PREFIX)/lib/liblockclient.so
-	install -m 644 $(B)/liblockclient.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(B)/lockclient.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 755 $(B)/liblockclient.so.$(LC_VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(LIBDIR)/liblockclient.so.$(LC_MAJOR)
+	ln -sf liblockclient.so.$(LC_VERSION) $(DESTDIR)$(LIBDIR)/liblockclient.so
+	install -m 644 $(B)/liblockclient.a $(DESTDIR)$(LIBDIR)/
+	if [ "$(LIBDIR)" = "$(PREFIX)/lib" ]; then install -m 644 $(B)/lockclient.pc $(DESTDIR)$(LIBDIR)/pkgconfig/; \
+	else sed 's|^libdir=.*|libdir=$(LIBDIR)|' $(B)/lockclient.pc > $(DESTDIR)$(LIBDIR)/pkgconfig/lockclient.pc && \
+	  chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/lockclient.pc; fi
 	install -m 755 $(B)/lockctl $(B)/devlockd $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 docs/lockctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 docs/devlockd.8 $(DESTDIR)$(MANDIR)/man8/
+	if [ -f client/cli/lockctl.bash ]; then install -d $(DESTDIR)$(BASHCOMPDIR) && \
+	  install -m 644 client/cli/lockctl.bash $(DESTDIR)$(BASHCOMPDIR)/lockctl; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/lockclient.h $(DESTDIR)$(PREFIX)/lib/liblockclient.* \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lockclient.pc $(DESTDIR)$(PREFIX)/bin/lockctl $(DESTDIR)$(PREFIX)/bin/devlockd
+	rm -f $(DESTDIR)$(PREFIX)/include/lockclient.h $(DESTDIR)$(LIBDIR)/liblockclient.* \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/lockclient.pc $(DESTDIR)$(PREFIX)/bin/lockctl $(DESTDIR)$(PREFIX)/bin/devlockd \
+	  $(DESTDIR)$(MANDIR)/man1/lockctl.1 $(DESTDIR)$(MANDIR)/man8/devlockd.8 $(DESTDIR)$(BASHCOMPDIR)/lockctl
+
+# Debian packages (debian/): devlockd, liblockclient1, liblockclient-dev,
+# lockctl. Built by dpkg-buildpackage from a copy of the tree in $(B)/deb/
+# (the source tree stays clean); the .debs, .changes and .buildinfo land in
+# $(B)/deb/. No tests inside the package build: `make test` runs them (the
+# `package` suite installs these .debs and smoke-tests them). The packaged
+# version must be LC_VERSION: checked here so the two cannot drift apart.
+# DEB_BUILD_OPTIONS: without noautodbgsym the -dbgsym packages are built too.
+DEB_BUILD_OPTIONS ?= nocheck noautodbgsym parallel=2
+DEB_DIR := $(B)/deb
+DEB_SRC := $(DEB_DIR)/devlock-$(LC_VERSION)
+deb:
+	@v=$$(dpkg-parsechangelog -l debian/changelog -SVersion); case $$v in $(LC_VERSION)-*) ;; \
+	  *) echo "debian/changelog is at $$v, the Makefile's LC_VERSION at $(LC_VERSION)"; exit 1;; esac
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./build --exclude='./build-*' --exclude=./$(B) --exclude=./.git --exclude=./var --exclude=./tests/node_modules . \
+	  | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" dpkg-buildpackage -us -uc -b
+	@ls $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf build

@@ -4,7 +4,8 @@
 #   run:  compilers, libraries (-dev), redis-server        (make run)
 #   test: the same, plus test tools: node + npm packages (ws, wscat,
 #         playwright-core from tests/package-lock.json), clang for the
-#         fuzzers, Debian's chromium for the dashboard test  (make test)
+#         fuzzers, Debian's chromium for the dashboard test, debhelper
+#         and lintian for the package test                   (make test)
 set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-test}
@@ -13,6 +14,9 @@ PKGS="build-essential pkg-config libwebsockets-dev libhiredis-dev libcjson-dev u
 libcurl4-openssl-dev libuv1-dev libssl-dev redis-server curl openssl"
 if [ "$mode" = test ]; then
     PKGS="$PKGS jq clang libclang-rt-14-dev chromium valgrind wrk"
+    # the package suite: make deb (debhelper, dpkg-dev), lintian, and what it
+    # uses on the installed packages (man -w, ss, adduser for the postinst)
+    PKGS="$PKGS debhelper dpkg-dev lintian man-db iproute2 adduser"
     # Node may come from elsewhere than Debian (this image has its own):
     # install Debian's only when there is none.
     command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

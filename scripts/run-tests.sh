@@ -13,11 +13,12 @@
 #   edges        tests/edges/run.js (one regression test per edge-case defect: retries, stalls, sessions)
 #   chaos        tests/chaos/run.js (mutual exclusion under injected faults, short form)
 #   fuzz         tests/fuzz/replay.sh (corpora under ASan)
+#   package      tests/package/run.sh (make deb, lintian, install the .debs, smoke-test the installed tools, purge; root)
 set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit integration semantics ops client e2e dashboard sentinel probes edges chaos fuzz}
+suites=${*:-unit integration semantics ops client e2e dashboard sentinel probes edges chaos fuzz package}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -61,6 +62,7 @@ for s in $suites; do
     edges) [ -f tests/edges/run.js ] && run_suite edges node tests/edges/run.js ;;
     chaos) [ -f tests/chaos/run.js ] && run_suite chaos node tests/chaos/run.js ;;
     fuzz) [ -f tests/fuzz/replay.sh ] && run_suite fuzz sh tests/fuzz/replay.sh ;;
+    package) [ -f tests/package/run.sh ] && run_suite package sh tests/package/run.sh ;;
     *) echo "unknown suite $s"; total_fail=$((total_fail + 1)) ;;
     esac
 done
