@@ -47,7 +47,7 @@ const HOLDER_BIN = path.resolve(P.ROOT, BUILD, 'tests', 'lc_holder');
 function analyse(facts) {
     const v = { overlap: [], fence: [], open: [] };
     const info = { grants: 0, losses: 0, releases: 0, unused: 0, rounds: 0, acquireFail: {}, releaseSt: {},
-        believedMs: 0, maxLateMs: null };
+        believedMs: 0, maxLateMs: null, overlapAfterLoss: 0 };
     const grants = [];
     const openOf = new Map(); // holder -> grant awaiting its believe_end
     for (const f of facts) {
@@ -115,6 +115,7 @@ function analyse(facts) {
             if (latest && latest.end >= g.t) {
                 const late = latest.end === Infinity ? Infinity : (latest.end - g.t) / 1000;
                 info.maxLateMs = info.maxLateMs === null ? late : Math.max(info.maxLateMs, late);
+                if (latest.why === 'lost') info.overlapAfterLoss++;
                 v.overlap.push(`${dev}: h${latest.h} believed fence ${latest.fence} (${latest.why || 'open'}) until ` +
                     `${late === Infinity ? 'the end' : '+' + late.toFixed(1) + ' ms'} after h${g.h} was granted fence ${g.fence}`);
             }
@@ -165,8 +166,33 @@ function syntheticSelfTests() {
 
 // ------------------------------------------------------------------ the run
 
+// The facts the holders printed so far (a line is written whole, so a
+// partial last line cannot be read as a fact; it fails JSON.parse and is
+// reported only at the end, when every holder has exited).
+function readFacts(holders) {
+    const facts = [];
+    const starts = [];
+    const bad = [];
+    for (let i = 0; i < holders.length; i++) {
+        const h = holders[i];
+        let text = '';
+        try { text = fs.readFileSync(h.logFile, 'utf8'); } catch (e) { bad.push(`${h.name}: no log`); }
+        for (const line of text.split('\n')) {
+            if (line[0] !== '{') continue;
+            let f;
+            try { f = JSON.parse(line); } catch (e) { bad.push(`${h.name}: bad line ${line.slice(0, 80)}`); continue; }
+            f.h = i;
+            if (f.ev === 'start') starts.push(f);
+            else facts.push(f);
+        }
+    }
+    return { facts, starts, bad };
+}
+
 // cfg: {seed, durationS, holders, devices, cheatMs, fenceExpiry, quiet,
-//       faultGapMs: [lo, hi], faultKinds (default: all)}. Resolves {v, info, faultCount, faultLog, dir, elapsedS, facts}.
+//       faultGapMs: [lo, hi], faultKinds (default: all), holderArgs: [...],
+//       stopEarly: fn(analyse() of the facts so far) -> true to end the
+//       run before its duration (checked between faults)}. Resolves {v, info, faultCount, faultLog, dir, elapsedS, facts}.
 async function runHolders(cfg) {
     const rng = P.prng(cfg.seed * 31 + (cfg.cheatMs ? 7 : 3));
     const log = (...a) => { if (!cfg.quiet) console.log(...a); };
@@ -196,7 +222,7 @@ async function runHolders(cfg) {
         if (cfg.fenceExpiry) env.LC_HOLDER_FENCE = 'expiry';
         const h = new P.Proc(`holder${i}`, HOLDER_BIN, ['--url', `http://127.0.0.1:${px.port}`, '--user', `h${i}`,
             '--devices', devs.join(','), '--duration-ms', String(cfg.durationS * 1000), '--seed', String(cfg.seed * 100 + i + 1),
-            '--timeout-ms', '1500'], path.join(dir, `holder${i}.log`), { env });
+            '--timeout-ms', '1500', ...(cfg.holderArgs || [])], path.join(dir, `holder${i}.log`), { env });
         h.bi = bi;
         holders.push(h);
     }
@@ -291,7 +317,12 @@ async function runHolders(cfg) {
     }
     const until = t0 + cfg.durationS * 1000;
     const [gapLo, gapHi] = cfg.faultGapMs || [300, 2000];
+    let stoppedEarly = false;
     for (let i = 0; i < 100000; i++) {
+        if (cfg.stopEarly && i > 0 && cfg.stopEarly(analyse(readFacts(holders).facts))) {
+            stoppedEarly = true;
+            break;
+        }
         // the first fault early: a short run (the self-test) gets its loss
         const gap = i === 0 ? rng.int(800, 1500) : rng.int(gapLo, gapHi);
         if (Date.now() + gap + 1500 >= until) break;
@@ -302,30 +333,22 @@ async function runHolders(cfg) {
         }
     }
     await heal();
-    // each holder ends by itself at its duration; its last round is bounded
-    // by its timeouts (acquire wait <= 3 s + 1.5 s, releases retried)
+    // each holder ends by itself at its duration (or at SIGTERM, after its
+    // current round); that round is bounded by its timeouts (acquire wait
+    // <= 3 s + 1.5 s, releases retried)
+    if (stoppedEarly) for (const h of holders) h.signal('SIGTERM');
     await P.until('every holder to finish', Math.max(0, until - Date.now()) + 30000,
         () => holders.every((h) => !h.alive()), 100)
         .catch((e) => problems.push(e.message + ` (${holders.filter((h) => h.alive()).map((h) => h.name).join(', ')})`));
     const elapsedS = (Date.now() - t0) / 1000;
     for (const h of holders) if (h.alive()) await h.kill();
-    const facts = [];
-    const starts = [];
-    for (let i = 0; i < holders.length; i++) {
-        const h = holders[i];
+    for (const h of holders) {
         if (h.exitInfo && h.exitInfo.code !== 0) problems.push(`${h.name} exited ${JSON.stringify(h.exitInfo)}: ${h.log(5)}`);
-        let text = '';
-        try { text = fs.readFileSync(h.logFile, 'utf8'); } catch (e) { problems.push(`${h.name}: no log`); }
-        for (const line of text.split('\n')) {
-            if (line[0] !== '{') continue;
-            let f;
-            try { f = JSON.parse(line); } catch (e) { problems.push(`${h.name}: bad line ${line.slice(0, 80)}`); continue; }
-            f.h = i;
-            if (f.ev === 'start') starts.push(f);
-            else facts.push(f);
-        }
     }
+    const { facts, starts, bad } = readFacts(holders);
+    problems.push(...bad);
     const { violations, info } = analyse(facts);
+    info.stoppedEarly = stoppedEarly;
     info.api = starts.length ? { deadline: starts[0].deadline_api, callbacks: starts[0].callbacks_api } : null;
     for (const px of proxies) await px.close();
     await P.stopAll();

@@ -22,6 +22,8 @@
  *
  * Options:  lc_holder --url URL --user U [--devices a,b,c] [--rounds N]
  *           [--duration-ms MS] [--seed N] [--timeout-ms MS]
+ *           [--lease-ms LO,HI (1000,3000)] [--hold-ms LO,HI (default: half
+ *           20-500, half 500-4500)] [--no-expiry-pct N (10)]
  * LC_HOLDER_CHEAT_MS=N (self-test of the checker): keep believing (and
  * using) N ms after the first failed check - a holder that ignores its
  * library, which the checker must report.
@@ -59,6 +61,9 @@ struct holder_cfg {
     uint64_t seed;
     long cheat_ms;
     int fence_expiry;
+    long lease_lo_ms, lease_hi_ms;  /* --lease-ms */
+    long hold_lo_ms, hold_hi_ms;    /* --hold-ms; 0: the default mix */
+    long no_expiry_pct;             /* --no-expiry-pct */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -157,7 +162,7 @@ static int one_round(const struct holder_cfg *cfg, lc_client *c, int64_t end_mon
     lc_request req = { 0 };
     req.device_name = cfg->devices[rng_int(0, cfg->n_devices - 1)];
     long r = rng_int(0, 99);
-    req.timeout_s = r < 10 ? -1 : (double)rng_int(10, 30) / 10.0; /* 10 %: no expiry */
+    req.timeout_s = r < cfg->no_expiry_pct ? -1 : (double)rng_int(cfg->lease_lo_ms, cfg->lease_hi_ms) / 1000.0;
     if (rng_int(0, 99) < 40)
         req.wait_s = (double)rng_int(5, 30) / 10.0;
     lc_lock *lock = NULL;
@@ -192,7 +197,8 @@ static int one_round(const struct holder_cfg *cfg, lc_client *c, int64_t end_mon
 
     /* hold 20-500 ms (half of the rounds) or 0.5-4.5 s: often longer than
      * the lease, so renewals matter */
-    long hold_ms = rng_int(0, 1) ? rng_int(20, 500) : rng_int(500, 4500);
+    long hold_ms = cfg->hold_hi_ms > 0 ? rng_int(cfg->hold_lo_ms, cfg->hold_hi_ms)
+                   : rng_int(0, 1) ? rng_int(20, 500) : rng_int(500, 4500);
     int64_t hold_until = mono_us() + hold_ms * 1000;
     if (hold_until > end_mono)
         hold_until = end_mono;
@@ -242,14 +248,16 @@ static int one_round(const struct holder_cfg *cfg, lc_client *c, int64_t end_mon
 static void usage(void)
 {
     fprintf(stderr, "usage: lc_holder --url URL --user U [--devices a,b,c] [--rounds N] "
-                    "[--duration-ms MS] [--seed N] [--timeout-ms MS]\n");
+                    "[--duration-ms MS] [--seed N] [--timeout-ms MS] [--lease-ms LO,HI] "
+                    "[--hold-ms LO,HI] [--no-expiry-pct N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     struct holder_cfg cfg = { .user = "lc_holder", .rounds = 1000000, .duration_ms = 20000,
-                              .timeout_ms = 1500, .seed = 1 };
+                              .timeout_ms = 1500, .seed = 1, .lease_lo_ms = 1000, .lease_hi_ms = 3000,
+                              .no_expiry_pct = 10 };
     char *devlist = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -270,6 +278,16 @@ int main(int argc, char **argv)
             cfg.timeout_ms = atol(v);
         else if (!strcmp(a, "--seed"))
             cfg.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--lease-ms")) {
+            if (sscanf(v, "%ld,%ld", &cfg.lease_lo_ms, &cfg.lease_hi_ms) != 2 || cfg.lease_lo_ms < 100 ||
+                cfg.lease_hi_ms < cfg.lease_lo_ms)
+                usage();
+        } else if (!strcmp(a, "--hold-ms")) {
+            if (sscanf(v, "%ld,%ld", &cfg.hold_lo_ms, &cfg.hold_hi_ms) != 2 || cfg.hold_lo_ms < 0 ||
+                cfg.hold_hi_ms < cfg.hold_lo_ms)
+                usage();
+        } else if (!strcmp(a, "--no-expiry-pct"))
+            cfg.no_expiry_pct = atol(v);
         else
             usage();
         i++;
