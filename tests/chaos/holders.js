@@ -192,7 +192,8 @@ function readFacts(holders) {
 // cfg: {seed, durationS, holders, devices, cheatMs, fenceExpiry, quiet,
 //       faultGapMs: [lo, hi], faultKinds (default: all), holderArgs: [...],
 //       stopEarly: fn(analyse() of the facts so far) -> true to end the
-//       run before its duration (checked between faults)}. Resolves {v, info, faultCount, faultLog, dir, elapsedS, facts}.
+//       run before its duration (checked between faults)}.
+// Resolves {violations, info, problems, faultCount, faultLog, dir, elapsedS, facts}.
 async function runHolders(cfg) {
     const rng = P.prng(cfg.seed * 31 + (cfg.cheatMs ? 7 : 3));
     const log = (...a) => { if (!cfg.quiet) console.log(...a); };

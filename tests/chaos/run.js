@@ -780,11 +780,11 @@ async function holders(tally) {
     // (two devices: someone wants the device of a holder that lost it; only
     // the faults that make holders
     // lose locks: broker SIGSTOP, link stall - both longer than the 1 s
-    // leases - and holds of 2-6 s, so that a holder is still holding when
+    // leases - and holds of 4-8 s, so that a holder is still holding when
     // the keepalive gives up). The overlaps that count start at a loss.
     const cheat = await H.runHolders({ ...cfg, durationS: HOLDER_CHEAT_S, cheatMs: HOLDER_CHEAT_MS, quiet: true, devices: 2,
         faultKinds: ['broker-stop', 'link-stall'], faultGapMs: [200, 1000],
-        holderArgs: ['--lease-ms', '1000,1000', '--hold-ms', '2000,6000', '--no-expiry-pct', '0'],
+        holderArgs: ['--lease-ms', '1000,1000', '--hold-ms', '4000,8000', '--no-expiry-pct', '0'],
         stopEarly: (a) => a.info.overlapAfterLoss > 0 });
     holderReport(cheat, ` (self-test, LC_HOLDER_CHEAT_MS=${HOLDER_CHEAT_MS})`);
     verdict(cheat.info.overlapAfterLoss > 0,
