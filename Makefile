@@ -192,8 +192,9 @@ clean:
 
 # Long chaos run: 10 minutes of mutual exclusion under injected faults, then
 # the generative edge checker until 200 000 operations (tests/chaos/edges.js,
-# docs/reliability.md); SEED=n repeats a schedule, CHAOS_ARGS adds flags
-# (e.g. --edges-only). The short form runs in `make test`.
+# docs/reliability.md), then 5 minutes of liblockclient holders
+# (tests/chaos/holders.js); SEED=n repeats a schedule, CHAOS_ARGS adds flags
+# (e.g. --edges-only, --holders-only). The short form runs in `make test`.
 chaos: $(B)/devlockd $(LC_HOLDER)
 	DEVLOCK_BUILD=$(B) node tests/chaos/run.js --long $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
