@@ -133,7 +133,18 @@ $(B)/lockbench: $(BENCH_SRC) $(wildcard tests/bench/*.h) $(B)/libcommon.a
 bench: $(B)/devlockd $(B)/lockbench
 	B=$(B) sh scripts/bench.sh
 
-all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN)
+# The library client of the library-client chaos checker (tests/chaos/holders.js).
+# Linked with the whole archive: it refers to the 1.1 self-fencing accessors
+# weakly (it also runs against a 1.0 keepalive), and a weak reference alone
+# would not pull their object out of the archive.
+ifneq ($(LIB_SRC),)
+LC_HOLDER := $(B)/tests/lc_holder
+endif
+$(B)/tests/lc_holder: tests/chaos/lc_holder.c $(B)/liblockclient.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient/include -o $@ $< -Wl,--whole-archive $(B)/liblockclient.a -Wl,--no-whole-archive $(CLI_LIBS) -pthread
+
+all: $(B)/devlockd $(CLIENT_TARGETS) $(UNIT_BIN) $(LC_HOLDER)
 
 deps:
 	@sh scripts/install-deps.sh test
@@ -217,9 +228,10 @@ clean:
 
 # Long chaos run: 10 minutes of mutual exclusion under injected faults, then
 # the generative edge checker until 200 000 operations (tests/chaos/edges.js,
-# docs/reliability.md); SEED=n repeats a schedule, CHAOS_ARGS adds flags
-# (e.g. --edges-only). The short form runs in `make test`.
-chaos: $(B)/devlockd
+# docs/reliability.md), then 5 minutes of liblockclient holders
+# (tests/chaos/holders.js); SEED=n repeats a schedule, CHAOS_ARGS adds flags
+# (e.g. --edges-only, --holders-only). The short form runs in `make test`.
+chaos: $(B)/devlockd $(LC_HOLDER)
 	DEVLOCK_BUILD=$(B) node tests/chaos/run.js --long $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 help:

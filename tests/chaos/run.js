@@ -26,6 +26,12 @@
 //   lost updates       a device's counter differs from its accepted writes
 //   ops floor          enough work was done for the run to mean something
 //
+// Then the library-client checker (tests/chaos/holders.js: lc_holder
+// processes that use liblockclient's keepalive and check lc_lock_lost /
+// lc_lock_deadline_us before every use; no believed holder may still act
+// when the next fence is granted) and its self-test (the same run with
+// holders that cheat by 4 s after a loss must be reported).
+//
 // Then the generative edge checker (tests/chaos/edges.js: aborted and
 // retried requests, Redis stalls past --redis-timeout-ms, tiny and long
 // waits, groups, sessions with hand-over and socket death, broker SIGTERM /
@@ -39,10 +45,16 @@
 //                           [--break steal|flush (self-tests: must fail)]
 //                           [--edges-only | --no-edges | --self-test]
 //                           [--edge-duration S] [--edge-ops N]
+//                           [--holders-only | --no-holders] [--holder-duration S]
+//                           [--holders N] [--holder-devices N]
+//                           [--holders-fence-expiry (calibration only)]
 // Short form (default): 50 s of mutual exclusion under faults, 45 s of the
-// edge checker, the self-tests: about 2.5 minutes in all. --long: 10
-// minutes of mutual exclusion, then the edge checker until 200 000
-// operations. CHAOS_EDGE_STRICT=0 reports edge violations without failing
+// edge checker, 25 s of the library-client checker and its self-test (at
+// most 20 s: it ends at its first bite), the other self-tests: about 3
+// minutes in all. --long: 10 minutes of mutual exclusion, then the edge
+// checker until 200 000 operations, then 5 minutes of the library-client
+// checker. CHAOS_EDGE_STRICT=0 /
+// CHAOS_HOLDERS_STRICT=0 report edge / holder violations without failing
 // (the self-tests always fail loudly). Last line: "N passed, M failed";
 // exit status 1 on failure.
 
@@ -52,6 +64,7 @@ const path = require('path');
 const P = require('../lib/procs.js');
 const { startProxy } = require('./proxy.js');
 const E = require('./edges.js');
+const H = require('./holders.js');
 
 // ------------------------------------------------------------------ options
 
@@ -714,6 +727,74 @@ async function edges(tally) {
     await P.stopAll();
 }
 
+// ------------------------------------------------------------------ the library-client checker
+
+const HOLDERS_STRICT = process.env.CHAOS_HOLDERS_STRICT !== '0';
+const HOLDER_S = Number(argOf('--holder-duration', LONG ? 300 : 25));
+const HOLDER_CHEAT_S = LONG ? 40 : 20; // at most: it ends at its first bite
+const HOLDER_CHEAT_MS = 4000;
+
+function holderReport(res, label) {
+    const { violations: v, info, faultCount } = res;
+    const faults = Object.values(faultCount).reduce((a, n) => a + n, 0);
+    console.log(`# ---- library-client checker report${label} ----`);
+    console.log(`# seed ${SEED}; ${res.elapsedS.toFixed(0)} s; library: lc_lock_deadline_us ${info.api && info.api.deadline ? 'present' : 'ABSENT (1.0 keepalive)'}, ` +
+        `lc_keepalive_start_cb ${info.api && info.api.callbacks ? 'present' : 'absent'}`);
+    console.log(`# rounds ${info.rounds}, grants ${info.grants}, losses ${info.losses} (${info.unused} beliefs with no use), ` +
+        `releases ${info.releases}; acquire failures ${JSON.stringify(info.acquireFail)}; release answers ${JSON.stringify(info.releaseSt)}`);
+    console.log(`# faults (${faults}): ${Object.entries(faultCount).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    console.log(`# violations: ${v.overlap.length} overlaps (worst +${info.maxLateMs === null ? 0 : info.maxLateMs.toFixed(0)} ms), ` +
+        `${v.fence.length} fence, ${v.open.length} open beliefs`);
+    return faults;
+}
+
+async function holders(tally) {
+    const cfg = { seed: SEED, durationS: HOLDER_S, holders: Number(argOf('--holders', 6)),
+        devices: Number(argOf('--holder-devices', 4)), cheatMs: 0, quiet: QUIET,
+        fenceExpiry: process.argv.includes('--holders-fence-expiry'), faultGapMs: LONG ? [500, 3000] : [300, 2000] };
+    console.log(`# reproduce: node tests/chaos/run.js --holders-only --seed ${SEED}` +
+        `${argOf('--holder-duration') ? ' --holder-duration ' + HOLDER_S : ''}${LONG ? ' --long' : ''}`);
+    const show = (list) => list.slice(0, 8).map((x) => '#     ' + x).join('\n');
+    const res = await H.runHolders(cfg);
+    const faults = holderReport(res, '');
+    const v = res.violations;
+    const strictly = (ok, name, list) => {
+        if (ok) verdict(true, name, '', tally);
+        else if (HOLDERS_STRICT) verdict(false, name, `${list.length}\n${show(list)}`, tally);
+        else console.log(`info ${name} (CHAOS_HOLDERS_STRICT=0): ${list.length}\n${show(list)}`);
+    };
+    strictly(v.overlap.length === 0, 'holders: 0 overlaps between a believed holder and the next grant', v.overlap);
+    strictly(v.fence.length === 0, 'holders: fences strictly increase, none granted twice', v.fence);
+    verdict(v.open.length === 0 && res.problems.length === 0, 'holders: run completed cleanly, every belief ended',
+        [...v.open, ...res.problems].slice(0, 8).join(' | '), tally);
+    const floor = Math.round(HOLDER_S * 1.5);
+    verdict(res.info.grants >= floor, `holders: grants above the floor: ${res.info.grants} >= ${floor}`, '', tally);
+    verdict(faults >= Math.floor(HOLDER_S / 6), `holders: faults injected: ${faults} >= ${Math.floor(HOLDER_S / 6)}`, '', tally);
+    const bad = v.overlap.length || v.fence.length || v.open.length || res.problems.length;
+    if (bad) {
+        console.log('# holder fault log' + (res.faultLog.length > 60 ? ' (first 60)' : '') + ':\n#   ' + res.faultLog.slice(0, 60).join('\n#   '));
+        console.log(`# holder files kept in ${res.dir}`);
+    } else fs.rmSync(res.dir, { recursive: true, force: true });
+
+    // the self-test: the same with holders that go on 4 s after a loss
+    // (two devices: someone wants the device of a holder that lost it; only
+    // the faults that make holders
+    // lose locks: broker SIGSTOP, link stall - both longer than the 1 s
+    // leases - and holds of 4-8 s, so that a holder is still holding when
+    // the keepalive gives up). The overlaps that count start at a loss.
+    const cheat = await H.runHolders({ ...cfg, durationS: HOLDER_CHEAT_S, cheatMs: HOLDER_CHEAT_MS, quiet: true, devices: 2,
+        faultKinds: ['broker-stop', 'link-stall'], faultGapMs: [200, 1000],
+        holderArgs: ['--lease-ms', '1000,1000', '--hold-ms', '4000,8000', '--no-expiry-pct', '0'],
+        stopEarly: (a) => a.info.overlapAfterLoss > 0 });
+    holderReport(cheat, ` (self-test, LC_HOLDER_CHEAT_MS=${HOLDER_CHEAT_MS})`);
+    verdict(cheat.info.overlapAfterLoss > 0,
+        `holders self-test: holders cheating ${HOLDER_CHEAT_MS} ms after a loss are reported ` +
+        `(${cheat.info.overlapAfterLoss} overlaps after a loss, ${cheat.violations.overlap.length} in all, ${cheat.info.losses} losses)`,
+        cheat.info.overlapAfterLoss ? '' : 'no overlap after a loss reported; fault log:\n#   ' + cheat.faultLog.join('\n#   '), tally);
+    fs.rmSync(cheat.dir, { recursive: true, force: true });
+    for (const t of H.syntheticSelfTests()) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+}
+
 // Only the self-tests (a private Redis for the planted lock).
 async function selfTestsOnly(tally) {
     const B = E.bounds({ redisTimeoutMs: 300, maxStallMs: 1500, sessionGrace: 1 });
@@ -722,6 +803,7 @@ async function selfTestsOnly(tally) {
     const dirty = E.INVARIANTS.filter((k) => base[k].length);
     verdict(dirty.length === 0, 'self-test: a clean synthetic history has no violations', dirty.map((k) => base[k][0]).join(' | '), tally);
     for (const t of E.selfTest(syn, B, 'synthetic')) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    for (const t of H.syntheticSelfTests()) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
     const dir = P.mkTemp('edges-self');
     const redis = new P.Redis({ dir, port: await P.freePort(), fsync: 'everysec' });
     redis.start();
@@ -737,12 +819,14 @@ async function all() {
     if (process.argv.includes('--self-test')) {
         await selfTestsOnly(tally);
     } else {
-        if (!process.argv.includes('--edges-only')) {
+        const holdersOnly = process.argv.includes('--holders-only');
+        if (!process.argv.includes('--edges-only') && !holdersOnly) {
             const r = await main();
             tally.passed += r.passed;
             tally.failed += r.failed;
         }
-        if (!process.argv.includes('--no-edges') && !BREAK) await edges(tally);
+        if (!process.argv.includes('--no-edges') && !BREAK && !holdersOnly) await edges(tally);
+        if (!process.argv.includes('--no-holders') && !process.argv.includes('--edges-only') && !BREAK) await holders(tally);
     }
     console.log(`${tally.passed} passed, ${tally.failed} failed`);
     process.exit(tally.failed ? 1 : 0);
