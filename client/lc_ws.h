@@ -76,7 +76,8 @@ void lc_ws_free(struct lc_ws *ws);
 /* ---- the parsers, exposed for tests/fuzz/fuzz_client_ws.c --------------
  * Incremental server-frame decoder. Feed bytes; each complete message or
  * control frame goes to the callbacks. Returns 0, or -1 with a close code
- * (1002 protocol, 1007 bad UTF-8 is not checked, 1009 too big) in *code. */
+ * (1002 protocol, 1007 bad UTF-8 is not checked, 1009 too big, 1011 out of
+ * memory) in *code. A callback may set d->halt: the rest is not decoded. */
 struct lc_ws_decoder {
     size_t max_message;
     unsigned char hdr[14];
@@ -85,6 +86,10 @@ struct lc_ws_decoder {
     int opcode, fin, in_message;
     struct lk_buf msg;          /* message being assembled */
     struct lk_buf ctl;          /* control frame being assembled */
+    /* (added with lc_ws.c) */
+    int in_payload;             /* the header is complete; need bytes follow */
+    int msg_binary;             /* the message's first frame was binary */
+    int halt;                   /* set by a callback: lc_ws_decode stops, returns 0 */
 };
 struct lc_ws_frame_cb {
     void (*message)(const char *data, size_t len, int binary, void *ud);
