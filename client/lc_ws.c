@@ -881,8 +881,8 @@ static void feed_frames(struct lc_ws *ws, const char *data, size_t len)
     if (queue_frame(ws, 8, c, 2) == LC_OK)
         flush_out(ws);
     if (code == 1009)
-        finish(ws, LC_ERR_TOO_LARGE, 0, "a message from %s is larger than %zu bytes", ws->hostport,
-               ws->dec.max_message);
+        finish(ws, LC_ERR_PROTOCOL, 0, "a message from %s is larger than %zu bytes (closed 1009)",
+               ws->hostport, ws->dec.max_message);
     else
         finish(ws, LC_ERR_PROTOCOL, 0, "bad WebSocket frame from %s", ws->hostport);
 }

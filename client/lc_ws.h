@@ -43,7 +43,14 @@ struct lc_ws_handler {
      * LC_ERR_UNAUTHORIZED / LC_ERR_FORBIDDEN (401/403 on the upgrade:
      * permanent), LC_ERR_TLS (permanent), LC_ERR_PROTOCOL, LC_ERR_NOMEM.
      * why: a sentence for the error callback ("TLS: certificate verify
-     * failed: ...", "connect to 127.0.0.1:60620: Connection refused"). */
+     * failed: ...", "connect to 127.0.0.1:60620: Connection refused").
+     * A close frame from the broker: 1000/1001/none -> LC_OK; 1002, 1003,
+     * 1007, 1009, 1010 -> LC_ERR_PROTOCOL; others (1008 slow client, 1011
+     * ...) -> LC_ERR_UNAVAILABLE; the code is in why. A bad frame or a
+     * message over max_message from the broker: LC_ERR_PROTOCOL (we send
+     * close 1002 / 1009 first). The owner may call lc_ws_free from any
+     * callback, on_close included (the free is deferred until
+     * lc_ws_process returns; no callback runs after it). */
     void (*on_close)(lc_status st, int permanent, const char *why, void *ud);
     void *ud;
 };
@@ -53,7 +60,10 @@ struct lc_ws_handler {
  * no callback runs. */
 lc_status lc_ws_open(const struct lc_ws_cfg *cfg, const struct lc_ws_handler *h,
                      struct lc_ws **out, char *why, size_t why_len);
-/* The socket; -1 once closed. */
+/* The socket; -1 once closed. It may change while connecting: each
+ * address of the name gets its own socket, made before the previous one
+ * is closed, so its number always differs from the one it replaces (an
+ * epoll owner that re-registers when the number changes stays right). */
 int lc_ws_fd(const struct lc_ws *ws);
 /* The poll events wanted now: POLLIN, plus POLLOUT while connecting or
  * while output waits (TLS may want either direction at any time). */

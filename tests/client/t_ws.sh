@@ -29,7 +29,7 @@ check "a devlockd with --tls-cert answers https://localhost with the test CA" ||
 PT=$(cat "$ws/tls.portfile" 2>/dev/null)
 
 export LC_T_URL_C="$UC" LC_T_TLS_URL="https://localhost:$PT" LC_T_TLS_URL_IP="https://127.0.0.1:$PT" \
-    LC_T_CA="$ws/ca.pem" LC_T_CA_OTHER="$ws/other.pem"
+    LC_T_CA="$ws/ca.pem" LC_T_CA_OTHER="$ws/other.pem" LC_T_TLS_DIR="$ws"
 cc -O1 -g $WARN -Icommon -Iclient -Iclient/include -Itests $DEPS_CFLAGS -o "$B/tests/client/test_ws" \
     tests/client/test_ws.c "$B/liblockclient.a" $DEPS_LIBS -pthread
 check "test_ws builds against liblockclient.a"
@@ -45,7 +45,7 @@ if [ "${NO_ASAN:-0}" != 1 ]; then
     [ $? != 0 ]
     check "ASan+UBSan report nothing for lc_ws"
 fi
-unset LC_T_URL_C LC_T_TLS_URL LC_T_TLS_URL_IP LC_T_CA LC_T_CA_OTHER
+unset LC_T_URL_C LC_T_TLS_URL LC_T_TLS_URL_IP LC_T_CA LC_T_CA_OTHER LC_T_TLS_DIR
 $CTL cont-a >/dev/null 2>&1    # in case a test left broker A stopped
 kill "$(cat "$dir/tls.pid")" 2>/dev/null
 rm -f "$dir/tls.pid"

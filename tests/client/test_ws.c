@@ -482,6 +482,56 @@ static void test_tls_wrong_name(void)
     conn_free(&c);
 }
 
+/* The CA from $SSL_CERT_FILE when LC_OPT_CA_FILE is not set (lc__ca_file). */
+static void test_tls_env_ca(void)
+{
+    if (!tls_url || !ca) {
+        SKIP("no LC_T_TLS_URL / LC_T_CA");
+        return;
+    }
+    struct conn c;
+    char why[256];
+    struct lc_opts o = opts_default();
+    setenv("SSL_CERT_FILE", ca, 1);
+    CHECK(conn_open(&c, tls_url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    unsetenv("SSL_CERT_FILE");
+    CHECK(run_until(&c, has_initial, 5000) && c.opened && !c.closed);
+    conn_free(&c);
+}
+
+/* A client certificate is loaded and sent when asked for; a key that does
+ * not belong to it is refused before connecting. */
+static void test_tls_client_cert(void)
+{
+    const char *d = getenv("LC_T_TLS_DIR");
+    if (!tls_url || !ca || !d) {
+        SKIP("no LC_T_TLS_URL / LC_T_CA / LC_T_TLS_DIR");
+        return;
+    }
+    char cert[512], key[512], other_key[512];
+    snprintf(cert, sizeof(cert), "%s/srv.pem", d);
+    snprintf(key, sizeof(key), "%s/srv.key", d);
+    snprintf(other_key, sizeof(other_key), "%s/other.key", d);
+    struct conn c;
+    char why[256] = "";
+    struct lc_opts o = opts_default();
+    o.ca_file = (char *)ca;
+    o.cert_file = cert;
+    o.key_file = key;
+    CHECK(conn_open(&c, tls_url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    CHECK(run_until(&c, has_initial, 5000) && c.opened && !c.closed);
+    conn_free(&c);
+    o.key_file = other_key;
+    CHECK(conn_open(&c, tls_url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_ERR_TLS);
+    CHECK(c.ws == NULL && strstr(why, "client key") != NULL);
+    conn_free(&c);
+    o.cert_file = "/nonexistent/client.pem";
+    o.key_file = NULL;
+    CHECK(conn_open(&c, tls_url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_ERR_TLS);
+    CHECK(c.ws == NULL && strstr(why, "/nonexistent/client.pem") != NULL);
+    conn_free(&c);
+}
+
 static void test_tls_bad_ca_file(void)
 {
     struct conn c;
@@ -906,6 +956,8 @@ int main(void)
     RUN(test_tls_large);
     RUN(test_tls_wrong_ca);
     RUN(test_tls_wrong_name);
+    RUN(test_tls_env_ca);
+    RUN(test_tls_client_cert);
     if (skipped)
         printf("(%d skipped)\n", skipped);
     DONE();
