@@ -548,6 +548,9 @@ static lc_status tls_ctx_new(struct lc_ws *ws, const struct lc_opts *o, char *wh
     SSL_CTX_set_min_proto_version(ws->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ws->ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_mode(ws->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    static const struct lc_opts defaults;   /* no options: the environment's and system's CAs */
+    if (!o)
+        o = &defaults;
     const char *caf = lc__ca_file(o), *cap = lc__ca_path(o);
     if (caf || cap) {
         if (!SSL_CTX_load_verify_locations(ws->ctx, caf, cap)) {
@@ -561,7 +564,7 @@ static lc_status tls_ctx_new(struct lc_ws *ws, const struct lc_opts *o, char *wh
         set_why(why, why_len, "TLS: cannot load the system's CAs: %s", err);
         return LC_ERR_TLS;
     }
-    if (o && o->cert_file) {
+    if (o->cert_file) {
         const char *keyf = o->key_file ? o->key_file : o->cert_file;
         if (SSL_CTX_use_certificate_chain_file(ws->ctx, o->cert_file) != 1) {
             ssl_err_text(err, sizeof(err));
@@ -688,9 +691,11 @@ static lc_status queue_frame(struct lc_ws *ws, int opcode, const void *data, siz
     lk_buf_append(&ws->out, hdr, hl);
     lk_buf_append(&ws->out, data, len);
     if (ws->out.oom) {
-        /* lk_buf's oom is sticky: start over with an empty buffer */
-        lk_buf_free(&ws->out);
-        ws->out_off = 0;
+        /* take back what went in of this frame; lk_buf's oom is sticky */
+        ws->out.oom = 0;
+        ws->out.len = start;
+        if (ws->out.mem)
+            ws->out.mem[ws->out.pre + start] = '\0';
         return LC_ERR_NOMEM;
     }
     unsigned char *p = (unsigned char *)lk_buf_data(&ws->out) + start + hl;
@@ -802,12 +807,16 @@ static void on_close_frame(int code, const char *reason, size_t len, void *ud)
         return;
     }
     lc_status st = close_status(code);
-    int n = len > 120 ? 120 : (int)len;
+    char text[124];                 /* the reason, printable */
+    size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+    for (size_t i = 0; i < n; i++)
+        text[i] = (unsigned char)reason[i] < 0x20 || reason[i] == 0x7f ? '?' : reason[i];
+    text[n] = '\0';
     if (st == LC_OK)
         snprintf(ws->why, sizeof(ws->why), "the broker closed the connection (%d)", code);
     else
-        snprintf(ws->why, sizeof(ws->why), "the broker closed the connection with code %d%s%.*s%s", code,
-                 n ? " (" : "", n, reason, n ? ")" : "");
+        snprintf(ws->why, sizeof(ws->why), "the broker closed the connection with code %d%s%s%s", code,
+                 n ? " (" : "", text, n ? ")" : "");
     /* echo the close (its code only), then end once it is written */
     unsigned char c[2] = {(unsigned char)((code == 1005 ? 1000 : code) >> 8),
                           (unsigned char)(code == 1005 ? 1000 : code)};
