@@ -808,6 +808,24 @@ static void test_fake_silent_upgrade(void)
     conn_free(&c);
 }
 
+/* The same over https: the TLS handshake never completes. */
+static void test_fake_silent_tls(void)
+{
+    struct fake f = {0};
+    f.silent = 1;
+    fake_start(&f);
+    char url[64], why[256];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%s", f.port);
+    struct lc_opts o = opts_default();
+    o.timeout_ms = 300;
+    struct conn c;
+    CHECK(conn_open(&c, url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    run_until(&c, is_closed, 3000);
+    CHECK(c.closed == 1 && c.st == LC_ERR_TIMEOUT && !c.permanent && strstr(c.why, "TLS handshake"));
+    conn_free(&c);
+    fake_join(&f);
+}
+
 /* ---- the parsers alone -------------------------------------------------------------- */
 
 struct dec_log { struct lk_buf out; int closes, close_code; };
@@ -939,6 +957,7 @@ int main(void)
     RUN(test_fake_bad_accept);
     RUN(test_fake_statuses);
     RUN(test_fake_silent_upgrade);
+    RUN(test_fake_silent_tls);
     if (url_a) {
         RUN(test_initial_status);
         RUN(test_ping_pong);
