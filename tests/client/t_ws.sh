@@ -7,6 +7,7 @@
 # name mismatch), and an unrelated CA that must not be trusted.
 ws=$dir/ws
 mkdir -p "$ws"
+ws_fail_before=$fail
 mkcert() {
     ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
     openssl req -x509 $ec -keyout "$ws/ca.key" -out "$ws/ca.pem" -days 2 -subj "/CN=devlock test CA" &&
@@ -30,6 +31,7 @@ PT=$(cat "$ws/tls.portfile" 2>/dev/null)
 
 export LC_T_URL_C="$UC" LC_T_TLS_URL="https://localhost:$PT" LC_T_TLS_URL_IP="https://127.0.0.1:$PT" \
     LC_T_CA="$ws/ca.pem" LC_T_CA_OTHER="$ws/other.pem" LC_T_TLS_DIR="$ws"
+rm -f "$B/tests/client/test_ws" "$B/tests/client/test_ws_asan"   # never a stale binary
 cc -O1 -g $WARN -Icommon -Iclient -Iclient/include -Itests $DEPS_CFLAGS -o "$B/tests/client/test_ws" \
     tests/client/test_ws.c "$B/liblockclient.a" $DEPS_LIBS -pthread
 check "test_ws builds against liblockclient.a"
@@ -46,6 +48,7 @@ if [ "${NO_ASAN:-0}" != 1 ]; then
     check "ASan+UBSan report nothing for lc_ws"
 fi
 unset LC_T_URL_C LC_T_TLS_URL LC_T_TLS_URL_IP LC_T_CA LC_T_CA_OTHER LC_T_TLS_DIR
+[ "$fail" = "$ws_fail_before" ] || { echo "--- devlockd tls log (tail)"; tail -n 20 "$dir/tls.log"; }
 $CTL cont-a >/dev/null 2>&1    # in case a test left broker A stopped
 kill "$(cat "$dir/tls.pid")" 2>/dev/null
 rm -f "$dir/tls.pid"
