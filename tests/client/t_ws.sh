@@ -2,7 +2,8 @@
 # tests/client/run.sh with its servers running: tests/client/test_ws.c
 # against broker A (pause-a for the silence timeout), broker C (401 on the
 # upgrade), a dead port, and an extra broker with --tls-cert on the suite's
-# Redis. The certificates are made here with the openssl CLI: a CA and a
+# Redis, which pings its clients after 1 s of silence and drops them when
+# no pong comes within 1 s (lc_ws must answer by itself). The certificates are made here with the openssl CLI: a CA and a
 # server certificate that names only "localhost" (so https://127.0.0.1 is a
 # name mismatch), and an unrelated CA that must not be trusted.
 ws=$dir/ws
@@ -22,7 +23,8 @@ check "openssl makes a CA, a localhost certificate and another CA" || cat "$ws/o
 rm -f "$ws/tls.portfile"
 "$B/devlockd" --host 127.0.0.1 --port 0 --port-file "$ws/tls.portfile" \
     --redis-url "redis://127.0.0.1:$(cat "$dir/redis.port")" \
-    --tls-cert "$ws/srv.pem" --tls-key "$ws/srv.key" >>"$dir/tls.log" 2>&1 &
+    --tls-cert "$ws/srv.pem" --tls-key "$ws/srv.key" --ws-ping-interval 1 --ws-ping-timeout 1 \
+    >>"$dir/tls.log" 2>&1 &
 echo $! >"$dir/tls.pid"      # run.sh's cleanup stops every $dir/*.pid
 until_ok 10 test -s "$ws/tls.portfile" &&
     until_ok 10 curl -s -o /dev/null -m 2 --cacert "$ws/ca.pem" "https://localhost:$(cat "$ws/tls.portfile")/api/health/ready"

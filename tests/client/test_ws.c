@@ -411,6 +411,33 @@ static void test_tls(void)
     conn_free(&c);
 }
 
+/* The TLS broker pings after 1 s of silence and drops a client whose pong
+ * does not come within 1 s: lc_ws answers by itself, so the connection
+ * lives through 4 s in which the test sends nothing (its own pings only
+ * after 60 s). */
+static void test_server_pings(void)
+{
+    if (!tls_url || !ca) {
+        SKIP("no LC_T_TLS_URL / LC_T_CA");
+        return;
+    }
+    struct conn c;
+    char why[256];
+    struct lc_opts o = opts_default();
+    o.ca_file = (char *)ca;
+    CHECK(conn_open(&c, tls_url, "/ws", &o, 60000, 120000, why, sizeof(why)) == LC_OK);
+    CHECK(run_until(&c, has_initial, 5000) && c.opened && !c.closed);
+    int64_t end = now_ms() + 4000;
+    while (now_ms() < end && !c.closed)
+        step(&c, 50);
+    CHECK(!c.closed);
+    if (c.closed)
+        fprintf(stderr, "  %d %s\n", c.st, c.why);
+    CHECK(lc_ws_send_text(c.ws, "{\"type\":\"ping\"}", 15) == LC_OK);
+    CHECK(run_until(&c, has_pong, 5000) && !c.closed);
+    conn_free(&c);
+}
+
 static void test_tls_large(void)
 {
     if (!tls_url || !ca) {
@@ -973,6 +1000,7 @@ int main(void)
     RUN(test_unauthorized);
     RUN(test_tls);
     RUN(test_tls_large);
+    RUN(test_server_pings);
     RUN(test_tls_wrong_ca);
     RUN(test_tls_wrong_name);
     RUN(test_tls_env_ca);
