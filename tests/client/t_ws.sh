@@ -16,7 +16,12 @@ mkcert() {
     openssl req $ec -keyout "$ws/srv.key" -out "$ws/srv.csr" -subj "/CN=localhost" &&
     printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$ws/srv.ext" &&
     openssl x509 -req -in "$ws/srv.csr" -CA "$ws/ca.pem" -CAkey "$ws/ca.key" -CAcreateserial \
-        -out "$ws/srv.pem" -days 2 -extfile "$ws/srv.ext"
+        -out "$ws/srv.pem" -days 2 -extfile "$ws/srv.ext" &&
+    # signed by the right CA, for another name (test_ws's own TLS listener serves it)
+    openssl req $ec -keyout "$ws/wrong.key" -out "$ws/wrong.csr" -subj "/CN=devlock.invalid" &&
+    printf 'subjectAltName=DNS:devlock.invalid\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$ws/wrong.ext" &&
+    openssl x509 -req -in "$ws/wrong.csr" -CA "$ws/ca.pem" -CAkey "$ws/ca.key" -CAcreateserial \
+        -out "$ws/wrong.pem" -days 2 -extfile "$ws/wrong.ext"
 }
 mkcert >"$ws/openssl.log" 2>&1
 check "openssl makes a CA, a localhost certificate and another CA" || cat "$ws/openssl.log"

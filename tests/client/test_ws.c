@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "harness.h"
 #include "lc_ws.h"
@@ -853,6 +854,117 @@ static void test_fake_silent_tls(void)
     fake_join(&f);
 }
 
+/* A TLS listener of the test's own: one handshake with the given
+ * certificate, records the SNI name the client sent, then hangs up. */
+struct fake_tls {
+    int lfd;
+    char port[8];
+    SSL_CTX *ctx;
+    char sni[256];
+    int sni_sent, handshake_ok;
+    pthread_t th;
+};
+
+static void *fake_tls_main(void *arg)
+{
+    struct fake_tls *f = arg;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SSL *ssl = SSL_new(f->ctx);
+    SSL_set_fd(ssl, fd);
+    f->handshake_ok = SSL_accept(ssl) == 1;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name) {
+        f->sni_sent = 1;
+        snprintf(f->sni, sizeof(f->sni), "%s", name);
+    }
+    SSL_free(ssl);
+    close(fd);
+    return NULL;
+}
+
+static int fake_tls_start(struct fake_tls *f, const char *cert, const char *key)
+{
+    memset(f, 0, sizeof(*f));
+    f->ctx = SSL_CTX_new(TLS_server_method());
+    if (!f->ctx || SSL_CTX_use_certificate_chain_file(f->ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(f->ctx, key, SSL_FILETYPE_PEM) != 1) {
+        SSL_CTX_free(f->ctx);
+        return -1;
+    }
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(f->lfd, (struct sockaddr *)&a, sizeof(a));
+    listen(f->lfd, 1);
+    socklen_t sl = sizeof(a);
+    getsockname(f->lfd, (struct sockaddr *)&a, &sl);
+    snprintf(f->port, sizeof(f->port), "%d", ntohs(a.sin_port));
+    pthread_create(&f->th, NULL, fake_tls_main, f);
+    return 0;
+}
+
+static void fake_tls_join(struct fake_tls *f)
+{
+    shutdown(f->lfd, SHUT_RDWR);
+    pthread_join(f->th, NULL);
+    close(f->lfd);
+    SSL_CTX_free(f->ctx);
+}
+
+/* SNI carries the URL's name (none for an IP address); a certificate of
+ * the trusted CA for another name is refused: hostname mismatch. */
+static void test_tls_sni_and_name(void)
+{
+    const char *d = getenv("LC_T_TLS_DIR");
+    if (!ca || !d) {
+        SKIP("no LC_T_CA / LC_T_TLS_DIR");
+        return;
+    }
+    char cert[512], key[512], wrong[512], wrong_key[512];
+    snprintf(cert, sizeof(cert), "%s/srv.pem", d);
+    snprintf(key, sizeof(key), "%s/srv.key", d);
+    snprintf(wrong, sizeof(wrong), "%s/wrong.pem", d);
+    snprintf(wrong_key, sizeof(wrong_key), "%s/wrong.key", d);
+    struct lc_opts o = opts_default();
+    o.ca_file = (char *)ca;
+    char url[64], why[256];
+    struct conn c;
+    struct fake_tls f;
+
+    CHECK(fake_tls_start(&f, cert, key) == 0);
+    snprintf(url, sizeof(url), "https://localhost:%s", f.port);
+    CHECK(conn_open(&c, url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    run_until(&c, is_closed, 5000);
+    fake_tls_join(&f);
+    CHECK(f.handshake_ok && f.sni_sent);
+    CHECK_STR(f.sni, "localhost");
+    CHECK(c.closed && c.st == LC_ERR_UNAVAILABLE && !c.permanent);   /* hung up after the handshake */
+    conn_free(&c);
+
+    CHECK(fake_tls_start(&f, cert, key) == 0);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%s", f.port);
+    CHECK(conn_open(&c, url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    run_until(&c, is_closed, 5000);
+    fake_tls_join(&f);
+    CHECK(!f.sni_sent);          /* RFC 6066: no IP address in SNI */
+    CHECK(c.closed && c.st == LC_ERR_TLS && strstr(c.why, "IP address mismatch"));
+    conn_free(&c);
+
+    CHECK(fake_tls_start(&f, wrong, wrong_key) == 0);
+    snprintf(url, sizeof(url), "https://localhost:%s", f.port);
+    CHECK(conn_open(&c, url, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    run_until(&c, is_closed, 5000);
+    fake_tls_join(&f);
+    CHECK(c.closed && c.st == LC_ERR_TLS && c.permanent && strstr(c.why, "hostname mismatch"));
+    fprintf(stderr, "  (%s)\n", c.why);
+    conn_free(&c);
+}
+
 /* ---- the parsers alone -------------------------------------------------------------- */
 
 struct dec_log { struct lk_buf out; int closes, close_code; };
@@ -1005,6 +1117,7 @@ int main(void)
     RUN(test_tls_wrong_name);
     RUN(test_tls_env_ca);
     RUN(test_tls_client_cert);
+    RUN(test_tls_sni_and_name);
     if (skipped)
         printf("(%d skipped)\n", skipped);
     DONE();
