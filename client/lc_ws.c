@@ -834,7 +834,7 @@ static const struct lc_ws_frame_cb frame_cb = {on_message, on_ping, on_pong, on_
 
 /* ---- input ------------------------------------------------------------------- */
 
-/* Reads once: >0 bytes, 0 nothing now, -1 after finish() (EOF included). */
+/* Reads once: >0 bytes, 0 nothing now, -2 end of stream, -1 after finish(). */
 static ssize_t read_some(struct lc_ws *ws, char *buf, size_t len)
 {
     if (ws->ssl) {
@@ -997,7 +997,7 @@ static void queue_upgrade(struct lc_ws *ws)
     lk_buf_printf(&ws->out,
                   "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                  "User-Agent: liblockclient/" "1.1\r\n",
+                  "User-Agent: liblockclient/" LC_VERSION_STRING "\r\n",
                   ws->path, ws->hostport, ws->key);
     if (ws->token)
         lk_buf_printf(&ws->out, "Authorization: Bearer %s\r\n", ws->token);
