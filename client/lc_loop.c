@@ -714,7 +714,8 @@ static void stop_loop(struct lc_loop *l, lc_status st, const char *why)
     for (struct lc_op *op = l->ops_head; op; op = l->ops_head) {
         if (op->kind == OP_HOLD_RENEW) {
             op_unlink(op);
-            op->hold->renew = NULL;
+            if (op->hold)
+                op->hold->renew = NULL;
             op_free(op);
             continue;
         }
@@ -808,9 +809,16 @@ static void flush_sends(struct lc_loop *l)
         return;
     struct lk_buf b;
     lk_buf_init(&b, 0);
-    for (struct lc_op *op = l->ops_head; op && l->on_wire < LOOP_MAX_ON_WIRE; op = op->next) {
+    for (struct lc_op *op = l->ops_head, *next; op && l->on_wire < LOOP_MAX_ON_WIRE; op = next) {
+        next = op->next;
         if (op->wire_id)
             continue;
+        if (op->cancelled && op->kind != OP_ACQUIRE) {
+            /* a dropped renewal or a cancelled release: not worth sending (again) */
+            op_unlink(op);
+            op_free(op);
+            continue;
+        }
         if (op->session && l->attaching)
             continue;   /* the broker refuses a session acquire while an attach runs */
         lk_buf_reset(&b);
@@ -891,11 +899,16 @@ static void arm_socket(struct lc_loop *l)
         }
         return;
     }
-    if (fd >= 0 && ev != l->ws_events) {
+    /* while connecting, lc_ws may close the socket and open the next one,
+     * which can get the same number: re-arm then every time */
+    if (fd >= 0 && (ev != l->ws_events || !l->ws_open)) {
         struct epoll_event e = {0};
         e.events = (ev & POLLIN ? EPOLLIN : 0) | (ev & POLLOUT ? EPOLLOUT : 0);
         e.data.fd = fd;
-        if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &e) == 0)
+        /* the same number may be a new socket (the old one closed while
+         * connecting): epoll dropped the old one, so add it again */
+        if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &e) == 0 ||
+            (errno == ENOENT && epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e) == 0))
             l->ws_events = ev;
     }
 }
@@ -974,7 +987,8 @@ void lc_loop_free(lc_loop *l)
         for (struct lc_op *op = l->ops_head; op; op = l->ops_head) {
             if (op->kind == OP_HOLD_RENEW) {
                 op_unlink(op);
-                op->hold->renew = NULL;
+                if (op->hold)
+                    op->hold->renew = NULL;
                 op_free(op);
                 continue;
             }

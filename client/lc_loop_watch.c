@@ -247,7 +247,8 @@ void lc__stream_message(struct lc_loop *l, cJSON *j, const char *type)
             l->resuming = 0;
             l->resume_wire_id = 0;
             lc__log(l->o.log, l->o.log_userdata, 1, "loop: resumed (%zu events)", l->held.n);
-            qsort(l->held.items, l->held.n, sizeof(*l->held.items), held_cmp);
+            if (l->held.n > 1)
+                qsort(l->held.items, l->held.n, sizeof(*l->held.items), held_cmp);
             /* deliver may run callbacks that close nothing here (lc_loop_free
              * is not allowed in them), so the list stays ours */
             struct lc_held h = l->held;
