@@ -78,6 +78,7 @@ struct lc_ws {
     struct lc_ws_decoder dec;
     long timeout_ms, ping_after_ms, dead_after_ms;
     int64_t deadline_us;        /* connect + TLS + upgrade; close handshake */
+    int64_t attempt_us;         /* this address's share of it, when others follow */
     int64_t last_rx_us;
     int ping_sent;              /* a ping went out in this silence */
     int again;                  /* input may be left (budget used): run again at once */
@@ -1025,6 +1026,13 @@ static int connect_next(struct lc_ws *ws)
             close(ws->fd);
         ws->fd = fd;
         ws->pending_err = 0;
+        /* an address that does not answer (a black-holed route) may use
+         * half of the time left when other addresses follow, not all */
+        ws->attempt_us = 0;
+        if (ws->ai_next) {
+            int64_t now = lc__mono_us(), left = ws->deadline_us - now;
+            ws->attempt_us = now + (left / 2 > ms_us(1000) ? left / 2 : ms_us(1000));
+        }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)
             return 0;
         ws->pending_err = errno;    /* e.g. refused at once: reported from process */
@@ -1213,6 +1221,8 @@ int64_t lc_ws_timer_us(const struct lc_ws *ws)
         return 0;
     if (ws->again || ws->pending_err || (ws->ssl && SSL_pending(ws->ssl) > 0))
         return lc__mono_us();
+    if (ws->state == ST_CONNECTING && ws->attempt_us && ws->attempt_us < ws->deadline_us)
+        return ws->attempt_us;
     if (ws->state != ST_OPEN)
         return ws->deadline_us;
     int64_t dead = ws->last_rx_us + ms_us(ws->dead_after_ms);
@@ -1223,6 +1233,12 @@ int64_t lc_ws_timer_us(const struct lc_ws *ws)
 static void run_timers(struct lc_ws *ws)
 {
     int64_t now = lc__mono_us();
+    if (ws->state == ST_CONNECTING && ws->attempt_us && now >= ws->attempt_us && now < ws->deadline_us) {
+        ws->connect_err = ETIMEDOUT;   /* this address's share is used: the next one */
+        ws->attempt_us = 0;
+        if (connect_next(ws) == 0)
+            return;
+    }
     switch (ws->state) {
     case ST_CONNECTING:
     case ST_TLS:
