@@ -592,7 +592,8 @@ static pid_t own_pid = -1;
 static char own_url[64];
 static int own_port;
 
-/* Starts our own broker on port (0: any) with --session-grace grace. */
+/* Starts our own broker on port (0: any) with --session-grace grace and
+ * --preempt-grace 3. */
 static int start_own_broker(const char *grace, int port)
 {
     char pf[512], rp[512], log[512];
@@ -620,7 +621,7 @@ static int start_own_broker(const char *grace, int port)
         char ps[16];
         snprintf(ps, sizeof(ps), "%d", port);
         execl(devlockd, devlockd, "--host", "127.0.0.1", "--port", ps, "--port-file", pf,
-              "--redis-url", rp, "--session-grace", grace, (char *)NULL);
+              "--redis-url", rp, "--session-grace", grace, "--preempt-grace", "3", (char *)NULL);
         _exit(127);
     }
     int64_t end = now_ms() + 10000;
@@ -940,6 +941,74 @@ out:
     relay_stop(&rl);
 }
 
+struct preemptor {
+    lc_client *c;
+    const char *device;
+    lc_status st;
+    int64_t fence;
+};
+
+static void *preempt_main(void *arg)
+{
+    struct preemptor *p = arg;
+    lc_request req = {0};
+    req.device_name = p->device;
+    req.type = LC_QUEUE_EXECUTING;      /* outranks MANUAL_OPERATOR */
+    req.timeout_s = 10;
+    lc_lock *l = NULL;
+    p->st = lc_acquire(p->c, &req, &l);
+    p->fence = l ? lc_lock_fence(l) : -1;
+    if (l)
+        lc_release(p->c, l);
+    lc_lock_free(l);
+    return NULL;
+}
+
+/* A higher priority asks for a held device (--preempt-grace 3): the hold
+ * gets on_preempt_requested at once with the window and the requester;
+ * releasing then hands the device over without a loss. */
+static void test_preempt_warning(void)
+{
+    if (own_pid <= 0) {
+        CHECK(!"own broker running");
+        return;
+    }
+    lc_loop *l = loop_at(own_url, "tl-pre", 0, NULL);
+    lc_lock *lk = l ? loop_acquire(l, dev("p1"), 30, 0) : NULL;
+    CHECK(lk != NULL);
+    if (!lk) {
+        lc_loop_free(l);
+        return;
+    }
+    struct lost x = {0};
+    lc_keepalive_callbacks cb = {on_lost, on_preempt, &x};
+    lc_hold *h = NULL;
+    CHECK(lc_loop_hold(l, lk, &cb, &h) == LC_OK);
+    pump(l, 200, NULL);
+    struct preemptor p = {http_client(own_url, "tl-boss"), dev("p1"), LC_ERR_INTERNAL, -1};
+    pthread_t th;
+    int64_t t0 = now_ms();
+    CHECK(p.c && pthread_create(&th, NULL, preempt_main, &p) == 0);
+    pump(l, 2500, &x.preempt);
+    CHECK(x.preempt == 1 && now_ms() - t0 < 2000);
+    CHECK(x.grace > 2.5 && x.grace < 3.5);
+    CHECK(lc_lock_preempt_grace_s(lk) > 2.5);
+    CHECK(strstr(x.by, "tl-boss") && strstr(x.by, "QUEUE_EXECUTING"));
+    CHECK(x.n == 0);
+    struct res r = {0};
+    CHECK(lc_release_async(l, lk, done_cb, &r, NULL) == LC_OK);
+    pump(l, 3000, &r.done);
+    CHECK(r.st == LC_OK);
+    pthread_join(th, NULL);
+    CHECK(p.st == LC_OK && p.fence > lc_lock_fence(lk));
+    pump(l, 300, NULL);
+    CHECK(x.n == 0 && x.preempt == 1);     /* our own release is no loss */
+    CHECK(lc_hold_stop(h) == LC_OK);
+    lc_client_free(p.c);
+    lc_lock_free(lk);
+    lc_loop_free(l);
+}
+
 static void test_permanent_401(void)
 {
     if (!url_c) {
@@ -1004,6 +1073,7 @@ int main(int argc, char **argv)
     T(test_session_lock);
     T(test_session_reattach);
     T(test_session_keepalive);
+    T(test_preempt_warning);
     stop_own_broker();
     T(test_permanent_401);
     DONE();
