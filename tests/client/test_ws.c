@@ -210,6 +210,31 @@ static void test_ping_pong(void)
     conn_free(&c);
 }
 
+/* At most 16 MiB of messages wait (queued without lc_ws_process, nothing
+ * is written): the message that would pass the bound is refused, the
+ * queue stays usable. */
+static void test_queue_bound(void)
+{
+    struct conn c;
+    char why[256];
+    struct lc_opts o = opts_default();
+    CHECK(conn_open(&c, url_a, "/ws", &o, 0, 0, why, sizeof(why)) == LC_OK);
+    CHECK(run_until(&c, has_initial, 5000) && c.opened);
+    size_t mb = (size_t)1 << 20;
+    char *blob = malloc(mb);
+    memset(blob, 'q', mb);
+    int accepted = 0;
+    lc_status st = LC_OK;
+    for (int i = 0; i < 20 && st == LC_OK; i++)
+        if ((st = lc_ws_send_text(c.ws, blob, mb - 64)) == LC_OK)
+            accepted++;
+    CHECK(st == LC_ERR_TOO_LARGE && accepted == 16);
+    CHECK(lc_ws_send_text(c.ws, blob, 10) == LC_OK);      /* a small one still fits */
+    CHECK(lc_ws_send_text(c.ws, blob, 16 * mb + 1) == LC_ERR_TOO_LARGE);
+    free(blob);
+    conn_free(&c);
+}
+
 /* Hundreds of locks with long reasons: the status answer is > 64 KiB. */
 static void test_large_message(void)
 {
@@ -1101,6 +1126,7 @@ int main(void)
         RUN(test_initial_status);
         RUN(test_ping_pong);
         RUN(test_large_message);
+        RUN(test_queue_bound);
         RUN(test_free_in_callback);
         RUN(test_close_early);
         RUN(test_tls_to_plain);
