@@ -211,6 +211,8 @@ static void op_free(struct lc_op *op)
 {
     if (!op)
         return;
+    if (op->kind == OP_CONFIRM)
+        lc_lock_free(op->lock);
     free(op->msg);
     for (size_t i = 0; i < op->ngroup; i++)
         free(op->group[i]);
@@ -337,7 +339,7 @@ static lc_status grant_lock(struct lc_loop *l, struct lc_op *op, const cJSON *j,
     }
     const char *sid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "session_id"));
     if (st == LC_OK && op->session && sid) {
-        if (!(lk->session_id = strdup(sid)))
+        if (!lk->session_id && !(lk->session_id = strdup(sid)))
             st = LC_ERR_NOMEM;
         if (strcmp(l->session_id, sid)) {
             snprintf(l->session_id, sizeof(l->session_id), "%s", sid);
@@ -370,7 +372,57 @@ static void acquire_done(struct lc_loop *l, struct lc_op *op, const cJSON *j)
         lc_lock_free(lk);
         lk = NULL;
     }
+    int64_t now = lc__mono_us();
+    int64_t dl = lk ? __atomic_load_n(&lk->deadline_us, __ATOMIC_ACQUIRE) : 0;
+    if (lk && lk->key && lk->lease_s > 0 && dl && dl - now < (int64_t)(lk->lease_s * 1e6 * 2 / 3)) {
+        /* Granted after a wait: the lease began when the broker granted
+         * it, which we cannot see, so the send time puts the deadline far
+         * too early (maybe past). One renew right away gives a deadline
+         * from its own send time; the callback runs with its answer. The
+         * op stays the same object (the caller may still cancel it). */
+        struct lk_buf b;
+        lk_buf_init(&b, 0);
+        holder_msg(&b, "renew", lk, lk->user ? lk->user : user_of(l, NULL), 0);
+        char *m = b.oom ? NULL : lk_buf_steal(&b, NULL);
+        lk_buf_free(&b);
+        if (m) {
+            free(op->msg);
+            op->msg = m;
+            if (op->wire_id && l->on_wire)
+                l->on_wire--;
+            op->wire_id = 0;
+            op->sent_before = 0;
+            op->kind = OP_CONFIRM;
+            op->lock = lk;
+            op->deadline_us = now + call_ms(l) * 1000;
+            return;
+        }
+    }
     op_finish(op, st, lk, st == LC_OK ? "" : detail);
+}
+
+/* The answer to the renew of a grant after a wait (OP_CONFIRM). */
+static void confirm_done(struct lc_loop *l, struct lc_op *op, lc_status st, const cJSON *j,
+                         const char *detail)
+{
+    lc_lock *lk = op->lock;
+    op->lock = NULL;
+    op_unlink(op);
+    if (st == LC_OK && j) {
+        lc__lock_apply(lk, j, op->sent_us, l->o.safety_margin_ms);
+    } else if (st == LC_ERR_FORBIDDEN || st == LC_ERR_NOT_FOUND) {
+        /* granted, and gone again before the first renew */
+        lc_lock_free(lk);
+        lk = NULL;
+        st = LC_ERR_LOST;
+    } else {
+        st = LC_OK;     /* no answer: the grant stands, with the early deadline */
+    }
+    if (op->acb && !op->cancelled)
+        op->acb(st, lk, st == LC_OK ? "" : detail, op->ud);
+    else
+        lc_lock_free(lk);
+    op_free(op);
 }
 
 static void holder_done(struct lc_loop *l, struct lc_op *op, const cJSON *j)
@@ -382,6 +434,10 @@ static void holder_done(struct lc_loop *l, struct lc_op *op, const cJSON *j)
         op_unlink(op);
         lc__hold_renew_done(op, st, j, detail);
         op_free(op);
+        return;
+    }
+    if (op->kind == OP_CONFIRM) {
+        confirm_done(l, op, st, j, detail);
         return;
     }
     if ((op->kind == OP_RELEASE || op->kind == OP_GIVE_BACK) && st == LC_ERR_NOT_FOUND && op->sent_before)
@@ -594,12 +650,20 @@ void lc_op_cancel(lc_op *op)
     op->cancelled = 1;
     op->acb = NULL;
     op->dcb = NULL;
-    op->lock = NULL;
+    if (op->kind != OP_CONFIRM)
+        op->lock = NULL;
     /* A request that never left can simply go. An acquire that may have
      * reached the broker stays until its answer (a grant is given back);
      * it no longer waits in the broker's queue once its connection goes,
      * and the broker has no message to leave a queue otherwise. */
-    if (!op->wire_id && !op->sent_before) {
+    if (op->kind == OP_CONFIRM) {
+        lc_lock *lk = op->lock;     /* a grant that is no longer wanted */
+        op->lock = NULL;
+        give_back(op->loop, lk);
+        lc_lock_free(lk);
+        op_unlink(op);
+        op_free(op);
+    } else if (!op->wire_id && !op->sent_before) {
         op_unlink(op);
         op_free(op);
     } else if (op->kind != OP_ACQUIRE) {
@@ -924,6 +988,11 @@ static void op_timers(struct lc_loop *l, int64_t now)
             lc__hold_renew_done(op, LC_ERR_TIMEOUT, NULL, "no answer to the renew in time");
             op_free(op);
             next = l->ops_head;     /* the hold may have queued or ended ops */
+            continue;
+        }
+        if (op->kind == OP_CONFIRM) {
+            confirm_done(l, op, LC_ERR_TIMEOUT, NULL, "no answer in time");
+            next = l->ops_head;
             continue;
         }
         if (op->kind == OP_ACQUIRE && (op->wire_id || op->sent_before)) {

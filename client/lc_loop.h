@@ -22,6 +22,7 @@ enum op_kind {
     OP_RENEW,
     OP_HOLD_RENEW,  /* a hold's renewal (no user callback) */
     OP_GIVE_BACK,   /* release of a grant whose acquire was cancelled (no callback) */
+    OP_CONFIRM,     /* an acquire granted after a wait, renewed once for a fresh deadline */
 };
 
 struct lc_op {
@@ -37,7 +38,7 @@ struct lc_op {
     lc_acquire_fn acb;
     lc_done_fn dcb;
     void *ud;
-    lc_lock *lock;          /* renew: the caller's lock (borrowed) */
+    lc_lock *lock;          /* renew: the caller's lock (borrowed); confirm: the grant (owned) */
     struct lc_hold *hold;   /* hold renew */
     /* acquire: what the answer needs */
     int session;

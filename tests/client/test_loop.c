@@ -420,6 +420,50 @@ static void on_preempt(const lc_lock *lock, double grace, const char *by, void *
     snprintf(x->by, sizeof(x->by), "%s", by);
 }
 
+/* Granted after a wait longer than the lease: the deadline comes from a
+ * renew right after the grant, not from the long-past send time. */
+static void test_grant_after_wait(void)
+{
+    lc_client *other = http_client(url_a, "tl-other");
+    lc_loop *l = loop_at(url_a, "tl", 0, NULL);
+    CHECK(other && l);
+    if (!other || !l)
+        goto out;
+    lc_request oreq = {0};
+    oreq.device_name = dev("w1");
+    oreq.timeout_s = 30;
+    lc_lock *ol = NULL;
+    CHECK(lc_acquire(other, &oreq, &ol) == LC_OK);
+    lc_request req = {0};
+    req.device_name = dev("w1");
+    req.timeout_s = 2;
+    req.wait_s = 8;
+    struct res r = {0};
+    CHECK(lc_acquire_async(l, &req, acq_cb, &r, NULL) == LC_OK);
+    pump(l, 2500, &r.done);     /* queued for longer than its lease */
+    CHECK(r.done == 0);
+    CHECK(ol && lc_release(other, ol) == LC_OK);
+    pump(l, 3000, &r.done);
+    CHECK(r.done == 1 && r.st == LC_OK && r.lock);
+    if (r.lock) {
+        CHECK(lc_lock_deadline_us(r.lock) > mono_us() + 1000000);
+        struct lost x = {0};
+        lc_keepalive_callbacks cb = {on_lost, NULL, &x};
+        lc_hold *h = NULL;
+        CHECK(lc_loop_hold(l, r.lock, &cb, &h) == LC_OK);
+        pump(l, 2500, NULL);
+        CHECK(x.n == 0 && !lc_lock_lost(r.lock));
+        CHECK(holder_fence(other, dev("w1")) == lc_lock_fence(r.lock));
+        lc_hold_stop(h);
+        CHECK(loop_release(l, r.lock) == LC_OK);
+    }
+out:
+    lc_lock_free(ol);
+    lc_lock_free(r.lock);
+    lc_loop_free(l);
+    lc_client_free(other);
+}
+
 static void test_reconnect_holds(void)
 {
     lc_client *c = http_client(url_a, "tl");
@@ -1066,6 +1110,7 @@ int main(int argc, char **argv)
     T(test_async_calls);
     T(test_cancel);
     T(test_free_cancels);
+    T(test_grant_after_wait);
     T(test_timeout_paused_broker);
     T(test_hold_self_fencing);
     T(test_reconnect_holds);
