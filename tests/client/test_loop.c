@@ -1077,6 +1077,57 @@ static void test_permanent_401(void)
     lc_loop_free(l);
 }
 
+/* A watch (a loop on its own thread) gives up on 401 and says why. */
+static void test_watch_status_401(void)
+{
+    lc_opts *o = NULL;
+    lc_opts_new(&o);
+    lc_opts_set_str(o, LC_OPT_URL, url_c);
+    struct errs e = {0};
+    lc_opts_set_error_cb(o, on_error, &e);
+    lc_watch *w = NULL;
+    CHECK(lc_watch_new_opts(o, NULL, &w) == LC_OK && w);
+    lc_opts_free(o);
+    int64_t end = now_ms() + 5000;
+    while (w && lc_watch_status(w) == LC_OK && now_ms() < end)
+        pause_ms(20);
+    CHECK(w && lc_watch_status(w) == LC_ERR_UNAUTHORIZED);
+    CHECK(lc_watch_wait_ready(w, 100) == LC_ERR_TIMEOUT && !lc_watch_connected(w));
+    lc_watch_free(w);
+    CHECK(e.n >= 1 && e.permanent && e.last == LC_ERR_UNAUTHORIZED);
+}
+
+/* A lock taken over HTTP (lc_acquire) kept by a hold of the loop. */
+static void test_hold_http_lock(void)
+{
+    lc_client *c = http_client(url_a, "tl");
+    lc_loop *l = loop_at(url_a, "tl", 0, NULL);
+    CHECK(c && l);
+    if (!c || !l)
+        goto out;
+    lc_request req = {0};
+    req.device_name = dev("hh");
+    req.timeout_s = 2;
+    lc_lock *lk = NULL;
+    CHECK(lc_acquire(c, &req, &lk) == LC_OK && lk);
+    if (!lk)
+        goto out;
+    struct lost x = {0};
+    lc_keepalive_callbacks cb = {on_lost, NULL, &x};
+    lc_hold *h = NULL;
+    CHECK(lc_loop_hold(l, lk, &cb, &h) == LC_OK);
+    pump(l, 3500, NULL);
+    CHECK(x.n == 0 && !lc_lock_lost(lk));
+    CHECK(holder_fence(c, dev("hh")) == lc_lock_fence(lk));
+    CHECK(lc_lock_deadline_us(lk) > mono_us());
+    CHECK(lc_hold_stop(h) == LC_OK);
+    CHECK(lc_release(c, lk) == LC_OK);
+    lc_lock_free(lk);
+out:
+    lc_loop_free(l);
+    lc_client_free(c);
+}
+
 static void test_free_cancels(void)
 {
     lc_loop *l = loop_at(url_a, "tl", 0, NULL);
@@ -1121,5 +1172,7 @@ int main(int argc, char **argv)
     T(test_preempt_warning);
     stop_own_broker();
     T(test_permanent_401);
+    T(test_watch_status_401);
+    T(test_hold_http_lock);
     DONE();
 }
