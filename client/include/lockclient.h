@@ -669,7 +669,8 @@ LC_API long lc_loop_timeout_ms(const lc_loop *loop);
 LC_API lc_status lc_loop_process(lc_loop *loop);
 /* 1 while connected (and resumed/attached after a reconnect). */
 LC_API int lc_loop_connected(const lc_loop *loop);
-/* The loop's session id (session locks), NULL before the first connect. */
+/* The loop's session id (session locks): NULL until the first session lock
+ * is granted; the same across reconnects while the session is attached. */
 LC_API const char *lc_loop_session_id(const lc_loop *loop);
 /* Watches every lock on the loop's connection: the callbacks of a watch
  * (cbs borrowed, copied), with the same guarantees (each event once, in

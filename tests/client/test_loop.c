@@ -583,7 +583,7 @@ static void test_many_holds_one_connection(void)
         snprintf(names[i] + strlen(names[i]), sizeof(names[i]) - strlen(names[i]), "%d", i);
         lc_request req = {0};
         req.device_name = names[i];
-        req.timeout_s = 2;
+        req.timeout_s = 3;
         CHECK(lc_acquire_async(l, &req, acq_cb, &r[i], NULL) == LC_OK);
     }
     int64_t end = now_ms() + 8000;
@@ -605,7 +605,7 @@ static void test_many_holds_one_connection(void)
             CHECK(lc_loop_hold(l, r[i].lock, &cb, &h[i]) == LC_OK);
     }
     /* two leases long: every lock renewed */
-    pump(l, 4500, NULL);
+    pump(l, 6500, NULL);
     int lost = 0, held = 0;
     for (int i = 0; i < MANY; i++) {
         lost += x[i].n;
