@@ -220,6 +220,7 @@ static void test_async_calls(void)
 {
     lc_client *c = http_client(url_a, "tl");
     lc_loop *l = loop_at(url_a, "tl", 0, NULL);
+    struct res r = {0};
     CHECK(c && l);
     if (!c || !l)
         goto out;
@@ -227,7 +228,6 @@ static void test_async_calls(void)
     lc_request req = {0};
     req.device_name = dev("a1");
     req.timeout_s = 20;
-    struct res r = {0};
     CHECK(lc_acquire_async(l, &req, acq_cb, &r, NULL) == LC_OK);
     CHECK(r.done == 0);
     pump(l, 5000, &r.done);
@@ -426,19 +426,19 @@ static void test_grant_after_wait(void)
 {
     lc_client *other = http_client(url_a, "tl-other");
     lc_loop *l = loop_at(url_a, "tl", 0, NULL);
+    lc_lock *ol = NULL;
+    struct res r = {0};
     CHECK(other && l);
     if (!other || !l)
         goto out;
     lc_request oreq = {0};
     oreq.device_name = dev("w1");
     oreq.timeout_s = 30;
-    lc_lock *ol = NULL;
     CHECK(lc_acquire(other, &oreq, &ol) == LC_OK);
     lc_request req = {0};
     req.device_name = dev("w1");
     req.timeout_s = 2;
     req.wait_s = 8;
-    struct res r = {0};
     CHECK(lc_acquire_async(l, &req, acq_cb, &r, NULL) == LC_OK);
     pump(l, 2500, &r.done);     /* queued for longer than its lease */
     CHECK(r.done == 0);
@@ -462,6 +462,41 @@ out:
     lc_lock_free(r.lock);
     lc_loop_free(l);
     lc_client_free(other);
+}
+
+/* Requests made while the broker is away wait for the connection, within
+ * their deadline. */
+static void test_op_waits_for_connection(void)
+{
+    lc_client *c = http_client(url_a, "tl");
+    lc_loop *l = loop_at(url_a, "tl", 6000, NULL);
+    struct res r = {0};
+    CHECK(c && l);
+    if (!c || !l)
+        goto out;
+    CHECK(pump_connected(l, 5000) == LC_OK);
+    CHECK(run_ctl("stop-a") == 0);
+    int64_t end = now_ms() + 3000;
+    while (lc_loop_connected(l) && now_ms() < end)
+        pump(l, 50, NULL);
+    CHECK(!lc_loop_connected(l));
+    lc_request req = {0};
+    req.device_name = dev("q1");
+    req.timeout_s = 20;
+    CHECK(lc_acquire_async(l, &req, acq_cb, &r, NULL) == LC_OK);
+    pump(l, 500, &r.done);
+    CHECK(r.done == 0);         /* waiting, not failed */
+    CHECK(run_ctl("start-a") == 0);
+    pump(l, 6000, &r.done);
+    CHECK(r.done == 1 && r.st == LC_OK && r.lock);
+    CHECK(r.lock && holder_fence(c, dev("q1")) == lc_lock_fence(r.lock));
+    if (r.lock)
+        CHECK(loop_release(l, r.lock) == LC_OK);
+out:
+    run_ctl("start-a");
+    lc_loop_free(l);
+    lc_lock_free(r.lock);
+    lc_client_free(c);
 }
 
 static void test_reconnect_holds(void)
@@ -1164,6 +1199,7 @@ int main(int argc, char **argv)
     T(test_grant_after_wait);
     T(test_timeout_paused_broker);
     T(test_hold_self_fencing);
+    T(test_op_waits_for_connection);
     T(test_reconnect_holds);
     T(test_many_holds_one_connection);
     T(test_session_lock);
