@@ -703,6 +703,14 @@ static int start_own_broker(const char *grace, int port)
               "--redis-url", rp, "--session-grace", grace, "--preempt-grace", "3", (char *)NULL);
         _exit(127);
     }
+    /* run.sh's cleanup kills the PID of every DIR/NAME.pid: ours too if we crash */
+    char pidf[512];
+    snprintf(pidf, sizeof(pidf), "%s/tl-own.pid", tdir);
+    FILE *pfh = own_pid > 0 ? fopen(pidf, "w") : NULL;
+    if (pfh) {
+        fprintf(pfh, "%d\n", (int)own_pid);
+        fclose(pfh);
+    }
     int64_t end = now_ms() + 10000;
     while (now_ms() < end) {
         f = fopen(pf, "r");
@@ -731,6 +739,9 @@ static void stop_own_broker(void)
         kill(own_pid, SIGCONT);
         kill(own_pid, SIGTERM);
         waitpid(own_pid, NULL, 0);
+        char pidf[512];
+        snprintf(pidf, sizeof(pidf), "%s/tl-own.pid", tdir);
+        unlink(pidf);
     }
     own_pid = -1;
 }
