@@ -10,7 +10,8 @@ DESTDIR ?=
 B       ?= build
 
 PKGS      := libwebsockets hiredis libcjson uuid libuv openssl
-CLI_PKGS  := libcurl libwebsockets libcjson openssl
+# The client library speaks WebSocket itself (client/lc_ws.c): no libwebsockets.
+CLI_PKGS  := libcurl libcjson openssl
 
 WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 ifeq ($(WERROR),1)
@@ -99,6 +100,11 @@ $(B)/lockctl: $(CLI_SRC:client/cli/%.c=$(B)/cli/%.o) $(B)/liblockclient.a $(B)/l
 $(B)/examples/%: client/examples/%.c $(B)/liblockclient.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iclient/include -o $@ $< $(B)/liblockclient.a $(CLI_LIBS) -pthread
+# uv_loop drives an lc_loop from libuv (the library itself does not use libuv).
+$(B)/examples/uv_loop: client/examples/uv_loop.c $(B)/liblockclient.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient/include $(shell pkg-config --cflags libuv) -o $@ $< \
+	  $(B)/liblockclient.a $(CLI_LIBS) $(shell pkg-config --libs libuv) -pthread
 
 ifneq ($(LIB_SRC),)
 CLIENT_TARGETS := $(B)/liblockclient.so $(B)/liblockclient.a $(B)/lockclient.pc $(B)/lockctl
@@ -121,6 +127,11 @@ FUZZ_SECONDS ?= 60
 $(B)/fuzzers/fuzz_%: tests/fuzz/fuzz_%.c $(UNIT_LINK)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iserver $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(UNIT_LINK) $(PKG_LIBS) -lm
+# The client library's WebSocket parsers: lc_ws.c and common/ only, no server objects.
+FUZZ_CLIENT_WS_SRC := client/lc_ws.c $(COMMON_SRC)
+$(B)/fuzzers/fuzz_client_ws: tests/fuzz/fuzz_client_ws.c $(FUZZ_CLIENT_WS_SRC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iclient -Iclient/include $(CLI_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_CLIENT_WS_SRC) $(CLI_LIBS) -pthread
 fuzz-targets: $(FUZZ_BIN)
 fuzz:
 	$(MAKE) B=build/fuzz CC=clang WERROR=0 CFLAGS="$(FUZZ_CFLAGS)" fuzz-targets

@@ -43,7 +43,14 @@ struct lc_ws_handler {
      * LC_ERR_UNAUTHORIZED / LC_ERR_FORBIDDEN (401/403 on the upgrade:
      * permanent), LC_ERR_TLS (permanent), LC_ERR_PROTOCOL, LC_ERR_NOMEM.
      * why: a sentence for the error callback ("TLS: certificate verify
-     * failed: ...", "connect to 127.0.0.1:60620: Connection refused"). */
+     * failed: ...", "connect to 127.0.0.1:60620: Connection refused").
+     * A close frame from the broker: 1000/1001/none -> LC_OK; 1002, 1003,
+     * 1007, 1009, 1010 -> LC_ERR_PROTOCOL; others (1008 slow client, 1011
+     * ...) -> LC_ERR_UNAVAILABLE; the code is in why. A bad frame or a
+     * message over max_message from the broker: LC_ERR_PROTOCOL (we send
+     * close 1002 / 1009 first). The owner may call lc_ws_free from any
+     * callback, on_close included (the free is deferred until
+     * lc_ws_process returns; no callback runs after it). */
     void (*on_close)(lc_status st, int permanent, const char *why, void *ud);
     void *ud;
 };
@@ -53,7 +60,10 @@ struct lc_ws_handler {
  * no callback runs. */
 lc_status lc_ws_open(const struct lc_ws_cfg *cfg, const struct lc_ws_handler *h,
                      struct lc_ws **out, char *why, size_t why_len);
-/* The socket; -1 once closed. */
+/* The socket; -1 once closed. It may change while connecting: each
+ * address of the name gets its own socket, made before the previous one
+ * is closed, so its number always differs from the one it replaces (an
+ * epoll owner that re-registers when the number changes stays right). */
 int lc_ws_fd(const struct lc_ws *ws);
 /* The poll events wanted now: POLLIN, plus POLLOUT while connecting or
  * while output waits (TLS may want either direction at any time). */
@@ -76,7 +86,8 @@ void lc_ws_free(struct lc_ws *ws);
 /* ---- the parsers, exposed for tests/fuzz/fuzz_client_ws.c --------------
  * Incremental server-frame decoder. Feed bytes; each complete message or
  * control frame goes to the callbacks. Returns 0, or -1 with a close code
- * (1002 protocol, 1007 bad UTF-8 is not checked, 1009 too big) in *code. */
+ * (1002 protocol, 1007 bad UTF-8 is not checked, 1009 too big, 1011 out of
+ * memory) in *code. A callback may set d->halt: the rest is not decoded. */
 struct lc_ws_decoder {
     size_t max_message;
     unsigned char hdr[14];
@@ -85,6 +96,10 @@ struct lc_ws_decoder {
     int opcode, fin, in_message;
     struct lk_buf msg;          /* message being assembled */
     struct lk_buf ctl;          /* control frame being assembled */
+    /* (added with lc_ws.c) */
+    int in_payload;             /* the header is complete; need bytes follow */
+    int msg_binary;             /* the message's first frame was binary */
+    int halt;                   /* set by a callback: lc_ws_decode stops, returns 0 */
 };
 struct lc_ws_frame_cb {
     void (*message)(const char *data, size_t len, int binary, void *ud);

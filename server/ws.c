@@ -985,7 +985,10 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             return -1;
         }
         if (auth_active() && ws_authenticate(wsi, &u) != 0) {
+            /* a 401, not a bare close: clients tell a bad token (permanent)
+             * from a broker that went away (retry) */
             metrics_refusal(REF_unauthorized);
+            http_refuse_upgrade(wsi, LK_E_UNAUTHORIZED, "missing or invalid token");
             return -1;
         }
         return 0;

@@ -603,9 +603,9 @@ typedef struct lc_watch_callbacks {
  * reloads the cache (on_snapshot). opts, cbs: borrowed, copied (strings
  * copied; cbs->userdata borrowed for the watch's life). Returns at once
  * (does not wait for the connection): LC_OK, LC_ERR_BAD_REQUEST (bad url,
- * out NULL), LC_ERR_NOMEM, LC_ERR_INTERNAL (libwebsockets). *out: caller
- * frees with lc_watch_free. Note: libwebsockets' own logging is
- * process-wide; the first watch silences it (the library never prints).
+ * out NULL), LC_ERR_NOMEM, LC_ERR_INTERNAL (no epoll/timerfd/eventfd).
+ * *out: caller frees with lc_watch_free. Since 1.1 a watch is an lc_loop
+ * (below) run by its own thread; it changes no process-wide setting.
  * Thread: any thread. */
 LC_API lc_status lc_watch_new(const lc_options *opts, const lc_watch_callbacks *cbs, lc_watch **out);
 /* lc_watch_new with an options object (TLS settings, error callback). A
@@ -683,7 +683,8 @@ LC_API long lc_loop_timeout_ms(const lc_loop *loop);
 LC_API lc_status lc_loop_process(lc_loop *loop);
 /* 1 while connected (and resumed/attached after a reconnect). */
 LC_API int lc_loop_connected(const lc_loop *loop);
-/* The loop's session id (session locks), NULL before the first connect. */
+/* The loop's session id (session locks): NULL until the first session lock
+ * is granted; the same across reconnects while the session is attached. */
 LC_API const char *lc_loop_session_id(const lc_loop *loop);
 /* Watches every lock on the loop's connection: the callbacks of a watch
  * (cbs borrowed, copied), with the same guarantees (each event once, in
@@ -701,14 +702,21 @@ typedef void (*lc_done_fn)(lc_status status, const char *detail, void *userdata)
  * req->session = 1 takes a session lock: it needs no renewal and ends
  * (force_released, session_lost) when this loop's process is gone for the
  * session grace. The callback runs exactly once (LC_OK, LC_ERR_DENIED, ...,
- * LC_ERR_TIMEOUT after timeout_ms + wait_s, LC_ERR_CANCELLED), unless the
- * op is cancelled first. *op (may be NULL) is valid until the callback
- * starts. Returns LC_OK (started) or LC_ERR_BAD_REQUEST / LC_ERR_NOMEM
- * (nothing started, no callback). */
+ * LC_ERR_TIMEOUT after timeout_ms + wait_s, LC_ERR_CANCELLED, or the
+ * permanent error that stopped the loop), unless the op is cancelled
+ * first. Without req->request_id the loop makes one up, so a request sent
+ * again after a reconnect gets the grant already made. *op (may be NULL)
+ * is valid until the callback starts. Returns LC_OK (started) or
+ * LC_ERR_BAD_REQUEST / LC_ERR_NOMEM / LC_ERR_TOO_MANY (65536 operations
+ * wait already) / the loop's permanent error (nothing started, no
+ * callback). */
 LC_API lc_status lc_acquire_async(lc_loop *loop, const lc_request *req, lc_acquire_fn cb,
                                   void *userdata, lc_op **op);
 /* Asynchronous lc_release / lc_renew (lock borrowed until the callback;
- * lc_renew_async updates its expiry and deadline on success). */
+ * lc_renew_async updates its expiry and deadline on success). A release
+ * whose answer was lost with the connection is sent again; LC_ERR_NOT_FOUND
+ * then counts as LC_OK (the first one ended the lock). Returns as
+ * lc_acquire_async (LC_ERR_BAD_REQUEST: a lock without key). */
 LC_API lc_status lc_release_async(lc_loop *loop, const lc_lock *lock, lc_done_fn cb,
                                   void *userdata, lc_op **op);
 LC_API lc_status lc_renew_async(lc_loop *loop, lc_lock *lock, double timeout_s, lc_done_fn cb,

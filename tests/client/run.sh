@@ -317,8 +317,10 @@ PC=$(pkg-config --cflags --libs lockclient)
 check "pkg-config finds lockclient: $PC"
 for src in client/examples/*.c; do
     name=$(basename "$src" .c)
-    cc -std=c11 -Wall -Wextra -Werror -o "$dir/ex_$name" "$src" $PC >"$dir/cc.log" 2>&1
-    check "example $name compiles with only pkg-config --cflags --libs lockclient" || cat "$dir/cc.log"
+    extra=""    # uv_loop is the libuv adapter example: it needs libuv besides
+    [ "$name" = uv_loop ] && extra=$(pkg-config --cflags --libs libuv)
+    cc -std=c11 -Wall -Wextra -Werror -o "$dir/ex_$name" "$src" $PC $extra >"$dir/cc.log" 2>&1
+    check "example $name compiles with only pkg-config --cflags --libs lockclient${extra:+ (and libuv)}" || cat "$dir/cc.log"
 done
 # the program of docs/client.md, "Using the library"
 sed -n '/^## Using the library/,/^## /p' docs/client.md | sed -n '/^```c$/,/^```$/p' | sed '1d;$d' >"$dir/hello_lock.c"
