@@ -35,7 +35,8 @@ const char *lc__ca_file(const struct lc_opts *o);
 const char *lc__ca_path(const struct lc_opts *o);
 
 /* ---- self-fencing arithmetic (lc_lease.c), shared by the keepalive thread
- * and the loop's holds. Times are CLOCK_MONOTONIC microseconds. */
+ * and the loop's holds. Times are CLOCK_BOOTTIME microseconds (monotonic,
+ * and counting the time the machine was suspended). */
 int64_t lc__mono_us(void);
 /* The safety margin for a lease: opt_ms >= 0 as given (at most lease/2),
  * else max(500 ms, lease / 10), at most lease / 2. */

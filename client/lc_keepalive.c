@@ -9,7 +9,7 @@
  * grace and the lost flag.
  *
  * A lock with a lease has a local deadline (lc_lock_deadline_us): the
- * monotonic send time of the last confirmed grant or renew, plus the lease,
+ * send time (boot-time clock) of the last confirmed grant or renew, plus the lease,
  * minus the margin. The broker cannot end the lease before send time +
  * lease, so declaring the lock lost at the deadline - when no renew was
  * confirmed in time - always comes before anyone else can get it. The
@@ -65,13 +65,27 @@ static void log_ka(lc_keepalive *ka, int level, const char *fmt, ...)
     ka->client->o.log(level, msg, ka->client->o.log_userdata);
 }
 
-/* Sleeps until the monotonic time at_us or until stopped; 1 when stopped. */
+/* Sleeps until at_us (lc__mono_us: CLOCK_BOOTTIME) or until stopped; 1
+ * when stopped. A condition variable only waits on CLOCK_MONOTONIC, which
+ * stands still while the machine is suspended; so the wait goes in slices
+ * of at most 250 ms, each re-reading the boot-time clock: after a resume
+ * the deadline is seen within a slice. */
 static int sleep_until(lc_keepalive *ka, int64_t at_us)
 {
-    struct timespec t = {(time_t)(at_us / 1000000), (long)(at_us % 1000000) * 1000};
     pthread_mutex_lock(&ka->mu);
-    while (!ka->stop && pthread_cond_timedwait(&ka->cv, &ka->mu, &t) != ETIMEDOUT)
-        ;
+    while (!ka->stop) {
+        int64_t left = at_us - lc__mono_us();
+        if (left <= 0)
+            break;
+        if (left > 250000)
+            left = 250000;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t ns = (int64_t)t.tv_nsec + left * 1000;
+        t.tv_sec += (time_t)(ns / 1000000000);
+        t.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&ka->cv, &ka->mu, &t);
+    }
     int stop = ka->stop;
     pthread_mutex_unlock(&ka->mu);
     return stop;

@@ -1,6 +1,6 @@
 /* lc_lease.c - the self-fencing arithmetic of liblockclient (lockclient.h,
  * "Self-fencing"): when a holder must consider its lock gone, and how long
- * a renew may wait. Pure functions on the monotonic clock, shared by the
+ * a renew may wait. Pure functions on the boot-time clock, shared by the
  * keepalive thread (HTTP) and the holds of an lc_loop (WebSocket).
  *
  * The broker ends a lease at (the time its script ran) + lease. The script
@@ -8,15 +8,20 @@
  * than the broker's end, on clocks that run at the same rate. The margin is
  * what the holder gets to stop (signals, a plan's safe point) plus the
  * clock-rate difference: with the automatic margin, max(500 ms, lease/10),
- * a 10 % rate difference is covered. */
+ * a 10 % rate difference is covered. The clock is CLOCK_BOOTTIME (it
+ * counts a suspend, see lc__mono_us). */
 #include <time.h>
 
 #include "lc_internal.h"
 
+/* CLOCK_BOOTTIME, not CLOCK_MONOTONIC: the monotonic clock stops while the
+ * machine is suspended, the broker's clock does not. A holder suspended for
+ * a minute would wake up still inside its 3 s lease by the monotonic clock,
+ * long after the broker gave the device to someone else. */
 int64_t lc__mono_us(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_BOOTTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 

@@ -1032,7 +1032,7 @@ lc_status lc_loop_new(const lc_opts *opts, lc_loop **out)
         return LC_ERR_NOMEM;
     }
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    l->tfd = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK | TFD_CLOEXEC);
     struct epoll_event e = {0};
     e.events = EPOLLIN;
     e.data.fd = l->tfd;

@@ -248,13 +248,15 @@ LC_API int64_t lc_lock_expires_us(const lc_lock *lock);
 /* 1 once a keepalive (or lc_with_lock / the guard) found this lock gone
  * (preempted, expired, force-released); an atomic, any thread. */
 LC_API int lc_lock_lost(const lc_lock *lock);
-/* Self-fencing (1.1): the CLOCK_MONOTONIC time, in microseconds, until
+/* Self-fencing (1.1): the CLOCK_BOOTTIME time, in microseconds, until
  * which this holder may still act on the lock: the send time of the last
  * confirmed grant or renew plus the lease, minus the safety margin. The
  * broker cannot end the lease before it (clocks run at the same rate), so
  * a holder that stops by then never overlaps the next one. A keepalive
  * sets lc_lock_lost before it passes. 0: no expiry (or not known).
- * An atomic; any thread. */
+ * CLOCK_BOOTTIME (Linux) is CLOCK_MONOTONIC that also counts the time the
+ * machine was suspended, as the broker's clock does; compare with
+ * clock_gettime(CLOCK_BOOTTIME). An atomic; any thread. */
 LC_API int64_t lc_lock_deadline_us(const lc_lock *lock);
 /* The lease the broker last granted, in seconds (follows a renew by anyone
  * with a new timeout); 0: no expiry. (1.1) */

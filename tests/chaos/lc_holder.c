@@ -6,7 +6,7 @@
  * no expiry, sometimes a wait), start a keepalive, and "use" the device
  * every few ms until it decides to release or the library says the lock is
  * gone. Before every use it CHECKS lc_lock_lost() and the self-fencing
- * deadline (lc_lock_deadline_us() against CLOCK_MONOTONIC): the first
+ * deadline (lc_lock_deadline_us() against CLOCK_BOOTTIME): the first
  * failed check ends its belief, at once. That is the contract a holder has
  * with the library: between two checks it believes it holds the lock, so
  * the library must say "lost" before the broker can hand the device on.
@@ -81,7 +81,7 @@ static int64_t clock_us(clockid_t id)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int64_t mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+static int64_t mono_us(void) { return clock_us(CLOCK_BOOTTIME); }   /* lc_lock_deadline_us's clock */
 static int64_t real_us(void) { return clock_us(CLOCK_REALTIME); }
 
 static void pause_ms(long ms)

@@ -94,10 +94,10 @@ static int tls_main(const char *url, const char *ca, const char *cert)
 
 static const char *url;
 
-static int64_t now_ms(void)
+static int64_t now_ms(void)      /* CLOCK_BOOTTIME: the clock of lc_lock_deadline_us */
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_BOOTTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 

@@ -32,10 +32,10 @@ static char dev_prefix[32];
 static int skipped;
 #define SKIP(why) do { printf("skip - %s: %s\n", __func__, why); skipped++; } while (0)
 
-static int64_t now_ms(void)
+static int64_t now_ms(void)      /* CLOCK_BOOTTIME: the clock of lc_lock_deadline_us */
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_BOOTTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
