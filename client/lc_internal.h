@@ -127,6 +127,13 @@ void lc__lock_set_lease(const lc_client *c, lc_lock *l, double lease_s, int64_t 
  * on LC_OK with answer not NULL, the broker's answer (caller deletes). */
 lc_status lc__renew_ex(lc_client *c, lc_lock *l, double timeout_s, long call_ms, cJSON **answer);
 lc_status lc__list_add(struct lc_lock_list *list, lc_lock *l);
+/* A number as JSON (integers without a fraction). */
+void lc__put_num(struct lk_buf *b, double v);
+/* The fields of an acquire request (lc_acquire's body, the WebSocket's
+ * "acquire" message), from device_name to client, without braces: one
+ * writer, so both paths send the same request. */
+void lc__put_request(struct lk_buf *b, const lc_request *req, const char *type, const char *user,
+                     const char *request_id, const char *client_name);
 /* URL-escapes s into b. */
 void lc__buf_urlenc(struct lk_buf *b, const char *s);
 

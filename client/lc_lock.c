@@ -193,12 +193,73 @@ void lc_lock_list_free(lc_lock_list *list)
 
 /* ---- acquire / release / renew ---- */
 
-static void put_num(struct lk_buf *b, double v)
+void lc__put_num(struct lk_buf *b, double v)
 {
     if (v == (double)(int64_t)v)
         lk_buf_printf(b, "%lld", (long long)v);
     else
         lk_buf_printf(b, "%.3f", v);
+}
+
+void lc__put_request(struct lk_buf *b, const lc_request *req, const char *type, const char *user,
+                     const char *request_id, const char *client_name)
+{
+    if (req->device_name) {
+        lk_buf_puts(b, "\"device_name\":");
+        lk_buf_json_str(b, req->device_name);
+    } else {
+        lk_buf_puts(b, "\"device_names\":[");
+        for (size_t i = 0; i < req->n_devices; i++) {
+            if (i)
+                lk_buf_putc(b, ',');
+            lk_buf_json_str(b, req->device_names[i]);
+        }
+        lk_buf_putc(b, ']');
+    }
+    lk_buf_puts(b, ",\"lock_type\":");
+    lk_buf_json_str(b, type);
+    lk_buf_puts(b, ",\"user_id\":");
+    lk_buf_json_str(b, user);
+    if (req->timeout_s > 0) {
+        lk_buf_puts(b, ",\"timeout\":");
+        lc__put_num(b, req->timeout_s);
+    } else if (req->timeout_s < 0) {
+        lk_buf_puts(b, ",\"timeout\":null");
+    }
+    if (req->reason) {
+        lk_buf_puts(b, ",\"reason\":");
+        lk_buf_json_str(b, req->reason);
+    }
+    if (req->plan_uid) {
+        lk_buf_puts(b, ",\"plan_uid\":");
+        lk_buf_json_str(b, req->plan_uid);
+    }
+    if (req->wait_s > 0) {
+        lk_buf_puts(b, ",\"wait\":");
+        lc__put_num(b, req->wait_s);
+    }
+    if (request_id) {
+        lk_buf_puts(b, ",\"request_id\":");
+        lk_buf_json_str(b, request_id);
+    }
+    if (req->session)
+        lk_buf_puts(b, ",\"session\":true");
+    if (client_name || req->client_host || req->client_pid) {
+        char host[256] = "";
+        const char *h = req->client_host;
+        if (!h && gethostname(host, sizeof(host) - 1) == 0)
+            h = host;
+        lk_buf_printf(b, ",\"client\":{\"pid\":%ld", req->client_pid ? req->client_pid : (long)getpid());
+        if (h && *h) {
+            lk_buf_puts(b, ",\"host\":");
+            lk_buf_json_str(b, h);
+        }
+        if (client_name) {
+            lk_buf_puts(b, ",\"name\":");
+            lk_buf_json_str(b, client_name);
+        }
+        lk_buf_putc(b, '}');
+    }
 }
 
 lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
@@ -221,64 +282,8 @@ lc_status lc_acquire(lc_client *c, const lc_request *req, lc_lock **out)
     struct lk_buf b;
     lk_buf_init(&b, 0);
     lk_buf_putc(&b, '{');
-    if (req->device_name) {
-        lk_buf_puts(&b, "\"device_name\":");
-        lk_buf_json_str(&b, req->device_name);
-    } else {
-        lk_buf_puts(&b, "\"device_names\":[");
-        for (size_t i = 0; i < req->n_devices; i++) {
-            if (i)
-                lk_buf_putc(&b, ',');
-            lk_buf_json_str(&b, req->device_names[i]);
-        }
-        lk_buf_putc(&b, ']');
-    }
-    lk_buf_puts(&b, ",\"lock_type\":");
-    lk_buf_json_str(&b, type);
-    lk_buf_puts(&b, ",\"user_id\":");
-    lk_buf_json_str(&b, req->user_id ? req->user_id : c->o.user_id);
-    if (req->timeout_s > 0) {
-        lk_buf_puts(&b, ",\"timeout\":");
-        put_num(&b, req->timeout_s);
-    } else if (req->timeout_s < 0) {
-        lk_buf_puts(&b, ",\"timeout\":null");
-    }
-    if (req->reason) {
-        lk_buf_puts(&b, ",\"reason\":");
-        lk_buf_json_str(&b, req->reason);
-    }
-    if (req->plan_uid) {
-        lk_buf_puts(&b, ",\"plan_uid\":");
-        lk_buf_json_str(&b, req->plan_uid);
-    }
-    if (req->wait_s > 0) {
-        lk_buf_puts(&b, ",\"wait\":");
-        put_num(&b, req->wait_s);
-    }
-    if (req->request_id) {
-        lk_buf_puts(&b, ",\"request_id\":");
-        lk_buf_json_str(&b, req->request_id);
-    }
-    if (req->session)
-        lk_buf_puts(&b, ",\"session\":true");
-    const char *cname = req->client_name ? req->client_name : c->o.client_name;
-    if (cname || req->client_host || req->client_pid) {
-        char host[256] = "";
-        const char *h = req->client_host;
-        if (!h && gethostname(host, sizeof(host) - 1) == 0)
-            h = host;
-        lk_buf_puts(&b, ",\"client\":{\"pid\":");
-        lk_buf_printf(&b, "%ld", req->client_pid ? req->client_pid : (long)getpid());
-        if (h && *h) {
-            lk_buf_puts(&b, ",\"host\":");
-            lk_buf_json_str(&b, h);
-        }
-        if (cname) {
-            lk_buf_puts(&b, ",\"name\":");
-            lk_buf_json_str(&b, cname);
-        }
-        lk_buf_putc(&b, '}');
-    }
+    lc__put_request(&b, req, type, req->user_id ? req->user_id : c->o.user_id, req->request_id,
+                    req->client_name ? req->client_name : c->o.client_name);
     lk_buf_putc(&b, '}');
     if (b.oom) {
         lk_buf_free(&b);
@@ -370,7 +375,7 @@ static lc_status holder_call(lc_client *c, const char *path, const char *dev, co
     lk_buf_json_str(&b, user ? user : c->o.user_id);
     if (timeout_s > 0) {
         lk_buf_puts(&b, ",\"timeout\":");
-        put_num(&b, timeout_s);
+        lc__put_num(&b, timeout_s);
     }
     lk_buf_putc(&b, '}');
     if (b.oom) {

@@ -239,14 +239,6 @@ static void op_finish(struct lc_op *op, lc_status st, lc_lock *lock, const char 
     op_free(op);
 }
 
-static void put_num(struct lk_buf *b, double v)
-{
-    if (v == (double)(int64_t)v)
-        lk_buf_printf(b, "%lld", (long long)v);
-    else
-        lk_buf_printf(b, "%.3f", v);
-}
-
 /* {"type":"release"|"renew", device, key, user[, timeout]} without the '{'. */
 static void holder_msg(struct lk_buf *b, const char *type, const lc_lock *lk, const char *user,
                        double timeout_s)
@@ -259,7 +251,7 @@ static void holder_msg(struct lk_buf *b, const char *type, const lc_lock *lk, co
     lk_buf_json_str(b, user);
     if (timeout_s > 0) {
         lk_buf_puts(b, ",\"timeout\":");
-        put_num(b, timeout_s);
+        lc__put_num(b, timeout_s);
     }
     lk_buf_putc(b, '}');
 }
@@ -513,61 +505,8 @@ lc_status lc_acquire_async(lc_loop *l, const lc_request *req, lc_acquire_fn cb, 
     struct lk_buf b;
     lk_buf_init(&b, 0);
     lk_buf_puts(&b, "\"type\":\"acquire\",");
-    if (req->device_name) {
-        lk_buf_puts(&b, "\"device_name\":");
-        lk_buf_json_str(&b, req->device_name);
-    } else {
-        lk_buf_puts(&b, "\"device_names\":[");
-        for (size_t i = 0; i < req->n_devices; i++) {
-            if (i)
-                lk_buf_putc(&b, ',');
-            lk_buf_json_str(&b, req->device_names[i]);
-        }
-        lk_buf_putc(&b, ']');
-    }
-    lk_buf_puts(&b, ",\"lock_type\":");
-    lk_buf_json_str(&b, type);
-    lk_buf_puts(&b, ",\"user_id\":");
-    lk_buf_json_str(&b, user_of(l, req->user_id));
-    if (req->timeout_s > 0) {
-        lk_buf_puts(&b, ",\"timeout\":");
-        put_num(&b, req->timeout_s);
-    } else if (req->timeout_s < 0) {
-        lk_buf_puts(&b, ",\"timeout\":null");
-    }
-    if (req->reason) {
-        lk_buf_puts(&b, ",\"reason\":");
-        lk_buf_json_str(&b, req->reason);
-    }
-    if (req->plan_uid) {
-        lk_buf_puts(&b, ",\"plan_uid\":");
-        lk_buf_json_str(&b, req->plan_uid);
-    }
-    if (req->wait_s > 0) {
-        lk_buf_puts(&b, ",\"wait\":");
-        put_num(&b, req->wait_s);
-    }
-    lk_buf_puts(&b, ",\"request_id\":");
-    lk_buf_json_str(&b, req->request_id ? req->request_id : rid);
-    if (req->session)
-        lk_buf_puts(&b, ",\"session\":true");
-    const char *cname = req->client_name ? req->client_name : l->o.client_name;
-    if (cname || req->client_host || req->client_pid) {
-        char host[256] = "";
-        const char *h = req->client_host;
-        if (!h && gethostname(host, sizeof(host) - 1) == 0)
-            h = host;
-        lk_buf_printf(&b, ",\"client\":{\"pid\":%ld", req->client_pid ? req->client_pid : (long)getpid());
-        if (h && *h) {
-            lk_buf_puts(&b, ",\"host\":");
-            lk_buf_json_str(&b, h);
-        }
-        if (cname) {
-            lk_buf_puts(&b, ",\"name\":");
-            lk_buf_json_str(&b, cname);
-        }
-        lk_buf_putc(&b, '}');
-    }
+    lc__put_request(&b, req, type, user_of(l, req->user_id), req->request_id ? req->request_id : rid,
+                    req->client_name ? req->client_name : l->o.client_name);
     lk_buf_putc(&b, '}');
     if (b.oom) {
         lk_buf_free(&b);
