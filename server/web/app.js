@@ -53,6 +53,12 @@
     historyLoaded: false
   };
   var timed = new Set();     /* devices whose lock has an expires_at */
+  var listeners = { update: [], status: [] };   /* timeline.js: lock_update, initial_status */
+  function notify(kind, m) {
+    for (var i = 0; i < listeners[kind].length; i++) {
+      try { listeners[kind][i](m); } catch (e) { setTimeout(function () { throw e; }); }
+    }
+  }
 
   /* ---------- small helpers ---------- */
 
@@ -415,6 +421,7 @@
     }
     noteSeen(m.event_id);
     addEvent(m, true);
+    notify('update', m);
   }
 
   function onInitialStatus(m) {
@@ -443,6 +450,7 @@
     dirtySummary();
     loadDevices().catch(function () {});
     if (!st.historyLoaded) { st.historyLoaded = true; loadHistory().catch(function () {}); }
+    notify('status', m);
   }
 
   /* ---------- the device catalogue ---------- */
@@ -555,6 +563,13 @@
       if (l.plan_uid) bits.push('plan ' + l.plan_uid);
       if (l.fence != null) bits.push('fence ' + l.fence);
     }
+    var rv = e.reservation;
+    if (rv && typeof rv === 'object') {
+      if (!l) bits.push(who(rv));
+      if (rv.id) bits.push(String(rv.id));
+      if (rv.start && rv.end) bits.push(fmtClock(rv.start) + '–' + fmtClock(rv.end));
+      if (!l && rv.reason) bits.push(rv.reason);
+    }
     if (e.action === 'preempt_requested' && e.requested_by) bits.push('by ' + who(e.requested_by));
     if (e.action === 'expiring' && typeof e.expires_in_ms === 'number') bits.push('in ' + fmtLeft(e.expires_in_ms));
     det.textContent = bits.join(' · ');
@@ -577,7 +592,7 @@
     var ev = {
       key: key, event_id: e.event_id, action: e.action, device_name: e.device_name, lock: cleanLock(e.lock),
       timestamp: e.timestamp, cause: e.cause, requested_by: e.requested_by, expires_in_ms: e.expires_in_ms,
-      detail: e.detail
+      detail: e.detail, reservation: cleanLock(e.reservation)
     };
     st.eventIds.add(key);
     var n = st.events.length;
@@ -812,9 +827,11 @@
 
   /* ---------- controls ---------- */
 
+  var filterHooks = [];
   function applyFilter() {
     st.devices.forEach(function (d) { d.el.hidden = !matches(d); });
     dirtySummary();
+    for (var i = 0; i < filterHooks.length; i++) filterHooks[i]();
   }
   var filterTimer = 0;
   $('search').addEventListener('input', function () {
@@ -888,6 +905,28 @@
     connected: function () { return st.connected; },
     lastEventId: function () { return st.lastSeen; },
     busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; }
+  };
+  /* What timeline.js builds on: not a public interface. */
+  window.devlockDashboard.internal = {
+    api: api,
+    serverNow: serverNow,
+    parseTime: parseTime,
+    idCmp: idCmp,
+    who: who,
+    fmtLeft: fmtLeft,
+    devices: st.devices,
+    order: function () { return st.order; },
+    shown: function (d) { return !d.el.hidden; },
+    getDevice: function (name) { return getDevice(name, true); },
+    connected: function () { return st.connected; },
+    token: function () { return token; },
+    setToken: function (t) {
+      token = t;
+      st.authUsed = st.authUsed || !!t;
+      try { if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* kept in memory */ }
+    },
+    on: function (kind, fn) { listeners[kind].push(fn); },
+    filterChanged: function (fn) { filterHooks.push(fn); }
   };
 
   requestAnimationFrame(tick);
