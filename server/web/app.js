@@ -904,6 +904,7 @@
     devices: function () { return st.devices; },
     connected: function () { return st.connected; },
     lastEventId: function () { return st.lastSeen; },
+    events: function () { return st.events; },
     busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; }
   };
   /* What timeline.js builds on: not a public interface. */

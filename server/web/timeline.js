@@ -135,6 +135,10 @@
 
   /* ---------- data: locks ---------- */
 
+  /* A lock is its device's fence and its grant time (fences restart only
+   * with a new database, and then the times differ). */
+  function lockId(l) { return 'f' + (l.fence != null ? l.fence : '') + '@' + (l.acquired_at || ''); }
+
   function devIntervals(dev) {
     var m = tl.intervals.get(dev);
     if (!m) { m = new Map(); tl.intervals.set(dev, m); }
@@ -149,7 +153,7 @@
     if (!l || typeof l !== 'object') return !!e.reservation;
     var act = e.action;
     if (act !== 'acquired' && act !== 'renewed' && !END_ACTIONS[act]) return !!e.reservation;
-    var fk = l.fence != null ? 'f' + l.fence : 'a' + l.acquired_at;
+    var fk = lockId(l);
     var m = devIntervals(e.device_name);
     var iv = m.get(fk);
     if (!iv) {
@@ -389,7 +393,7 @@
     var out = [];
     var d = D.devices.get(name);
     var cur = d && d.lock;
-    var curKey = cur ? (cur.fence != null ? 'f' + cur.fence : 'a' + cur.acquired_at) : null;
+    var curKey = cur ? lockId(cur) : null;
     var m = tl.intervals.get(name);
     if (m) m.forEach(function (iv) {
       if (iv.key === curKey && iv.end == null) return;
@@ -669,20 +673,35 @@
     }
     if (tok) D.setToken(tok);
     showOperator();
+    wantBookings(true);     /* another user or token may see other bookings' details */
     deviceForm();
     dirty();
   });
 
   /* ---------- pointer: click, drag to pan, wheel to zoom ---------- */
 
-  var drag = null, noClickUntil = 0;
+  var drag = null;
   function laneRect() {
     var lane = body.querySelector('.tl-lane') || axis.querySelector('.tl-axis-lane');
     return lane ? lane.getBoundingClientRect() : scroll.getBoundingClientRect();
   }
+  /* What a press is on, read when it starts: rows are redrawn (every second,
+   * and on every event), so the element pressed may be gone when the button
+   * comes up, and the browser then sends no click. */
+  function pressTarget(el) {
+    var b = el.closest && el.closest('.tl-bar');
+    if (b) return { kind: b.dataset.kind, id: b.dataset.id, device: b.dataset.device };
+    var row = el.closest && el.closest('.tl-row');
+    return row ? { device: row.dataset.device } : null;
+  }
+  function activate(p) {
+    if (!p) return;
+    if (p.kind) showDetails({ kind: p.kind, id: p.id, device: p.device });
+    selectDevice(p.device);
+  }
   scroll.addEventListener('pointerdown', function (ev) {
     if (ev.button !== 0) return;
-    drag = { x: ev.clientX, start: tl.start, moved: false, id: ev.pointerId, w: laneRect().width };
+    drag = { x: ev.clientX, start: tl.start, moved: false, id: ev.pointerId, w: laneRect().width, target: pressTarget(ev.target) };
   });
   scroll.addEventListener('pointermove', function (ev) {
     if (!drag || ev.pointerId !== drag.id) return;
@@ -694,24 +713,17 @@
   });
   function endDrag(ev) {
     if (!drag || ev.pointerId !== drag.id) return;
-    var moved = drag.moved;
+    var moved = drag.moved, target = drag.target;
     drag = null;
     scroll.classList.remove('dragging');
-    if (moved) noClickUntil = Date.now() + 300;   /* the click that ends a drag is not a click */
+    if (!moved && ev.type === 'pointerup') activate(target);
   }
   scroll.addEventListener('pointerup', endDrag);
   scroll.addEventListener('pointercancel', endDrag);
 
+  /* a click without a pointer (keyboard, el.click()); pointer clicks are handled on pointerup */
   scroll.addEventListener('click', function (ev) {
-    if (Date.now() < noClickUntil) return;
-    var b = ev.target.closest('.tl-bar');
-    if (b) {
-      showDetails({ kind: b.dataset.kind, id: b.dataset.id, device: b.dataset.device });
-      selectDevice(b.dataset.device);
-      return;
-    }
-    var row = ev.target.closest('.tl-row');
-    if (row) selectDevice(row.dataset.device);
+    if (ev.detail === 0) activate(pressTarget(ev.target));
   });
 
   scroll.addEventListener('wheel', function (ev) {
