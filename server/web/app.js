@@ -480,8 +480,11 @@
 
   var waiterQueue = new Set(), waiterActive = 0, waiterTimers = new Map();
 
+  /* Only for tiles on screen (and the selected one): a burst of events on a
+   * thousand devices must not become a thousand requests. */
   function queueWaiters(d) {
     if (!st.waitersSupported || waiterTimers.has(d.name)) return;
+    if (st.selected !== d && (!d.visible || d.el.hidden)) return;
     waiterTimers.set(d.name, setTimeout(function () {
       waiterTimers.delete(d.name);
       waiterQueue.add(d.name);
@@ -905,7 +908,8 @@
     connected: function () { return st.connected; },
     lastEventId: function () { return st.lastSeen; },
     events: function () { return st.events; },
-    busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; }
+    busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; },
+    busyParts: function () { return [inflight, waiterQueue.size, waiterTimers.size, waiterActive]; }
   };
   /* What timeline.js builds on: not a public interface. */
   window.devlockDashboard.internal = {

@@ -205,11 +205,20 @@
 
   /* ---------- data: bookings ---------- */
 
+  /* RFC 3339 times to the microsecond (Date keeps milliseconds): the broker
+   * writes them all alike, so equal lengths compare as text. */
+  function timeCmp(a, b) {
+    if (typeof a !== 'string' || typeof b !== 'string') return 0;
+    if (a.length === b.length && a.slice(-1) === 'Z' && b.slice(-1) === 'Z') return a < b ? -1 : a > b ? 1 : 0;
+    return (t(a) || 0) - (t(b) || 0);
+  }
+
   function upsertBooking(b) {
     if (!b || typeof b.id !== 'string') return;
     var old = tl.bookings.get(b.id);
-    if (old && old.updated_at && b.updated_at && t(b.updated_at) < t(old.updated_at)) return;
-    if (old && old.updated_at === b.updated_at && (old.sequence || 0) > (b.sequence || 0)) return;
+    /* an answer can arrive after the frames of later changes: the newest wins */
+    if (old && (timeCmp(b.updated_at, old.updated_at) < 0 ||
+        (timeCmp(b.updated_at, old.updated_at) === 0 && (b.sequence || 0) < (old.sequence || 0)))) return;
     if (typeof b.lock_key === 'string' && b.lock_key && tl.user && b.user_id === tl.user)
       tl.bookingKeys.set(b.id, { key: b.lock_key, user_id: b.user_id });
     tl.bookings.set(b.id, noKey(b));

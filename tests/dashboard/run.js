@@ -682,6 +682,28 @@ async function timelineTest(browser, dir, redis, logs) {
     await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="cancelled"]`, { timeout: LIVE_MS });
   });
 
+  await check('actions (no auth): a booking that starts now becomes the page\'s lock, released from the page', 10000, async () => {
+    needRsv();
+    await pickDevice(page, 'tl.shutter');
+    await setBookingTimes(page, Date.now() - 60e3, Date.now() + H);
+    await page.fill('#bk-reason', 'right now');
+    await page.click('#bk-go');
+    await message(page, /^Booked tl\.shutter as r\d+/, 'ok');
+    const id = await page.$eval('#tl-details', (e) => e.dataset.id);
+    /* the owner's key comes with its booking: the page can release the lock the booking became */
+    await page.waitForSelector(bar('current', 'tl.shutter', '[data-user="pat"][data-mine="1"]'), { timeout: 3000 });
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="active"]`, { timeout: LIVE_MS });
+    const s = await devState(T.base, 'tl.shutter');
+    assert(s.lock && s.lock.reservation === id, `the lock is not the booking's: ${JSON.stringify(s.lock)}`);
+    await page.click('#rq-release');
+    await srv.until('tl.shutter free', 2000, async () => !(await devState(T.base, 'tl.shutter')).locked);
+    await srv.until('the booking ended', 2000, async () => {
+      const b = await getBooking(T.base, id);
+      return b.state === 'ended' && b.cause === 'released';
+    });
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="ended"]`, { timeout: LIVE_MS });
+  });
+
   await check('timeline: no console errors', 1000, async () => { assert(con.errors.length === 0, con.errors.join(' || ')); });
   await page.close();
 }
@@ -1020,7 +1042,9 @@ async function scaleTest(browser, dir, redis, logs) {
    * fresh initial_status that follows */
   let bulk = broker;
   await check('scale: a resume gap after a restart is shown, and the state is fresh', 60000, async () => {
-    await srv.until('the page to be idle', 5000, () => page.evaluate(() => window.devlockDashboard.busy() === 0));
+    try {
+      await srv.until('the page to be idle', 5000, () => page.evaluate(() => window.devlockDashboard.busy() === 0));
+    } catch (e) { throw new Error(e.message + ' ' + JSON.stringify(await page.evaluate(() => window.devlockDashboard.busyParts()))); }
     window_.on = true;
     const clean = await srv.stop(bulk.proc, 5000);
     assert(clean, 'devlockd did not exit on SIGTERM within 5 s');
