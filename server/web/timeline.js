@@ -669,7 +669,7 @@
   function showOperator() {
     $('op-user').value = tl.user;
     $('op-token').value = '';
-    $('op-token').placeholder = D.token() ? 'a token is in use (this tab only)' : 'bearer token (if the broker needs one)';
+    $('op-token').placeholder = D.token() ? 'a token is in use (this tab only)' : 'bearer token, if needed';
     $('op-state').textContent = tl.user ? 'acting as ' + tl.user + (D.token() ? ' with a token' : '') : '';
   }
   $('op').addEventListener('submit', function (ev) {
@@ -793,6 +793,23 @@
     if (!tl.shown || document.hidden) return;
     render();
   }, 1000);
+
+  /* Memory stays bounded on a page left open for weeks: what ended long
+   * before both the window and SPAN_MAX before now is dropped (and read again
+   * from the history if the window goes back there). */
+  setInterval(function () {
+    var cut = Math.min(tl.start || Infinity, D.serverNow() - SPAN_MAX) - tl.span;
+    tl.intervals.forEach(function (m, dev) {
+      m.forEach(function (iv, k) { if (iv.end != null && iv.end < cut) m.delete(k); });
+      if (!m.size) tl.intervals.delete(dev);
+    });
+    if (tl.histFrom != null && tl.histFrom < cut) tl.histFrom = cut;
+    var gone = 0;
+    tl.bookings.forEach(function (b, id) {
+      if (!LIVE_STATES[b.state] && (t(b.end) || 0) < cut) { tl.bookings.delete(id); tl.bookingKeys.delete(id); gone++; }
+    });
+    if (gone) { tl.byDevice = null; tl.rsvFrom = tl.rsvTo = null; }
+  }, 60000);
 
   /* For tests and the curious: read-only views of the timeline. */
   window.devlockTimeline = {
