@@ -432,7 +432,24 @@
     return out;
   }
 
-  var rowsFirst = -1, rowsLast = -1;
+  /* Rows on screen, by device. A row that stays on screen is kept (its
+   * label keeps the keyboard focus); its bars are redrawn. */
+  var rowEls = new Map(), rowsFirst = -1, rowsLast = -1, renders = 0;
+  function makeRow(name) {
+    var row = document.createElement('div');
+    row.className = 'tl-row';
+    row.dataset.device = name;
+    var lab = document.createElement('div');
+    lab.className = 'tl-label';
+    lab.tabIndex = 0;
+    lab.setAttribute('role', 'button');
+    lab.textContent = name;
+    lab.title = name + ': click for actions';
+    var lane = document.createElement('div');
+    lane.className = 'tl-lane';
+    row.append(lab, lane);
+    return row;
+  }
   function render() {
     if (!tl.shown) return;
     tl.dirty = false;
@@ -443,27 +460,23 @@
     var first = Math.max(0, Math.floor(top / ROW_H) - 3);
     var last = Math.min(names.length, Math.ceil((top + scroll.clientHeight) / ROW_H) + 3);
     rowsFirst = first; rowsLast = last;
-    var rows = [];
+    renders++;
+    var keep = new Map();
+    if (body.firstChild !== nowLine) body.prepend(nowLine);
+    var at = nowLine;
     for (var i = first; i < last; i++) {
       var name = names[i];
-      var row = document.createElement('div');
-      row.className = 'tl-row';
-      row.dataset.device = name;
+      var row = rowEls.get(name) || makeRow(name);
+      keep.set(name, row);
       row.style.top = (i * ROW_H) + 'px';
-      if (tl.device === name) row.classList.add('selected');
-      var lab = document.createElement('div');
-      lab.className = 'tl-label';
-      lab.textContent = name;
-      lab.title = name + ' — click for actions';
-      var lane = document.createElement('div');
-      lane.className = 'tl-lane';
+      row.classList.toggle('selected', tl.device === name);
       var bars = rowBars(name, now);
-      if (bars.length) lane.append.apply(lane, bars);
-      row.append(lab, lane);
-      rows.push(row);
+      row.lastChild.replaceChildren.apply(row.lastChild, bars);
+      if (at.nextSibling !== row) body.insertBefore(row, at.nextSibling);
+      at = row;
     }
-    rows.unshift(nowLine);
-    body.replaceChildren.apply(body, rows);
+    rowEls.forEach(function (row, n) { if (!keep.has(n)) row.remove(); });
+    rowEls = keep;
     if (tl.selected) {
       var sel = body.querySelectorAll('.tl-bar');
       for (var j = 0; j < sel.length; j++) if (sel[j].dataset.id === tl.selected.id) sel[j].classList.add('selected');
@@ -730,6 +743,12 @@
   scroll.addEventListener('pointerup', endDrag);
   scroll.addEventListener('pointercancel', endDrag);
 
+  scroll.addEventListener('keydown', function (ev) {
+    if ((ev.key === 'Enter' || ev.key === ' ') && ev.target.classList.contains('tl-label')) {
+      ev.preventDefault();
+      activate(pressTarget(ev.target));
+    }
+  });
   /* a click without a pointer (keyboard, el.click()); pointer clicks are handled on pointerup */
   scroll.addEventListener('click', function (ev) {
     if (ev.detail === 0) activate(pressTarget(ev.target));
@@ -819,6 +838,7 @@
     intervals: function () { return tl.intervals; },
     keys: function () { return { locks: tl.keys, bookings: tl.bookingKeys }; },
     rows: function () { return [rowsFirst, rowsLast]; },
+    renders: function () { return renders; },
     busy: function () { return tl.pending + (tl.histLoading ? 1 : 0); }
   };
 

@@ -663,6 +663,28 @@ async function timelineTest(browser, dir, redis, logs) {
     assert(await page.isDisabled('#rq-release'), 'release still enabled without a lock');
   });
 
+  await check('actions (no auth): a booking over another one gets the API\'s 409 message', 5000, async () => {
+    needRsv();
+    await pickDevice(page, 'tl.det');
+    await setBookingTimes(page, Date.parse(rA.start) + H / 2, Date.parse(rA.end) + H);
+    con.allow = /^409$/;
+    await page.click('#bk-go');
+    await message(page, new RegExp(`^Book tl\\.det: tl\\.det is booked by ${rA.id} \\(queue-server, MANUAL_OPERATOR\\) from .* \\(conflict\\)$`), 'error');
+    con.allow = null;
+  });
+
+  await check('timeline: a device name is a keyboard control', 3000, async () => {
+    await page.focus('.tl-row[data-device="tl.motor"] .tl-label');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.getElementById('tl-dev-name').textContent === 'tl.motor', null, { timeout: 1000 });
+    /* the redraws (once a second) keep the row, so the focus stays */
+    const n0 = await page.evaluate(() => window.devlockTimeline.renders());
+    await page.waitForFunction((n) => window.devlockTimeline.renders() >= n + 2, n0, { timeout: 2500 });
+    const f = await page.evaluate(() => document.activeElement && document.activeElement.closest('.tl-row') &&
+      document.activeElement.closest('.tl-row').dataset.device);
+    assert(f === 'tl.motor', `focus on ${f}`);
+  });
+
   await check('actions (no auth): book, then cancel from the page', 10000, async () => {
     needRsv();
     await pickDevice(page, 'tl.slits');
