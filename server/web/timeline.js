@@ -172,35 +172,56 @@
     return true;
   }
 
-  /* Reads the history forward from `from` (ms) until `until` (ms, or the
-   * end of the stream), at most HISTORY_PAGES pages. */
-  async function readHistory(from, until) {
+  /* Reads the history of [from, until) (ms) forward, at most `pages` pages.
+   * Resolves to {pages, done} (done: it got to `until` or to the end of the
+   * stream), or null when the broker did not answer. */
+  async function readRange(from, until, pages) {
     var since = Math.max(0, Math.floor(from)) + '-0';
-    for (var p = 0; p < HISTORY_PAGES; p++) {
-      if (!D.connected()) return false;
+    for (var p = 0; p < pages; p++) {
+      if (!D.connected()) return null;
       var r = await D.api('/api/events?limit=' + HISTORY_PAGE + '&since=' + encodeURIComponent(since));
-      if (!r || r.status !== 200 || !r.body || !Array.isArray(r.body.events)) return false;
+      if (!r || r.status !== 200 || !r.body || !Array.isArray(r.body.events)) return null;
       var evs = r.body.events;
       for (var i = 0; i < evs.length; i++) ingest(evs[i]);
       dirty();
       var last = r.body.last_event_id;
-      if (evs.length < HISTORY_PAGE || !last || last === since) return true;
+      if (evs.length < HISTORY_PAGE || !last || last === since) return { pages: p + 1, done: true };
       since = last;
-      if (until != null && Number(String(last).split('-')[0]) >= until) return true;
+      if (Number(String(last).split('-')[0]) >= until) return { pages: p + 1, done: true };
     }
-    return true;
+    return { pages: pages, done: false };
   }
 
-  /* Makes sure the history covers the window's left edge. */
+  /* The history from the window's left edge (a quarter span before it) to
+   * what is read already (or now), newest first, in eighths, at most
+   * HISTORY_PAGES pages per call: the part nearest now fills first, and a
+   * busy stretch costs its oldest events, not the newest. The read part
+   * stays contiguous up to now (live events extend it), so tl.histFrom is
+   * all it needs to remember. A call that used its pages is followed by
+   * another while the window still wants more. */
   function wantHistory() {
     if (!tl.shown || tl.histLoading || !D.connected()) return;
-    var from = tl.start - tl.span * 0.25;
+    var now = D.serverNow();
+    var from = Math.min(tl.start - tl.span * 0.25, now);
     if (tl.histFrom != null && tl.histFrom <= from) return;
-    var until = tl.histFrom;
-    tl.histLoading = readHistory(from, until).then(function (okRead) {
-      if (okRead) tl.histFrom = tl.histFrom == null ? from : Math.min(tl.histFrom, from);
-    }).finally(function () { tl.histLoading = null; if (okAgain()) wantHistory(); });
-    function okAgain() { return tl.histFrom != null && tl.histFrom > tl.start - tl.span * 0.25; }
+    var to = tl.histFrom != null ? tl.histFrom : now + 60e3;
+    var chunk = Math.max(3600e3, (to - from) / 8);
+    tl.histLoading = (async function () {
+      var budget = HISTORY_PAGES;
+      for (var end = to; end > from && budget > 0; end -= chunk) {
+        var begin = Math.max(from, end - chunk);
+        var r = await readRange(begin, end, budget);
+        if (!r) return false;
+        budget -= r.pages;
+        /* a stretch with more than the budget keeps a gap; the next call goes on below it */
+        tl.histFrom = tl.histFrom == null ? begin : Math.min(tl.histFrom, begin);
+      }
+      return true;
+    })().then(function (ok) {
+      tl.histLoading = null;
+      /* not after a failure: the next status (a reconnect) or window change asks again */
+      if (ok && tl.histFrom > Math.min(tl.start - tl.span * 0.25, D.serverNow())) wantHistory();
+    }, function () { tl.histLoading = null; });
   }
 
   /* ---------- data: bookings ---------- */

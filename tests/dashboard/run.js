@@ -955,7 +955,17 @@ async function timelineShot(browser, dir, logs) {
   const con = watchConsole(page);
   await page.goto(`${base}/?view=timeline`, { waitUntil: 'load' });
   await page.waitForSelector('#conn[data-state="connected"]', { timeout: 5000 });
+  /* the 6 h window reads back to 3.9 h ago (a lock that ended there may have
+   * started earlier); zoomed out to a day, the older history is read too */
+  const oldestEnd = () => page.evaluate(() => {
+    let min = Infinity;
+    window.devlockTimeline.intervals().forEach((m) => m.forEach((iv) => { if (iv.end != null && iv.end < min) min = iv.end; }));
+    return min;
+  });
+  await srv.until('the recent history', 3000, async () => (await oldestEnd()) < now - 3 * H);
+  assert(await oldestEnd() > now - 4 * H, `the 6 h window read back to ${(now - await oldestEnd()) / H} h ago`);
   await page.click('.tl-zoom [data-span="86400000"]');
+  await srv.until('the older history', 3000, async () => (await oldestEnd()) < now - 9 * H);
   await actAs(page, 'alice');
   await page.waitForSelector(`.tl-bar.booking[data-id="${made[0].id}"][data-device="detector1"]`, { timeout: 3000 });
   await srv.until('the seeded history on screen', 3000, async () => (await page.locator('.tl-bar.lock').count()) > 40);
