@@ -219,8 +219,9 @@ lc_status lc_book(lc_client *c, const lc_booking_request *req, lc_booking **out)
     if (!c || !req || !out || req->end_us <= 0 ||
         (!req->device_name && (!req->device_names || req->n_devices == 0)))
         return LC_ERR_BAD_REQUEST;
-    const char *type = NULL;
-    if (req->type != LC_TYPE_DEFAULT && !(type = lc_lock_type_name(req->type)))
+    /* the broker wants a lock_type: LC_TYPE_DEFAULT is MANUAL_OPERATOR, as for lc_acquire */
+    const char *type = lc_lock_type_name(req->type == LC_TYPE_DEFAULT ? LC_MANUAL_OPERATOR : req->type);
+    if (!type)
         return LC_ERR_BAD_REQUEST;
     struct lk_buf b;
     lk_buf_init(&b, 0);
@@ -237,10 +238,8 @@ lc_status lc_book(lc_client *c, const lc_booking_request *req, lc_booking **out)
         }
         lk_buf_putc(&b, ']');
     }
-    if (type) {
-        lk_buf_puts(&b, ",\"lock_type\":");
-        lk_buf_json_str(&b, type);
-    }
+    lk_buf_puts(&b, ",\"lock_type\":");
+    lk_buf_json_str(&b, type);
     lk_buf_puts(&b, ",\"user_id\":");
     lk_buf_json_str(&b, req->user_id ? req->user_id : c->o.user_id);
     put_time(&b, "start", req->start_us > 0 ? req->start_us : lk_time_now_us());
@@ -296,6 +295,9 @@ lc_status lc_booking_cancel(lc_client *c, const char *id, lc_booking **out)
     struct lk_buf p;
     lk_buf_init(&p, 0);
     booking_path(&p, id);
+    /* the caller, for a broker without auth (with auth: the token's user) */
+    lk_buf_puts(&p, "?user_id=");
+    lc__buf_urlenc(&p, c->o.user_id);
     if (p.oom) {
         lk_buf_free(&p);
         return LC_ERR_NOMEM;
@@ -319,13 +321,13 @@ lc_status lc_booking_move(lc_client *c, const char *id, int64_t start_us, int64_
     lk_buf_init(&p, 0);
     lk_buf_init(&b, 0);
     booking_path(&p, id);
+    lk_buf_puts(&b, "{\"user_id\":");     /* the caller, as for cancel */
+    lk_buf_json_str(&b, c->o.user_id);
     if (start_us > 0)
         put_time(&b, "start", start_us);
     if (end_us > 0)
         put_time(&b, "end", end_us);
     lk_buf_putc(&b, '}');
-    if (!b.oom)
-        b.mem[b.pre] = '{';     /* the first member's leading comma */
     lc_status st = LC_ERR_NOMEM;
     cJSON *j = NULL;
     if (!p.oom && !b.oom)

@@ -795,7 +795,7 @@ typedef struct lc_booking_request {
     const char *device_name;           /* one device, or NULL with device_names */
     const char *const *device_names;   /* a group (1..64), booked all-or-none */
     size_t n_devices;
-    lc_lock_type type;                 /* LC_TYPE_DEFAULT: the broker's (MANUAL_OPERATOR) */
+    lc_lock_type type;                 /* LC_TYPE_DEFAULT: MANUAL_OPERATOR */
     const char *user_id;               /* NULL: the client's user */
     int64_t start_us;                  /* window start; in the past (or 0): now */
     int64_t end_us;                    /* window end: after start and after now */
@@ -827,7 +827,8 @@ LC_API lc_status lc_book(lc_client *client, const lc_booking_request *req, lc_bo
  * (serialised per client). */
 LC_API lc_status lc_booking_get(lc_client *client, const char *id, lc_booking **out);
 
-/* Cancels a booking (DELETE /api/reservations/ID; the owner or an admin).
+/* Cancels a booking (DELETE /api/reservations/ID; the owner or an admin:
+ * the token's user, or on a broker without auth the client's user_id).
  * An active booking's lock is released (cause reservation_cancelled); a
  * booking already cancelled is LC_OK again. client, id borrowed; out may
  * be NULL, else on LC_OK *out is the cancelled booking (caller frees with
@@ -838,7 +839,7 @@ LC_API lc_status lc_booking_get(lc_client *client, const char *id, lc_booking **
 LC_API lc_status lc_booking_cancel(lc_client *client, const char *id, lc_booking **out);
 
 /* Moves or extends a booking (PATCH /api/reservations/ID; the owner or an
- * admin): start_us / end_us, 0 for "unchanged" (at least one not 0). The
+ * admin, as for lc_booking_cancel): start_us / end_us, 0 for "unchanged" (at least one not 0). The
  * new window must be free of every other live booking on its devices;
  * once the window has started only end_us may change. client, id
  * borrowed; out may be NULL, else on LC_OK *out is the moved booking

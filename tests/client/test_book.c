@@ -286,6 +286,11 @@ static void test_cancel(void)
     CHECK(x && x->sequence == b->sequence + 1);
     lc_booking_free(x);
     x = NULL;
+    /* someone else's booking: not theirs to cancel (without auth, the user_id sent) */
+    lc_client *other = client_at(url_a, "bk-not-owner");
+    CHECK(lc_booking_cancel(other, b->id, NULL) == LC_ERR_FORBIDDEN);
+    CHECK(lc_booking_move(other, b->id, 0, r.end_us + HOUR, NULL) == LC_ERR_FORBIDDEN);
+    lc_client_free(other);
     CHECK(lc_booking_cancel(c, b->id, &x) == LC_OK && x && !strcmp(x->state, "cancelled"));
     lc_booking_free(x);
     x = NULL;
