@@ -20,32 +20,21 @@ lc_status lc_time_parse(const char *text, int64_t *us)
 {
     if (!text || !us)
         return LC_ERR_BAD_REQUEST;
+    /* RFC 3339 wants the offset: "Z" or "+hh:mm" / "-hh:mm" (common/ reads
+     * a time without one as UTC, which a caller's local time is not) */
     size_t n = strlen(text);
+    int zulu = n >= 20 && (text[n - 1] == 'Z' || text[n - 1] == 'z');
+    int offset = n >= 25 && (text[n - 6] == '+' || text[n - 6] == '-') && text[n - 3] == ':';
     char buf[64];
-    if (n < 19 || n >= sizeof(buf))
+    if ((!zulu && !offset) || n >= sizeof(buf))
         return LC_ERR_BAD_REQUEST;
     memcpy(buf, text, n + 1);
     if (buf[10] == 't')
         buf[10] = 'T';
-    int64_t offset_s = 0;
-    if (buf[n - 1] == 'z') {
-        buf[n - 1] = 'Z';
-    } else if (n >= 25 && (buf[n - 6] == '+' || buf[n - 6] == '-') && buf[n - 3] == ':') {
-        /* "+hh:mm" / "-hh:mm": local time that far ahead of / behind UTC */
-        int hh, mm, used = 0;
-        if (sscanf(buf + n - 5, "%2d:%2d%n", &hh, &mm, &used) != 2 || used != 5 || hh > 23 || mm > 59 ||
-            buf[n - 5] < '0' || buf[n - 4] < '0' || buf[n - 2] < '0' || buf[n - 1] < '0')
-            return LC_ERR_BAD_REQUEST;
-        offset_s = (hh * 3600 + mm * 60) * (buf[n - 6] == '-' ? -1 : 1);
-        buf[n - 6] = 'Z';
-        buf[n - 5] = '\0';
-    } else if (buf[n - 1] != 'Z') {
-        return LC_ERR_BAD_REQUEST;      /* RFC 3339 wants the offset */
-    }
     int64_t v;
     if (lk_time_parse_us(buf, &v) != 0)
         return LC_ERR_BAD_REQUEST;
-    *us = v - offset_s * 1000000;
+    *us = v;
     return LC_OK;
 }
 
