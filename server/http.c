@@ -714,7 +714,13 @@ static void dispatch(struct http_req *r)
     if (auth_active() && !public_path(r)) {
         char hdr[600] = "";
         lws_hdr_copy(r->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-        r->authed = auth_lookup(auth_bearer(hdr), &r->user) == 0;
+        const char *token = auth_bearer(hdr);
+        char qtoken[512];
+        /* a calendar app subscribes by URL and sends no header: the feed
+         * (read-only) also takes ?token= */
+        if (!token && !strcmp(r->path, "/api/reservations.ics"))
+            token = query_arg(r, "token", qtoken, sizeof(qtoken));
+        r->authed = auth_lookup(token, &r->user) == 0;
         if (!r->authed) {
             respond_error(r, LK_E_UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required");
             return;
