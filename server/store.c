@@ -52,6 +52,7 @@ static const char *const script_files[SCRIPT__COUNT] = {
     "acquire.lua", "release.lua", "renew.lua", "expire.lua",
     "snapshot.lua", "device.lua", "events.lua", "resume.lua",
     "force_release.lua", "unwait.lua", "session.lua", "stats.lua", "conf.lua",
+    "webhook.lua",
 };
 
 struct script {

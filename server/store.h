@@ -28,6 +28,7 @@ enum store_script {
     SCRIPT_SESSION,
     SCRIPT_STATS,
     SCRIPT_CONF,
+    SCRIPT_WEBHOOK,
     SCRIPT__COUNT
 };
 
