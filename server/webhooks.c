@@ -1028,7 +1028,7 @@ void webhooks_init(uv_loop_t *loop)
     uv_timer_init(loop, &wh.curl_timer);
     uv_timer_init(loop, &wh.tick);
     uv_timer_init(loop, &wh.wake);
-    uv_timer_start(&wh.tick, tick_cb, TICK_MS, TICK_MS);
+    uv_timer_start(&wh.tick, tick_cb, TICK_MS / 10, TICK_MS); /* the groups exist soon after start */
     wh.inited = 1;
 }
 
