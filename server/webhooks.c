@@ -49,6 +49,7 @@
 #define URL_MAX_LEN 2048
 #define MAX_WEBHOOKS 256
 #define FILE_MAX (1 << 20)
+#define RELEASE_WAIT_MS 300
 
 struct globs {
     char **v;   /* NULL: everything matches */
@@ -313,11 +314,15 @@ static struct webhook *find(struct webhook *l, const char *name)
     return NULL;
 }
 
-static void noop_cb(void *ctx, redisReply *r, enum lk_status s)
+static int releasing; /* release calls not yet answered */
+
+static void release_cb(void *ctx, redisReply *r, enum lk_status s)
 {
     (void)ctx;
     (void)r;
     (void)s;
+    if (releasing > 0)
+        releasing--;
 }
 
 static void abandon_request(struct webhook *w)
@@ -340,7 +345,8 @@ static void webhook_drop(struct webhook *w)
     abandon_request(w);
     if (w->owned && store_ready()) {
         const char *argv[] = {"release", w->name, locks_broker_id()};
-        store_eval(SCRIPT_WEBHOOK, 0, 3, argv, NULL, noop_cb, NULL);
+        releasing++;
+        store_eval(SCRIPT_WEBHOOK, 0, 3, argv, NULL, release_cb, NULL);
     }
     w->next = NULL;
     list_free(w);
@@ -612,6 +618,7 @@ static void take_answer(struct webhook *w, redisReply *r)
     if (w->nbatch)
         return; /* cannot happen: take runs with an empty batch */
     redisReply *es = r->element[7];
+    lk_debug("webhooks: %s: took %zu entries (pending %lld, unread %lld)", w->name, es->elements, w->pel, w->lag);
     for (size_t i = 0; i < es->elements && w->nbatch < BATCH; i++) {
         redisReply *e = es->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
@@ -1032,6 +1039,12 @@ void webhooks_init(uv_loop_t *loop)
     wh.inited = 1;
 }
 
+static void release_timeout_cb(uv_timer_t *t)
+{
+    (void)t;
+    releasing = 0;
+}
+
 void webhooks_shutdown(void)
 {
     if (!wh.inited) {
@@ -1039,15 +1052,23 @@ void webhooks_shutdown(void)
         wh.list = NULL;
         return;
     }
+    uv_timer_stop(&wh.tick);
+    uv_timer_stop(&wh.wake);
     for (struct webhook *w = wh.list, *next; w; w = next) {
         next = w->next;
         webhook_drop(w);
     }
     wh.list = NULL;
+    /* let the releases reach Redis (bounded): the other brokers take over
+     * at their next tick instead of after the lease */
+    if (releasing > 0) {
+        uv_timer_start(&wh.wake, release_timeout_cb, RELEASE_WAIT_MS, 0);
+        while (releasing > 0)
+            uv_run(wh.loop, UV_RUN_ONCE);
+        uv_timer_stop(&wh.wake);
+    }
     curl_multi_cleanup(wh.multi);
     wh.multi = NULL;
-    uv_timer_stop(&wh.tick);
-    uv_timer_stop(&wh.wake);
     uv_timer_stop(&wh.curl_timer);
     uv_close((uv_handle_t *)&wh.tick, NULL);
     uv_close((uv_handle_t *)&wh.wake, NULL);

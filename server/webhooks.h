@@ -21,8 +21,9 @@ int webhooks_parse(const char *text, size_t len, char *err, size_t errlen);
 /* Starts delivering on the loop (a no-op without webhooks until a reload
  * adds some). */
 void webhooks_init(uv_loop_t *loop);
-/* Abandons the requests in flight and gives up the owner keys (best effort:
- * the keys expire anyway); closes the handles. */
+/* Abandons the requests in flight and gives up the owner keys, running the
+ * loop until Redis has answered (at most 300 ms; the keys expire anyway);
+ * closes the handles. Call while the store is still up. */
 void webhooks_shutdown(void);
 /* New events are in the stream: owned webhooks that are idle read them. */
 void webhooks_kick(void);

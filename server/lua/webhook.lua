@@ -19,8 +19,10 @@
 --           read new ones, count at most.
 --           -> {owned 0|1, owner, pel, lag (-1 unknown), lost, failures,
 --               last_success_us, entries {{id, {field, value...}}...}}
---           (lost: pending entries trimmed from the stream before delivery,
---            acknowledged here and counted in the state)
+--           (lost: entries trimmed from the stream before delivery: pending
+--            ones (acknowledged here), and unread ones that XREADGROUP
+--            skipped, counted from the group's entries-read; also added
+--            to the state's lost)
 --   renew   n broker lease_ms            -> 1 if still the owner, else 0
 --   ack     n broker lease_ms delivered status id...
 --           XACK the ids (delivered: the id that was POSTed, '' when all of
@@ -62,9 +64,44 @@ local function group_info(n)
     return nil
 end
 
-local function lag_of(g)
-    if g and type(g.lag) == 'number' then return g.lag end
-    return -1
+local function stream_info()
+    local ok, r = pcall(redis.call, 'XINFO', 'STREAM', STREAM)
+    if not ok then return nil end
+    local t = {}
+    for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+    return t
+end
+
+local function id_less(a, b)
+    local am, as = string.match(a, '^(%d+)-(%d+)$')
+    local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+    am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+    return am < bm or (am == bm and as < bs)
+end
+
+-- Where group g stands in stream s. The state's `consumed` is the number
+-- of entries ever added up to the group's last-delivered-id (set when the
+-- group is made at '$', advanced by each read); entries-added minus the
+-- length is the number ever trimmed (devlock never XDELs, and trims from
+-- the front). Returns unread (-1 unknown), the unread entries trimmed
+-- (lost), and consumed brought up to date (nil unknown).
+-- (XINFO's own lag and entries-read do not see entries trimmed unread.)
+local function position(n, g, s)
+    local consumed = tonumber(redis.call('HGET', state_key(n), 'consumed') or '')
+    if not g or not s then return -1, 0, nil end
+    if not consumed then
+        if type(g.lag) == 'number' then return g.lag, 0, nil end
+        return -1, 0, nil
+    end
+    local added, len = s['entries-added'], s.length
+    local first = s['first-entry'] and s['first-entry'][1]
+    if not first or id_less(g['last-delivered-id'], first) then
+        -- the group is behind the stream's start: all it missed is gone
+        local trimmed = added - len
+        local lost = trimmed > consumed and trimmed - consumed or 0
+        return len, lost, consumed + lost
+    end
+    return added - consumed, 0, consumed
 end
 
 if mode == 'take' then
@@ -74,11 +111,14 @@ if mode == 'take' then
     local failures, last_ok = tonumber(st[1] or '0') or 0, st[2] or '0'
     local g = group_info(n)
     if o == 0 then
-        return {0, redis.call('GET', owner_key(n)) or '', g and g.pending or 0, lag_of(g), 0,
-            failures, last_ok, {}}
+        return {0, redis.call('GET', owner_key(n)) or '', g and g.pending or 0,
+            (position(n, g, stream_info())), 0, failures, last_ok, {}}
     end
     if not g then
         redis.pcall('XGROUP', 'CREATE', STREAM, group(n), '$', 'MKSTREAM')
+        local s = stream_info()
+        redis.call('HSET', state_key(n), 'consumed', s and s['entries-added'] or 0)
+        g = group_info(n)
     end
     local out, lost = {}, 0
     -- pending entries first, oldest first: after a take-over they are the
@@ -89,11 +129,25 @@ if mode == 'take' then
         if e[2] then out[#out + 1] = e else lost = lost + 1; redis.call('XACK', STREAM, group(n), e[1]) end
     end
     if c[3] then lost = lost + #c[3] end -- deleted ids (Redis 7): removed from the PEL already
+    local s = stream_info()
+    local unread, skipped, consumed = position(n, g, s)
     if #out < count and c[1] == '0-0' then
+        -- XREADGROUP skips the entries trimmed before the group read them
+        lost = lost + skipped
+        local claimed = #out
         local r = redis.call('XREADGROUP', 'GROUP', group(n), b, 'COUNT', count - #out, 'STREAMS', STREAM, '>')
         if r then
             for _, e in ipairs(r[1][2]) do out[#out + 1] = e end
         end
+        local read = #out - claimed
+        if consumed then
+            consumed = consumed + read
+            unread = unread - read
+        elseif s and s['last-generated-id'] == (group_info(n) or {})['last-delivered-id'] then
+            consumed = s['entries-added'] -- caught up: the count is known again
+            unread = 0
+        end
+        if consumed then redis.call('HSET', state_key(n), 'consumed', consumed) end
     end
     if lost > 0 then redis.call('HINCRBY', state_key(n), 'lost', lost) end
     if o == 2 then
@@ -107,7 +161,7 @@ if mode == 'take' then
         end
     end
     local p = redis.call('XPENDING', STREAM, group(n))
-    return {1, b, p[1], lag_of(group_info(n)), lost, failures, last_ok, out}
+    return {1, b, p[1], unread, lost, failures, last_ok, out}
 end
 
 if mode == 'renew' then
@@ -148,12 +202,12 @@ if mode == 'release' then
 end
 
 if mode == 'status' then
-    local out = {}
+    local out, s = {}, stream_info()
     for i = 2, #ARGV do
         local n = ARGV[i]
         local g = group_info(n)
-        out[#out + 1] = {n, redis.call('GET', owner_key(n)) or '', g and g.pending or -1, lag_of(g),
-            g and g['last-delivered-id'] or '', redis.call('HGETALL', state_key(n))}
+        out[#out + 1] = {n, redis.call('GET', owner_key(n)) or '', g and g.pending or -1,
+            (position(n, g, s)), g and g['last-delivered-id'] or '', redis.call('HGETALL', state_key(n))}
     end
     return out
 end
