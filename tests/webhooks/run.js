@@ -336,6 +336,7 @@ test('two brokers: the delivering one is SIGKILLed mid-delivery, the other takes
   const arrivals = rcv.arrivals().map(g => g.id);
   const dups = arrivals.filter((id, i) => arrivals.indexOf(id) !== i);
   assert.ok(dups.every(id => id === heldId), `only the in-flight event twice, got ${dups}`);
+  console.log(`# held ${heldId} on the killed broker; arrived twice: ${dups.join(' ') || 'none'}; ${arrivals.length} requests for ${ids.length} events`);
   assertInOrder(rcv.delivered(), 'first arrivals');
   const st = hookStatus(await status(survivor), 'ha');
   assert.strictEqual(st.owner_is_this_broker, true);
@@ -471,6 +472,24 @@ test('a webhook that keeps failing (refused, or hanging) does not hold up lock t
   console.log(`# 120 requests: ${tPlain} ms without webhooks, ${tHooks} ms with two failing ones`);
   await cleanup();
 }, { timeoutMs: 40000 });
+
+test('with auth on, GET /api/webhooks needs the admin role; the secret is never shown', async () => {
+  const auth = path.join(dir, 'auth.json');
+  fs.writeFileSync(auth, JSON.stringify({ users: [
+    { user_id: 'root', token: 'admin-token', roles: ['admin'] },
+    { user_id: 'eve', token: 'viewer-token', roles: ['viewer', 'operator'] }] }));
+  const hooks = [{ name: 'private', url: 'http://user:pw@127.0.0.1:9/x', secret: 'top-secret' }];
+  const b = await Broker.start(redis.url, ['--webhooks', writeHooks(path.join(dir, 'auth-hooks.json'), hooks), '--auth-file', auth]);
+  brokers.push(b);
+  assert.strictEqual((await b.get('/api/webhooks')).status, 401);
+  assert.strictEqual((await b.get('/api/webhooks', { authorization: 'Bearer viewer-token' })).status, 403);
+  const r = await b.get('/api/webhooks', { authorization: 'Bearer admin-token' });
+  assert.strictEqual(r.status, 200, r.text);
+  assert.strictEqual(r.body.webhooks[0].name, 'private');
+  assert.strictEqual(r.body.webhooks[0].url, 'http://***@127.0.0.1:9/x');
+  assert.ok(!r.text.includes('top-secret') && !r.text.includes(':pw@'), r.text);
+  await cleanup();
+});
 
 test('a bad webhooks file is refused at start (exit 2)', async () => {
   const file = path.join(dir, 'bad.json');
