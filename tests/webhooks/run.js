@@ -279,6 +279,32 @@ test('delivery with action, device and user filters; signatures; body and header
   await cleanup();
 });
 
+test('reservation events: actions ["reservation_*"] and users matched on the booking\'s owner', async () => {
+  const rcv = await new Receiver('k').listen();
+  const hook = { name: 'bookings', url: rcv.url(), actions: ['reservation_*'], users: ['alice'], secret: 'k' };
+  const b = await startBroker(writeHooks(path.join(dir, 'bookings.json'), [hook]));
+  await hooksReady(b, ['bookings']);
+  const from = await lastId();
+  const now = Math.floor(Date.now() / 1000);
+  const book = async (user, dev) => {
+    const r = await b.post('/api/reservations', { device_names: [dev], lock_type: 'MANUAL_OPERATOR', user_id: user,
+      start: now + 3600, end: now + 7200 });
+    assert.strictEqual(r.status, 201, r.text);
+    return r.body.reservation.id;
+  };
+  const mine = await book('alice', 'scope1');
+  await book('bob', 'scope2');
+  await cycle(b, 'scope3', 'alice');
+  const d = await b.request('DELETE', `/api/reservations/${mine}?user_id=alice`, { user_id: 'alice' });
+  assert.strictEqual(d.status, 200, d.text);
+  const ids = await waitDelivered(rcv, hook, from, 'bookings');
+  const actions = rcv.arrivals().map(g => g.body.action);
+  assert.deepStrictEqual(actions, ['reservation_created', 'reservation_cancelled']);
+  assert.ok(rcv.got.every(g => g.sigOk && g.body.reservation.user_id === 'alice'));
+  assert.strictEqual(ids.length, 2);
+  await cleanup();
+});
+
 test('a receiver answering 500 gets the same event again with backoff; nothing lost, order kept', async () => {
   const rcv = await new Receiver('k').listen();
   let failing = true;
