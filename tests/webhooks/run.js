@@ -414,6 +414,27 @@ test('receiver outage (port closed), then back: retried until delivered, in orde
   await cleanup();
 }, { timeoutMs: 45000 });
 
+test('Redis restarted under a delivering broker: delivery resumes, in order, nothing lost', async () => {
+  const rcv = await new Receiver('k').listen();
+  const hook = { name: 'redis', url: rcv.url(), secret: 'k' };
+  const b = await startBroker(writeHooks(path.join(dir, 'redis.json'), [hook], { lease_ms: 2000 }));
+  await hooksReady(b, ['redis']);
+  const from = await lastId();
+  await cycle(b, 'r1');
+  await waitDelivered(rcv, hook, from, 'before the restart');
+  await redis.kill('SIGTERM'); // a clean stop: the AOF has everything
+  const down = await status(b);
+  assert.strictEqual(down.redis_available, false);
+  assert.strictEqual(hookStatus(down, 'redis').name, 'redis');
+  await redis.restart();
+  await poll(async () => (await b.get('/api/health/ready')).status === 200, 15000, 'the broker ready again');
+  await cycle(b, 'r2');
+  const ids = await waitDelivered(rcv, hook, from, 'after the restart');
+  assert.strictEqual(ids.length, 4);
+  assertInOrder(rcv.delivered(), 'delivered');
+  await cleanup();
+}, { timeoutMs: 40000 });
+
 test('events trimmed from the stream before delivery are counted as lost, the rest delivered in order', async () => {
   const rcv = await new Receiver('k').listen();
   let failing = true;
