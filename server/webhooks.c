@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -76,8 +77,8 @@ struct webhook {
     /* delivery */
     int owned;               /* this broker holds the owner key */
     char owner[64];          /* who does, as last seen */
-    int64_t lease_until_ms;  /* monotonic: the key is ours until then at least */
-    int64_t op_sent_ms;
+    int64_t lease_until_ms;  /* CLOCK_BOOTTIME: the key is ours until then at least */
+    int64_t op_sent_ms;      /* CLOCK_BOOTTIME */
     struct store_op *op;
     enum op_kind op_kind;
     int kicked;              /* new events arrived while a take was in flight */
@@ -470,9 +471,19 @@ static int matches(const struct webhook *w, const struct entry *e, const cJSON *
 
 /* ---- Redis (webhook.lua) ------------------------------------------------------ */
 
+/* The lease is counted on CLOCK_BOOTTIME: it goes on during a suspend, as
+ * the owner key's expiry in Redis does (CLOCK_MONOTONIC stops), so a broker
+ * that wakes up does not believe in a key that expired while it slept. */
+static int64_t boot_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int lease_valid(const struct webhook *w)
 {
-    return w->owned && lk_time_mono_ms() + LEASE_MARGIN_MS < w->lease_until_ms;
+    return w->owned && boot_ms() + LEASE_MARGIN_MS < w->lease_until_ms;
 }
 
 static void lost_ownership(struct webhook *w, const char *why)
@@ -505,7 +516,7 @@ static void send_op(struct webhook *w, enum op_kind kind, int argc, const char *
     if (w->op || !store_ready())
         return;
     w->op_kind = kind;
-    w->op_sent_ms = lk_time_mono_ms();
+    w->op_sent_ms = boot_ms();
     w->op = store_eval(SCRIPT_WEBHOOK, 0, argc, argv, NULL, op_done, w);
 }
 

@@ -370,6 +370,45 @@ test('two brokers: the delivering one is SIGKILLed mid-delivery, the other takes
   await cleanup();
 }, { timeoutMs: 40000 });
 
+test('a delivering broker frozen (SIGSTOP) past its lease: the other takes over; thawed, it starts nothing new', async () => {
+  const rcv = await new Receiver('k').listen();
+  let n = 0;
+  rcv.answer = () => (++n === 3 ? 'hold' : 200);
+  const hook = { name: 'freeze', url: rcv.url(), secret: 'k', timeout_ms: 30000 };
+  const file = writeHooks(path.join(dir, 'freeze.json'), [hook], { lease_ms: 2000 });
+  const b1 = await startBroker(file), b2 = await startBroker(file);
+  await hooksReady(b1, ['freeze']);
+  await hooksReady(b2, ['freeze']);
+  const st = await status(b1);
+  const [frozen, other] = hookStatus(st, 'freeze').owner === st.broker_id ? [b1, b2] : [b2, b1];
+  const from = await lastId();
+  for (let i = 0; i < 3; i++) await cycle(other, `fz${i}`);
+  await poll(() => rcv.held.length === 1, 10000, 'the receiver holding a request');
+  const heldId = rcv.got.find(g => g.status === 'hold').id;
+  frozen.proc.kill('SIGSTOP');
+  try {
+    for (let i = 3; i < 6; i++) await cycle(other, `fz${i}`);
+    await waitDelivered(rcv, hook, from, 'taken over', 20000);
+    // the frozen broker's request gets its 200 only now, then it wakes up
+    const res = rcv.held.pop();
+    res.writeHead(200);
+    res.end('late');
+  } finally {
+    frozen.proc.kill('SIGCONT');
+  }
+  await poll(async () => !hookStatus(await status(frozen), 'freeze').owner_is_this_broker &&
+    !hookStatus(await status(frozen), 'freeze').in_flight, 5000, 'the thawed broker standing down');
+  const mid = await lastId();
+  for (let i = 6; i < 9; i++) await cycle(other, `fz${i}`);
+  await waitDelivered(rcv, hook, mid, 'after the thaw');
+  const arrivals = rcv.arrivals().map(g => g.id);
+  const dups = arrivals.filter((id, i) => arrivals.indexOf(id) !== i);
+  assert.ok(dups.every(id => id === heldId), `only the in-flight event twice, got ${dups}`);
+  assertInOrder(rcv.delivered(), 'first arrivals');
+  assert.deepStrictEqual(rcv.delivered(), await expected(hook, from));
+  await cleanup();
+}, { timeoutMs: 40000 });
+
 test('a broker stopped with SIGTERM gives its webhooks up: another takes over at once, not after the lease', async () => {
   const rcv = await new Receiver('k').listen();
   const hook = { name: 'handover', url: rcv.url(), secret: 'k' };
