@@ -305,6 +305,28 @@ test('reservation events: actions ["reservation_*"] and users matched on the boo
   await cleanup();
 });
 
+test('a burst of 640 events with two brokers and three webhooks: each gets its events once, in order', async () => {
+  const rcv = await new Receiver('k').listen();
+  const hooks = [{ name: 'b1', url: rcv.url('/1'), secret: 'k' }, { name: 'b2', url: rcv.url('/2'), devices: ['even*'] },
+    { name: 'b3', url: rcv.url('/3'), actions: ['released'], secret: 'k' }];
+  const file = writeHooks(path.join(dir, 'burst.json'), hooks);
+  const x = await startBroker(file), y = await startBroker(file);
+  await hooksReady(x, hooks.map(h => h.name));
+  const from = await lastId();
+  const t0 = Date.now();
+  // 320 cycles, 8 at a time, through both brokers
+  await Promise.all([...Array(8).keys()].map(async (k) => {
+    for (let i = 0; i < 40; i++) await cycle(k % 2 ? x : y, `${k % 2 ? 'odd' : 'even'}${k}`);
+  }));
+  for (const h of hooks) await waitDelivered(rcv, h, from, h.name, 30000);
+  const ms = Date.now() - t0;
+  const total = rcv.got.length;
+  assert.strictEqual(new Set(rcv.got.map(g => `${g.webhook} ${g.id}`)).size, total, 'no duplicates without faults');
+  for (const h of hooks) assertInOrder(rcv.arrivals(h.name).map(g => g.id), h.name);
+  console.log(`# ${total} deliveries of ${rcv.delivered('b1').length} events in ${ms} ms (lock traffic included)`);
+  await cleanup();
+}, { timeoutMs: 60000 });
+
 test('a receiver answering 500 gets the same event again with backoff; nothing lost, order kept', async () => {
   const rcv = await new Receiver('k').listen();
   let failing = true;
