@@ -1268,7 +1268,8 @@ void webhooks_metrics(struct lk_buf *b)
     for (struct webhook *w = wh.list; w; w = w->next)
         lk_buf_printf(b, "devlock_webhook_last_success_seconds{webhook=\"%s\"} %.3f\n", w->name,
                       (double)w->last_success_us / 1e6);
-    lk_buf_puts(b, "# HELP devlock_webhook_lost_total Events trimmed from the stream before delivery, seen by this broker.\n"
+    lk_buf_puts(b, "# HELP devlock_webhook_lost_total Events trimmed from the stream before delivery, "
+                   "seen by this broker.\n"
                    "# TYPE devlock_webhook_lost_total counter\n");
     for (struct webhook *w = wh.list; w; w = w->next)
         lk_buf_printf(b, "devlock_webhook_lost_total{webhook=\"%s\"} %llu\n", w->name, w->lost);
