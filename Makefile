@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 B       ?= build
 
-PKGS      := libwebsockets hiredis libcjson uuid libuv openssl
+PKGS      := libwebsockets hiredis libcjson uuid libuv openssl libcurl
 # The client library speaks WebSocket itself (client/lc_ws.c): no libwebsockets.
 CLI_PKGS  := libcurl libcjson openssl
 

@@ -29,6 +29,7 @@
 #include "origin.h"
 #include "ics.h"
 #include "events.h"
+#include "webhooks.h"
 #include "ws.h"
 
 #define CHUNK 16384
@@ -594,6 +595,30 @@ static void route_metrics(struct http_req *r)
         r->metrics_op = op;
 }
 
+static void webhooks_cb(void *ctx, redisReply *rep, enum lk_status st)
+{
+    struct http_req *r = ctx;
+    r->metrics_op = NULL;
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    int status = webhooks_status_render(rep, st, &b);
+    respond(r, status, &b);
+    lk_buf_free(&b);
+}
+
+/* GET /api/webhooks: each webhook's configuration (never its secret) and
+ * delivery state (docs/webhooks.md); admin only when auth is on. */
+static void route_webhooks(struct http_req *r)
+{
+    if (auth_active() && !auth_is_admin(&r->user)) {
+        respond_error(r, LK_E_FORBIDDEN, "the webhooks' status needs the admin role");
+        return;
+    }
+    struct store_op *op = webhooks_status(webhooks_cb, r);
+    if (op)
+        r->metrics_op = op;
+}
+
 static const char *content_type(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -651,6 +676,7 @@ static const struct route routes[] = {
     {LWSHUMETH_GET, "/api/reservations/", 1, route_rsv_get},
     {LWSHUMETH_PATCH, "/api/reservations/", 1, route_rsv_patch},
     {LWSHUMETH_DELETE, "/api/reservations/", 1, route_rsv_delete},
+    {LWSHUMETH_GET, "/api/webhooks", 0, route_webhooks},
 };
 
 /* Routes anyone may call with auth on: liveness/readiness probes and the
