@@ -112,6 +112,15 @@
     return String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0') + ':' +
       String(d.getSeconds()).padStart(2, '0');
   }
+  /* "14:00", or "08.12. 14:00" on another day than today */
+  function fmtWhen(ts) {
+    var t = parseTime(ts);
+    if (t == null) return '';
+    var d = new Date(t), today = new Date(serverNow());
+    var hm = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+    if (d.toDateString() === today.toDateString()) return hm;
+    return String(d.getDate()).padStart(2, '0') + '.' + String(d.getMonth() + 1).padStart(2, '0') + '. ' + hm;
+  }
   function animate(el, color, ms) {
     if (!el.animate || matchMedia('(prefers-reduced-motion: reduce)').matches) return;
     el.animate([{ backgroundColor: color }, { backgroundColor: color, offset: 0.25 }, {}], { duration: ms, easing: 'ease-out' });
@@ -570,7 +579,7 @@
     if (rv && typeof rv === 'object') {
       if (!l) bits.push(who(rv));
       if (rv.id) bits.push(String(rv.id));
-      if (rv.start && rv.end) bits.push(fmtClock(rv.start) + '–' + fmtClock(rv.end));
+      if (rv.start && rv.end) bits.push(fmtWhen(rv.start) + ' – ' + fmtWhen(rv.end));
       if (!l && rv.reason) bits.push(rv.reason);
     }
     if (e.action === 'preempt_requested' && e.requested_by) bits.push('by ' + who(e.requested_by));

@@ -630,7 +630,6 @@
     var err = explain(r, 'Request ' + dev);
     if (err) { say(err, 'error'); return; }
     if (r.body.lock_key) tl.keys.set(dev, { key: r.body.lock_key, user_id: tl.user, fence: r.body.fence != null ? r.body.fence : null });
-    if (r.body.lock) D.getDevice(dev);
     say(r.body.message || ('Lock acquired for ' + dev), 'ok');
     deviceForm();
     dirty();
@@ -641,8 +640,7 @@
     if (!dev || !needUser()) return;
     var key = keyFor(dev);
     if (!key) { say('This page does not hold a key for the lock on ' + dev + '.', 'error'); return; }
-    var d = D.devices.get(dev);
-    var req = { device_name: dev, lock_key: key, user_id: (d && d.lock && d.lock.user_id) || tl.user };
+    var req = { device_name: dev, lock_key: key, user_id: tl.user };
     if (kind === 'renew') {
       var lease = Number($('rq-timeout').value);
       if (lease > 0) req.timeout = lease;
