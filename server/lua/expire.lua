@@ -67,7 +67,6 @@ for _, m in ipairs(due) do
         -- the end (then it runs on as an ordinary lock)
         local b = hload(rsv_key(name))
         if b and LIVE[b.state] then
-            local was = b.state
             S.rsv_ending = b.id -- its locks end first, then the booking
             for _, d in ipairs(split(b.devices)) do
                 local h = hload(lock_key(d))
@@ -82,7 +81,7 @@ for _, m in ipairs(due) do
             S.rsv_ending = nil
             b = hload(rsv_key(name))
             if b and LIVE[b.state] then
-                rsv_finish(b, 'ended', was == 'active' and 'reservation_end' or 'missed', now, maxlen)
+                rsv_finish(b, 'ended', b.held == '1' and 'reservation_end' or 'missed', now, maxlen)
             end
         end
     else

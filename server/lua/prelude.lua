@@ -473,7 +473,8 @@ end
 -- ---- bookings (docs/reservations.md) -----------------------------------------
 --   dl:rsv:<id>   HASH id devices lock_type prio user_id lock_key start end
 --                      reason plan_uid state cause bumped_by created updated
---                      seq waiter keep (keep: ms kept after the end once finished)
+--                      seq waiter keep held (keep: ms kept after the end once
+--                      finished; held: '1' once it has had its devices)
 --   dl:{D}:rsv    ZSET D's live bookings (booked, waiting, active), score =
 --                 start; they never overlap
 --   dl:rsv:byend  ZSET every kept booking, score = end
@@ -581,8 +582,8 @@ end
 rsv_granted = function(id, locks, now, maxlen)
     local b = hload(rsv_key(id))
     if not b then return end
-    b.state, b.waiter, b.cause = 'active', '', ''
-    rsv_save(b, now, 'state', 'waiter', 'cause')
+    b.state, b.waiter, b.cause, b.held = 'active', '', '', '1'
+    rsv_save(b, now, 'state', 'waiter', 'cause', 'held')
     local by = {}
     for _, h in ipairs(locks) do by[h.device_name] = h end
     rsv_emit('reservation_started', b, now, maxlen, nil, nil, by)

@@ -54,6 +54,7 @@ if b.state == 'booked' and start < now then start = now end
 if stop <= now then return {'invalid', 'the window must end in the future', S.last_id} end
 if stop <= start then return {'invalid', 'end must be after start', S.last_id} end
 if stop - start > 366 * 86400 * 1000000 then return {'invalid', 'a window lasts at most 366 days', S.last_id} end
+if start > now + 10 * 365 * 86400 * 1000000 then return {'invalid', 'a window starts within 10 years', S.last_id} end
 
 -- only into free time: no other live booking of any priority may overlap
 for _, d in ipairs(split(b.devices)) do

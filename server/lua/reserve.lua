@@ -11,22 +11,33 @@ local maxlen = ARGV[11]
 S.maxlen = maxlen
 local now = now_us()
 local rid = ARGV[10]
+-- a retry (same request_id) gets the first answer again, a refusal too
 if rid ~= '' then
     local prev = redis.call('GET', rid)
-    if prev then return {'replay', prev, S.last_id} end
+    if prev then
+        local a = cjson.decode(prev)
+        if a[1] == 'created' then a[1] = 'replay' end
+        a[#a + 1] = S.last_id
+        return a
+    end
+end
+local function refuse(a)
+    if rid ~= '' then redis.call('SET', rid, cjson.encode(a), 'PX', 300000) end
+    a[#a + 1] = S.last_id
+    return a
 end
 local devs = split(ARGV[1])
 local prio = tonumber(ARGV[3])
 local start, stop = tonumber(ARGV[6]), tonumber(ARGV[7])
-if stop <= now then return {'invalid', 'the window must end in the future', S.last_id} end
+if stop <= now then return refuse({'invalid', 'the window must end in the future'}) end
 if start < now then start = now end
-if stop <= start then return {'invalid', 'end must be after start', S.last_id} end
+if stop <= start then return refuse({'invalid', 'end must be after start'}) end
 
 -- overlapping live bookings: refused by an equal or higher one, else bumped
 local bump, seen = {}, {}
 for _, d in ipairs(devs) do
     if redis.call('ZCARD', rsv_dev_key(d)) >= 10000 then
-        return {'invalid', d .. ' has 10000 bookings to come already', S.last_id}
+        return refuse({'invalid', d .. ' has 10000 bookings to come already'})
     end
     -- the device's bookings never overlap: walking back from the new end,
     -- the first one that ends at or before the new start ends the search
@@ -36,8 +47,8 @@ for _, d in ipairs(devs) do
         if b and LIVE[b.state] then
             if tonumber(b['end']) <= start then break end
             if tonumber(b.prio) <= prio then
-                return {'conflict', d .. ' is booked by ' .. b.id .. ' (' .. b.user_id .. ', ' .. b.lock_type ..
-                    ') from ' .. iso(tonumber(b.start)) .. ' to ' .. iso(tonumber(b['end'])), rsv_json(b), S.last_id}
+                return refuse({'conflict', d .. ' is booked by ' .. b.id .. ' (' .. b.user_id .. ', ' .. b.lock_type ..
+                    ') from ' .. iso(tonumber(b.start)) .. ' to ' .. iso(tonumber(b['end'])), rsv_json(b)})
             end
             if not seen[id] then
                 seen[id] = true
@@ -74,5 +85,5 @@ add_deadline(start, '@' .. id)
 add_deadline(stop, '%' .. id)
 rsv_emit('reservation_created', b, now, maxlen, nil)
 local body = '{"success":true,"reservation":' .. rsv_json(b) .. ',"bumped":[' .. table.concat(bumped, ',') .. ']}'
-if rid ~= '' then redis.call('SET', rid, body, 'PX', 300000) end
+if rid ~= '' then redis.call('SET', rid, cjson.encode({'created', body}), 'PX', 300000) end
 return {'created', body, S.last_id}
