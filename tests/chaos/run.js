@@ -681,7 +681,7 @@ function verdict(ok, name, detail, tally) {
 
 async function edges(tally) {
     const cfg = { seed: SEED, durationS: EDGE_S, maxOps: EDGE_OPS || 1e9, clients: Number(argOf('--edge-clients', LONG ? 48 : 24)),
-        sessionClients: 4, devices: Number(argOf('--edge-devices', 5)), brokers: 3, redisTimeoutMs: 300, sessionGrace: 1, maxStallMs: 1500,
+        sessionClients: 4, bookers: Number(argOf('--edge-bookers', 2)), devices: Number(argOf('--edge-devices', 5)), brokers: 3, redisTimeoutMs: 300, sessionGrace: 1, maxStallMs: 1500,
         faultGapMs: LONG ? [2000, 6000] : [1500, 4000], quiet: QUIET };
     console.log(`# reproduce: node tests/chaos/run.js --edges-only --seed ${SEED}` +
         `${argOf('--edge-duration') ? ' --edge-duration ' + EDGE_S : ''}${LONG ? ' --long' : ''}`);
@@ -697,7 +697,10 @@ async function edges(tally) {
     console.log('# |---|---|');
     console.log(`# | operations | ${counts.ops} |`);
     for (const [k, n] of Object.entries(faultCount)) console.log(`# | fault: ${k} | ${n} |`);
-    for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries']) {
+    console.log(`# bookings: ${counts.bookings} acknowledged of ${counts.bookTries} tried (${counts.bookConflicts} refused 409, ${counts.bumps} bumped), ` +
+        `${v.info.bookingsStarted} started, ${v.info.bookingsWaited} waited; ${counts.bookCancels} cancels, ${counts.bookMoves} moves, ` +
+        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read`);
+    for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries', 'bookings', 'bookCancels', 'bookMoves']) {
         console.log(`# | drawn: ${k} | ${counts[k]} |`);
     }
     for (const k of E.INVARIANTS) console.log(`# | violations ${k} (${E.INV_NAMES[k]}) | ${v[k].length} |`);
