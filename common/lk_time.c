@@ -63,8 +63,15 @@ int lk_time_parse_us(const char *s, int64_t *us)
         for (; digits < 6; digits++)
             frac *= 10;
     }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0 && *p != '\0')
+    int64_t offset_s = 0;
+    if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int oh, om, k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+            return -1;
+        offset_s = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+    } else if (strcmp(p, "Z") != 0 && strcmp(p, "z") != 0 && *p != '\0') {
         return -1;
-    *us = ((days_from_civil(y, mo, d) * 86400) + h * 3600 + mi * 60 + sec) * 1000000 + frac;
+    }
+    *us = ((days_from_civil(y, mo, d) * 86400) + h * 3600 + mi * 60 + sec - offset_s) * 1000000 + frac;
     return 0;
 }

@@ -11,7 +11,8 @@ int64_t lk_time_now_us(void);
 int64_t lk_time_mono_ms(void);
 /* "2026-11-23T10:00:00.123456Z" into out (at least 28 bytes). */
 void lk_time_format_us(int64_t us, char *out, size_t outlen);
-/* Parses the form above (fraction optional, Z or +00:00); -1 on error. */
+/* Parses the form above (fraction optional; Z, no suffix (UTC) or a
+ * +hh:mm / -hh:mm offset); -1 on error. */
 int lk_time_parse_us(const char *s, int64_t *us);
 
 #endif

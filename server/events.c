@@ -140,11 +140,11 @@ static void run_expire(void)
     }
     char batch[16];
     snprintf(batch, sizeof(batch), "%d", EXPIRE_BATCH);
-    const char *argv[] = {locks_arg_maxlen(), batch, locks_arg_delay()};
+    const char *argv[] = {locks_arg_maxlen(), batch, locks_arg_delay(), locks_arg_grace()};
     ev.running = 1;
     uv_timer_stop(&ev.timer); /* this run answers the next deadline */
     ev.armed_us = 0;
-    store_eval(SCRIPT_EXPIRE, 0, 3, argv, NULL, expire_cb, NULL);
+    store_eval(SCRIPT_EXPIRE, 0, 4, argv, NULL, expire_cb, NULL);
 }
 
 static const char *field(redisReply *fields, const char *name, size_t *len)

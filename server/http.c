@@ -27,6 +27,8 @@
 #include "locks.h"
 #include "metrics.h"
 #include "origin.h"
+#include "ics.h"
+#include "events.h"
 #include "ws.h"
 
 #define CHUNK 16384
@@ -398,6 +400,130 @@ static void route_devices(struct http_req *r)
     START(r, locks_status(NULL, -1, devices_done, CTX));
 }
 
+/* ---- reservations (docs/reservations.md) ---- */
+
+static void rsv_done_cb(void *ctx, const struct locks_result *res)
+{
+    struct http_req *r = ctx;
+    r->rcall = NULL;
+    if (!r->ics || res->status != 200) {
+        respond(r, res->status, res->body);
+        return;
+    }
+    /* the calendar feed: the list, as iCalendar */
+    cJSON *j = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
+    count_answer(r, 200, res->body);
+    r->status = 200;
+    r->ctype = "text/calendar; charset=utf-8";
+    lk_buf_reset(&r->resp);
+    ics_render(cJSON_GetObjectItemCaseSensitive(j, "reservations"), "devlock bookings",
+               lk_time_now_us() + events_clock_offset_us(), &r->resp);
+    cJSON_Delete(j);
+    want_write(r);
+}
+
+#define RSTART(r, expr)                     \
+    do {                                    \
+        struct rsv_call *c_ = (expr);       \
+        if (c_)                             \
+            (r)->rcall = c_;                \
+    } while (0)
+
+/* With auth on: the token's user, and whether it is an admin; without,
+ * the user_id the request names (or NULL: anyone). */
+static const char *caller(struct http_req *r, const cJSON *j, char *buf, int len, int *admin)
+{
+    *admin = 0;
+    if (auth_active()) {
+        *admin = auth_is_admin(&r->user);
+        return r->user.user_id;
+    }
+    const char *u = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "user_id"));
+    return u ? u : query_arg(r, "user_id", buf, len);
+}
+
+static const char *rsv_id(struct http_req *r) { return r->path + strlen("/api/reservations/"); }
+
+static void route_rsv_create(struct http_req *r)
+{
+    cJSON *j = body_json(r);
+    if (!j)
+        return;
+    if (authorize(r, j, 1))
+        RSTART(r, reservations_create(j, rsv_done_cb, CTX));
+    cJSON_Delete(j);
+}
+
+/* A time in a query string: RFC 3339, or seconds since the epoch. */
+static int query_time(struct http_req *r, const char *name, int64_t *us)
+{
+    char buf[64];
+    const char *v = query_arg(r, name, buf, sizeof(buf));
+    if (!v)
+        return 0;
+    char *end;
+    double s = strtod(v, &end);
+    cJSON *x = (end != v && !*end) ? cJSON_CreateNumber(s) : cJSON_CreateString(v);
+    int rc = reservations_parse_time(x, us);
+    cJSON_Delete(x);
+    if (rc) {
+        respond_error(r, LK_E_VALIDATION, "from and to must be RFC 3339 times or seconds since the epoch");
+        return -1;
+    }
+    return 1;
+}
+
+static void rsv_list(struct http_req *r, int ics)
+{
+    char dbuf[160], ubuf[300], sbuf[160], cbuf[80], lbuf[32];
+    struct rsv_query q = {0};
+    q.device = query_arg(r, "device", dbuf, sizeof(dbuf));
+    q.user = query_arg(r, "user", ubuf, sizeof(ubuf));
+    q.states = query_arg(r, "state", sbuf, sizeof(sbuf));
+    q.cursor = query_arg(r, "cursor", cbuf, sizeof(cbuf));
+    const char *limit = query_arg(r, "limit", lbuf, sizeof(lbuf));
+    if (limit) {
+        char *end;
+        q.limit = strtol(limit, &end, 10);
+        if (end == limit || *end || q.limit < 1) {
+            respond_error(r, LK_E_VALIDATION, "limit must be a positive integer");
+            return;
+        }
+    }
+    /* default window: from now (the feed: from 30 days ago), no end */
+    q.from_us = lk_time_now_us() + events_clock_offset_us() - (ics ? 30LL * 86400 * 1000000 : 0);
+    if (query_time(r, "from", &q.from_us) < 0 || query_time(r, "to", &q.to_us) < 0)
+        return;
+    if (ics && !limit)
+        q.limit = 1000;
+    r->ics = ics;
+    RSTART(r, reservations_list(&q, rsv_done_cb, CTX));
+}
+
+static void route_rsv_list(struct http_req *r) { rsv_list(r, 0); }
+static void route_rsv_ics(struct http_req *r) { rsv_list(r, 1); }
+static void route_rsv_get(struct http_req *r) { RSTART(r, reservations_get(rsv_id(r), rsv_done_cb, CTX)); }
+
+static void route_rsv_delete(struct http_req *r)
+{
+    char buf[300];
+    int admin;
+    const char *who = caller(r, NULL, buf, sizeof(buf), &admin);
+    RSTART(r, reservations_cancel(rsv_id(r), who, admin, rsv_done_cb, CTX));
+}
+
+static void route_rsv_patch(struct http_req *r)
+{
+    cJSON *j = body_json(r);
+    if (!j)
+        return;
+    char buf[300];
+    int admin;
+    const char *who = caller(r, j, buf, sizeof(buf), &admin);
+    RSTART(r, reservations_patch(rsv_id(r), j, who, admin, rsv_done_cb, CTX));
+    cJSON_Delete(j);
+}
+
 static void route_live(struct http_req *r)
 {
     char ts[40];
@@ -519,6 +645,12 @@ static const struct route routes[] = {
     {LWSHUMETH_GET, "/api/health/ready", 0, route_ready},
     {LWSHUMETH_GET, "/metrics", 0, route_metrics},
     {LWSHUMETH_GET, "/api/devices", 0, route_devices},
+    {LWSHUMETH_POST, "/api/reservations", 0, route_rsv_create},
+    {LWSHUMETH_GET, "/api/reservations", 0, route_rsv_list},
+    {LWSHUMETH_GET, "/api/reservations.ics", 0, route_rsv_ics},
+    {LWSHUMETH_GET, "/api/reservations/", 1, route_rsv_get},
+    {LWSHUMETH_PATCH, "/api/reservations/", 1, route_rsv_patch},
+    {LWSHUMETH_DELETE, "/api/reservations/", 1, route_rsv_delete},
 };
 
 /* Routes anyone may call with auth on: liveness/readiness probes and the
@@ -596,7 +728,7 @@ static void dispatch(struct http_req *r)
             continue;
         path_known = 1;
         if (rt->method == r->method || (rt->method == LWSHUMETH_GET && r->method == LWSHUMETH_HEAD)) {
-            if (r->method == LWSHUMETH_POST && !body_media_ok(r))
+            if ((r->method == LWSHUMETH_POST || r->method == LWSHUMETH_PATCH) && !body_media_ok(r))
                 return;
             rt->fn(r);
             return;
@@ -634,7 +766,7 @@ static int add_cors(struct lws *wsi, struct http_req *r, unsigned char **p, unsi
                                              (const unsigned char *)"true", 4, p, end))
         return -1;
     if (r->method == LWSHUMETH_OPTIONS) {
-        static const char methods[] = "GET, POST, OPTIONS", headers[] = "Authorization, Content-Type";
+        static const char methods[] = "GET, POST, PATCH, DELETE, OPTIONS", headers[] = "Authorization, Content-Type";
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-methods:",
                                         (const unsigned char *)methods, sizeof(methods) - 1, p, end) ||
             lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-headers:",
@@ -809,6 +941,7 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     r->authed = 0;
     r->wsi = wsi;
     r->body_over = r->waiting_body = r->answered = r->headers_sent = r->close_after = 0;
+    r->ics = 0;
     r->rx_paused = r->linger_wait = r->lingering = r->zero_body = 0;
     r->body_repeats = 0;
     r->chunked = 0;
@@ -832,7 +965,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
     case LWS_CALLBACK_HTTP: {
         if (r->wsi && (r->lingering || r->linger_wait))
             return -1; /* a request pipelined behind one answered with close */
-        if (r->wsi && (r->call || r->metrics_op || r->answered)) {
+        if (r->wsi && (r->call || r->rcall || r->metrics_op || r->answered)) {
             /* The previous request is not answered yet: lws 4.1 announces
              * its headers again when the bytes of a next (pipelined)
              * request arrive before the answer, and drops those bytes. The
@@ -852,7 +985,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             respond_error(r, LK_E_NOT_FOUND, "path too long");
             return 0;
         }
-        if (r->method == LWSHUMETH_POST) {
+        if (r->method == LWSHUMETH_POST || r->method == LWSHUMETH_PATCH) {
             char cl[32] = "", second[32];
             long long clen = -1;
             /* request smuggling: two Content-Length headers, or one with
@@ -914,7 +1047,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             if (clen < 0)
                 r->close_after = 1;
         } else if (r->method != LWSHUMETH_GET && r->method != LWSHUMETH_HEAD &&
-                   r->method != LWSHUMETH_OPTIONS) {
+                   r->method != LWSHUMETH_OPTIONS && r->method != LWSHUMETH_DELETE) {
             r->close_after = 1;
             respond_error(r, LK_E_METHOD, "method not allowed");
             return 0;
@@ -994,6 +1127,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         return write_answer(wsi, r);
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (r->rcall) {
+            reservations_abandon(r->rcall);
+            r->rcall = NULL;
+        }
         if (r->call) {
             locks_cancel(r->call);
             r->call = NULL;

@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "chunked.h"
 #include "locks.h"
+#include "reservations.h"
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
  * transaction on it). */
@@ -20,6 +21,8 @@ struct http_req {
     int body_over;            /* body exceeded --max-body */
     int waiting_body;
     struct locks_call *call;  /* in flight; cancelled if the client leaves */
+    struct rsv_call *rcall;   /* a booking call in flight (the same) */
+    int ics;                  /* the answer is the calendar feed */
     struct store_op *metrics_op;
     long long started_us;
     int authed;               /* auth on: the token was valid */

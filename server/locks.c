@@ -1488,6 +1488,7 @@ void locks_push_catalogue(void)
 
 const char *locks_arg_maxlen(void) { return maxlen_arg; }
 const char *locks_arg_delay(void) { return delay_arg; }
+const char *locks_arg_grace(void) { return grace_arg; }
 
 /* ---- sessions ----------------------------------------------------------------
  *

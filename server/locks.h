@@ -83,6 +83,8 @@ void locks_push_catalogue(void);
 /* Stream retention and default lock-delay, as the scripts take them. */
 const char *locks_arg_maxlen(void);
 const char *locks_arg_delay(void);
+/* The default preemption grace in ms, as the scripts take it. */
+const char *locks_arg_grace(void);
 
 /* Answers fn with {"detail","error"} for a status. */
 void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detail);

@@ -52,6 +52,7 @@ static const char *const script_files[SCRIPT__COUNT] = {
     "acquire.lua", "release.lua", "renew.lua", "expire.lua",
     "snapshot.lua", "device.lua", "events.lua", "resume.lua",
     "force_release.lua", "unwait.lua", "session.lua", "stats.lua", "conf.lua",
+    "reserve.lua", "reservation.lua", "reservations.lua",
 };
 
 struct script {
@@ -280,6 +281,7 @@ static int send_script(struct store_op *op, int as_eval);
 static const int script_writes[SCRIPT__COUNT] = {
     [SCRIPT_ACQUIRE] = 1, [SCRIPT_RELEASE] = 1, [SCRIPT_RENEW] = 1, [SCRIPT_EXPIRE] = 1,
     [SCRIPT_FORCE_RELEASE] = 1, [SCRIPT_UNWAIT] = 1, [SCRIPT_SESSION] = 1, [SCRIPT_CONF] = 1,
+    [SCRIPT_RESERVE] = 1, [SCRIPT_RESERVATION] = 1,
 };
 
 static redisReply *reply_dup(const redisReply *r)

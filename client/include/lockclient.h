@@ -93,6 +93,7 @@ typedef enum lc_status {
     LC_ERR_TLS,              /* [5] TLS failed: certificate not trusted or wrong name, bad
                               * client certificate or key, handshake refused (1.1) */
     LC_ERR_CANCELLED,        /* [1] the operation was cancelled (lc_op_cancel, lc_loop_free) (1.1) */
+    LC_ERR_CONFLICT,         /* [4] conflicts with an existing booking (1.2) */
     LC_STATUS_COUNT
 } lc_status;
 

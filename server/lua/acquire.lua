@@ -68,19 +68,27 @@ local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = AR
     lease = ARGV[6], reason = opt(ARGV[7]), plan_uid = opt(ARGV[8]), client = opt(ARGV[9]),
     session = opt(ARGV[14])}
 local prio = tonumber(r.prio)
-local RANK = 1099511627776 -- 2^40: rank = priority * RANK + arrival
 
-local preempt, graceful, blocker, blocker_json = {}, 0, nil, nil
+local preempt, graceful, blocker, blocker_json, booking_json = {}, 0, nil, nil, nil
 for _, dev in ipairs(devs) do
-    local h = live_lock(dev, now, maxlen)
-    if not h then
+    local win = window_blocks(dev, prio, r.user_id, nil, now)
+    local h = not win and live_lock(dev, now, maxlen)
+    if win then
+        -- inside another user's booking of equal or higher priority
+        if not blocker then
+            blocker = window_message(dev, win)
+            booking_json = rsv_json(win)
+        end
+    elseif not h then
         -- a free device: serve() drops queue entries of dead waiters (past
         -- their deadline, broker dead, hash gone) and hands it to a live
         -- waiter ranked first that can have it now
         serve(dev, now, maxlen)
         h = hload(lock_key(dev))
     end
-    if h then
+    if win then
+        -- refused above
+    elseif h then
         if prio < tonumber(h.prio) then
             local grace = 0
             if prio > 0 then grace = conf(dev, 'grace_ms', ARGV[15]) end
@@ -122,6 +130,7 @@ if blocker then
         return {'queued', enqueue(deadline), int(deadline), S.last_id}
     end
     local body = denied_body(devs[1], blocker_json, blocker)
+    if booking_json then body = string.sub(body, 1, -2) .. ',"reservation":' .. booking_json .. '}' end
     if rid ~= '' then redis.call('SET', rid, body, 'PX', 300000) end
     return {'denied', body, S.last_id}
 end
@@ -133,21 +142,9 @@ if graceful > 0 then
     local wid = enqueue(deadline)
     local requester = '{"user_id":' .. jstr(r.user_id) .. ',"lock_type":' .. jstr(r.lock_type) ..
         ',"priority":' .. r.prio .. '}'
-    local by = '"grace_s":' .. (graceful / 1000) .. ',"requested_by":' .. requester
-    for _, h in ipairs(preempt) do
-        -- a window already open stays as the holder was told: a second
-        -- preemptor neither extends nor moves it
-        if not redis.call('ZSCORE', 'dl:expiry', '!' .. h.device_name) then
-            add_deadline(now + graceful * 1000, '!' .. h.device_name)
-            -- the lock carries its window (lock_json "preempt") until it ends
-            -- or the window closes, so renew and validate answers tell the
-            -- holder too, not only this event
-            h.preempt_until, h.preempt_grace, h.preempt_by = int(now + graceful * 1000), graceful, requester
-            redis.call('HSET', lock_key(h.device_name), 'preempt_until', h.preempt_until,
-                'preempt_grace', graceful, 'preempt_by', requester)
-            emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil, by)
-        end
-    end
+    -- a window already open stays as the holder was told: a second
+    -- preemptor neither extends nor moves it
+    for _, h in ipairs(preempt) do ask_preempt(h, graceful, requester, now, maxlen) end
     return {'queued', wid, int(deadline), S.last_id}
 end
 

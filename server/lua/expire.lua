@@ -3,7 +3,8 @@
 -- session grace periods, checks that hand-overs were picked up). Run by each broker's timer at the earliest
 -- deadline; with several brokers the first run does the work and the others
 -- find nothing, so every expiry has exactly one event.
--- ARGV: stream maxlen, batch size, default lock-delay ms
+-- ARGV: stream maxlen, batch size, default lock-delay ms, default preempt
+--       grace ms (a booking's start preempts as an acquire would)
 -- Returns {done, next_deadline_us (-1 = none), now_us}
 local maxlen = ARGV[1]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[3])
@@ -58,9 +59,38 @@ for _, m in ipairs(due) do
             if h and h.session == name then end_lock(h, 'force_released', 'session_lost', now, maxlen) end
         end
         redis.call('DEL', 'dl:sess:' .. name)
+    elseif kind == '@' then
+        local b = hload(rsv_key(name))
+        if b then rsv_start(b, now, maxlen, ARGV[4]) end
+    elseif kind == '%' then
+        -- a booking's window ends: its lock is released unless renewed past
+        -- the end (then it runs on as an ordinary lock)
+        local b = hload(rsv_key(name))
+        if b and LIVE[b.state] then
+            local was = b.state
+            S.rsv_ending = b.id -- its locks end first, then the booking
+            for _, d in ipairs(split(b.devices)) do
+                local h = hload(lock_key(d))
+                if h and h.rsv == b.id and h.lock_key == b.lock_key then
+                    if tonumber(h.exp) > 0 and tonumber(h.exp) <= tonumber(b['end']) then
+                        end_lock(h, 'released', 'reservation_end', now, maxlen)
+                    else
+                        redis.call('HDEL', lock_key(d), 'rsv', 'rsv_end')
+                    end
+                end
+            end
+            S.rsv_ending = nil
+            b = hload(rsv_key(name))
+            if b and LIVE[b.state] then
+                rsv_finish(b, 'ended', was == 'active' and 'reservation_end' or 'missed', now, maxlen)
+            end
+        end
     else
         local h = hload(lock_key(m))
-        if h and expired(h, now) then end_lock(h, 'force_released', 'expired', now, maxlen) end
+        if h and expired(h, now) then
+            local action, cause = lease_end(h)
+            end_lock(h, action, cause, now, maxlen)
+        end
     end
     done = done + 1
 end

@@ -20,6 +20,7 @@ for _, d in ipairs(devs) do
         redis.call('ZREM', 'dl:expiry', d, '?' .. d, '!' .. d)
         if x.session then redis.call('SREM', 'dl:sess:' .. x.session, d) end
         emit('force_released', d, x.plan_uid, lock_json(x), now, 'admin', maxlen, nil, extra)
+        if x.rsv then rsv_after_end(x, 'force_released', 'admin', now, maxlen) end
         serve(d, now, maxlen)
         names[#names + 1] = d
     end

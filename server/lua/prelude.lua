@@ -125,6 +125,7 @@ local function lock_json(h)
         s = s .. ',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
             tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}'
     end
+    if h.rsv then s = s .. ',"reservation":' .. jstr(h.rsv) end
     if h.group then s = s .. ',"group":' .. h.group end
     if h.session then s = s .. ',"session":true' end
     if h.client then s = s .. ',"client":' .. h.client end
@@ -144,10 +145,11 @@ local function earliest()
     return '0'
 end
 
--- Appends an event; returns its stream id. extra: raw JSON members.
-local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
+-- Appends an event; returns its stream id. members: the event's own raw
+-- JSON members ("lock":{...}); extra: more raw JSON members after them.
+local function emit_members(action, dev, plan, members, now, cause, maxlen, waiter, extra)
     local j = '{"action":"' .. action .. '","device_name":' .. jstr(dev) ..
-        ',"lock":' .. lj .. ',"timestamp":"' .. iso(now) .. '"'
+        ',' .. members .. ',"timestamp":"' .. iso(now) .. '"'
     if cause then j = j .. ',"cause":"' .. cause .. '"' end
     if extra then j = j .. ',' .. extra end
     j = j .. '}'
@@ -163,6 +165,11 @@ local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
             'plan', plan or '', 'exp', earliest(), 'j', j)
     end
     return S.last_id
+end
+
+-- A lock's event: the lock object as "lock".
+local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
+    return emit_members(action, dev, plan, '"lock":' .. lj, now, cause, maxlen, waiter, extra)
 end
 
 local function expired(h, now)
@@ -218,7 +225,14 @@ local function held_remove(dev, prio)
     redis.call('ZREM', 'dl:held', dev)
 end
 
-local serve
+local serve, rsv_after_end
+
+-- How a lock whose lease ran out ends: a booking's lock at its window's end
+-- is released (cause reservation_end); any other lock expires.
+local function lease_end(h)
+    if h.rsv_end and tonumber(h.exp) == tonumber(h.rsv_end) then return 'released', 'reservation_end' end
+    return 'force_released', 'expired'
+end
 
 -- Ends a held lock (release, preemption, expiry, admin, session end): state
 -- and event together. Abnormal ends start the device's lock-delay. The
@@ -239,6 +253,7 @@ local function end_lock(h, action, cause, now, maxlen, hold)
         end
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
+    if h.rsv then rsv_after_end(h, action, cause, now, maxlen) end
     if not hold then serve(dev, now, maxlen) end
     return id
 end
@@ -261,7 +276,8 @@ end
 local function live_lock(dev, now, maxlen)
     local h = hload(lock_key(dev))
     if h and expired(h, now) then
-        end_lock(h, 'force_released', 'expired', now, maxlen)
+        local action, cause = lease_end(h)
+        end_lock(h, action, cause, now, maxlen)
         return hload(lock_key(dev)) -- a waiter may have been served
     end
     return h
@@ -291,12 +307,15 @@ local function grant(dev, r, now, maxlen, group, waiter)
     local lease = tonumber(r.lease)
     local exp = 0
     if lease > 0 then exp = now + lease * 1000 end
+    -- a booking's lock: its lease ends exactly at the window's end
+    if r.rsv_end then exp = tonumber(r.rsv_end) end
     local pending, wbroker = nil, nil
     if waiter then pending, wbroker = waiter, nz(r.broker) end
     local h = {device_name = dev, lock_type = r.lock_type, user_id = r.user_id,
         lock_key = r.lock_key, acq = int(now), exp = int(exp), lease = r.lease, prio = r.prio,
         fence = fence, owner = nz(r.owner) or r.lock_key, reason = nz(r.reason), plan_uid = nz(r.plan_uid), client = nz(r.client),
-        group = nz(group), session = nz(r.session), pending = pending, wbroker = wbroker}
+        group = nz(group), session = nz(r.session), pending = pending, wbroker = wbroker,
+        rsv = r.rsv_end and r.rsv, rsv_end = r.rsv_end}
     local fields = {}
     for k, v in pairs(h) do
         if v and v ~= '' then
@@ -306,7 +325,12 @@ local function grant(dev, r, now, maxlen, group, waiter)
     end
     redis.call('HSET', lock_key(dev), unpack(fields))
     held_add(dev, r.prio)
-    set_deadlines(dev, now, lease)
+    if r.rsv_end then
+        add_deadline(exp, dev)
+        add_deadline(now + floor((exp - now) * 0.8), '?' .. dev)
+    else
+        set_deadlines(dev, now, lease)
+    end
     -- a hand-over is picked up by the waiter's broker; if that broker dies
     -- first, nobody would ever answer (or release) this grant
     if wbroker then add_deadline(now + 3000000, '^' .. dev) end
@@ -389,6 +413,8 @@ local function drop_waiter(wid, w, dev)
     redis.call('DEL', 'dl:waiter:' .. wid)
 end
 
+local window_blocks, rsv_granted
+
 -- Hands D to its waiters: the best-ranked live waiter gets it when every
 -- device it asked for is free, out of lock-delay, and has it as the
 -- best-ranked waiter too. Ranks are global (priority, then arrival), so
@@ -411,11 +437,22 @@ serve = function(dev, now, maxlen)
                     local t = redis.call('ZRANGE', waitq_key(d), 0, 0)
                     if t[1] ~= wid then return end
                 end
+                -- inside another user's booking of equal or higher priority:
+                -- served after the window
+                if window_blocks(d, w.prio, w.user_id, nz(w.rsv), now) then return end
             end
             local group = false
             if #devs > 1 then group = cjson.encode(devs) end
             local locks = {}
             drop_waiter(wid, w)
+            if nz(w.rsv) then
+                -- a booking's turn: its lock, with the lease to the window's end
+                w.rsv_end = w.deadline
+                w.lease = int(math.max(1, math.ceil((tonumber(w.deadline) - now) / 1000)))
+                for i, d in ipairs(devs) do locks[i] = grant(d, w, now, maxlen, group, nil) end
+                rsv_granted(w.rsv, locks, now, maxlen)
+                return
+            end
             for i, d in ipairs(devs) do locks[i] = grant(d, w, now, maxlen, group, wid) end
             local body = granted_body(locks, {})
             redis.call('SET', 'dl:wres:' .. wid, body, 'PX', 120000)
@@ -431,4 +468,189 @@ end
 local function opt(v)
     if v == nil or v == '' then return nil end
     return string.sub(v, 2)
+end
+
+-- ---- bookings (docs/reservations.md) -----------------------------------------
+--   dl:rsv:<id>   HASH id devices lock_type prio user_id lock_key start end
+--                      reason plan_uid state cause bumped_by created updated
+--                      seq waiter keep (keep: ms kept after the end once finished)
+--   dl:{D}:rsv    ZSET D's live bookings (booked, waiting, active), score =
+--                 start; they never overlap
+--   dl:rsv:byend  ZSET every kept booking, score = end
+-- A booking's deadlines in dl:expiry: '@<id>' its start, '%<id>' its end.
+
+local RANK = 1099511627776 -- 2^40: a waiter's rank = priority * RANK + arrival
+local LIVE = {booked = true, waiting = true, active = true}
+
+local function rsv_key(id) return 'dl:rsv:' .. id end
+local function rsv_dev_key(dev) return 'dl:{' .. dev .. '}:rsv' end
+
+-- The booking object (user_id before lock_key: frames are redacted by it).
+local function rsv_json(b)
+    local names = {}
+    for i, d in ipairs(split(b.devices)) do names[i] = jstr(d) end
+    return '{"id":' .. jstr(b.id) .. ',"device_names":[' .. table.concat(names, ',') .. ']' ..
+        ',"lock_type":' .. jstr(b.lock_type) .. ',"priority":' .. b.prio ..
+        ',"user_id":' .. jstr(b.user_id) .. ',"lock_key":' .. jstr(b.lock_key) ..
+        ',"start":"' .. iso(tonumber(b.start)) .. '","end":"' .. iso(tonumber(b['end'])) .. '"' ..
+        ',"reason":' .. jstr(nz(b.reason)) .. ',"plan_uid":' .. jstr(nz(b.plan_uid)) ..
+        ',"state":"' .. b.state .. '","cause":' .. jstr(nz(b.cause)) ..
+        ',"bumped_by":' .. jstr(nz(b.bumped_by)) ..
+        ',"created_at":"' .. iso(tonumber(b.created)) .. '","updated_at":"' .. iso(tonumber(b.updated)) .. '"' ..
+        ',"sequence":' .. (nz(b.seq) or '0') .. '}'
+end
+
+-- One event per device of the booking; locks: the booking's lock per device
+-- (reservation_started), else "lock" is null.
+local function rsv_emit(action, b, now, maxlen, cause, extra, locks)
+    local rj = rsv_json(b)
+    for _, d in ipairs(split(b.devices)) do
+        local lj = 'null'
+        if locks and locks[d] then lj = lock_json(locks[d]) end
+        emit_members(action, d, nz(b.plan_uid), '"lock":' .. lj .. ',"reservation":' .. rj, now, cause,
+            maxlen, nil, extra)
+    end
+end
+
+local function rsv_save(b, now, ...)
+    b.updated = int(now)
+    local f = {'updated', b.updated}
+    for _, k in ipairs({...}) do
+        f[#f + 1] = k
+        f[#f + 1] = b[k] or ''
+    end
+    redis.call('HSET', rsv_key(b.id), unpack(f))
+end
+
+-- The live booking in force on D at now, if any.
+local function window_in_force(dev, now)
+    local top = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(dev), int(now), '-inf', 'LIMIT', 0, 1)
+    if #top == 0 then return nil end
+    local b = hload(rsv_key(top[1]))
+    if not b or not LIVE[b.state] or tonumber(b['end']) <= now then return nil end
+    return b
+end
+
+-- The booking whose window makes D refuse a request of priority prio by
+-- user (rsv: the request's own booking, never refused by itself).
+window_blocks = function(dev, prio, user, rsv, now)
+    local b = window_in_force(dev, now)
+    if b and b.id ~= rsv and b.user_id ~= user and tonumber(b.prio) <= tonumber(prio) then return b end
+    return nil
+end
+
+local function window_message(dev, b)
+    return 'Device ' .. dev .. ' is reserved by booking ' .. b.id .. ' (' .. b.user_id .. ', ' ..
+        b.lock_type .. ') until ' .. iso(tonumber(b['end']))
+end
+
+-- Takes a booking off its devices and deadlines for good (ended, cancelled,
+-- bumped): kept for its history time after its end, then dropped. Waiters
+-- its window held back are served.
+local function rsv_finish(b, state, cause, now, maxlen, extra)
+    for _, d in ipairs(split(b.devices)) do redis.call('ZREM', rsv_dev_key(d), b.id) end
+    redis.call('ZREM', 'dl:expiry', '@' .. b.id, '%' .. b.id)
+    if nz(b.waiter) then drop_waiter(b.waiter, hload('dl:waiter:' .. b.waiter)) end
+    b.state, b.cause, b.waiter = state, cause, ''
+    if state ~= 'ended' then b.seq = int(tonumber(nz(b.seq) or 0) + 1) end
+    rsv_save(b, now, 'state', 'cause', 'waiter', 'seq', 'bumped_by')
+    local keep = tonumber(nz(b.keep) or 0)
+    local until_ms = floor(math.max(tonumber(b['end']), now) / 1000) + keep
+    redis.call('PEXPIREAT', rsv_key(b.id), int(until_ms))
+    rsv_emit('reservation_' .. state, b, now, maxlen, cause, extra)
+    for _, d in ipairs(split(b.devices)) do serve(d, now, maxlen) end
+end
+
+-- Puts a booking whose window has started at the head of its devices'
+-- queues (ahead of every waiter of its priority), waiting until its end.
+local function rsv_enqueue(b, now)
+    local wid = 'b' .. b.id
+    redis.call('HSET', 'dl:waiter:' .. wid, 'devices', b.devices, 'lock_type', b.lock_type,
+        'prio', b.prio, 'user_id', b.user_id, 'lock_key', b.lock_key, 'owner', b.lock_key, 'lease', '0',
+        'deadline', b['end'], 'broker', '', 'rid', '', 'queued', int(now),
+        'reason', b.reason or '', 'plan_uid', b.plan_uid or '', 'client', '', 'session', '', 'rsv', b.id)
+    redis.call('PEXPIRE', 'dl:waiter:' .. wid, floor((tonumber(b['end']) - now) / 1000) + 60000)
+    for _, d in ipairs(split(b.devices)) do
+        redis.call('ZADD', waitq_key(d), tonumber(b.prio) * RANK, wid)
+    end
+    b.state, b.waiter = 'waiting', wid
+    rsv_save(b, now, 'state', 'waiter')
+end
+
+-- serve() granted a booking its devices.
+rsv_granted = function(id, locks, now, maxlen)
+    local b = hload(rsv_key(id))
+    if not b then return end
+    b.state, b.waiter, b.cause = 'active', '', ''
+    rsv_save(b, now, 'state', 'waiter', 'cause')
+    local by = {}
+    for _, h in ipairs(locks) do by[h.device_name] = h end
+    rsv_emit('reservation_started', b, now, maxlen, nil, nil, by)
+end
+
+-- A booking's lock ended (end_lock, force_release). Preempted during its
+-- window: it waits for its devices again; ended by its window (the caller
+-- finishes it) or by its cancel: nothing here; any other end (released,
+-- expired, admin, session lost) ends the booking.
+rsv_after_end = function(h, action, cause, now, maxlen)
+    local b = hload(rsv_key(h.rsv))
+    if not b or b.state ~= 'active' or b.lock_key ~= h.lock_key then return end
+    if cause == 'reservation_cancelled' or S.rsv_ending == b.id then return end
+    if cause == 'preempted' and tonumber(b['end']) > now then
+        rsv_enqueue(b, now)
+        rsv_emit('reservation_waiting', b, now, maxlen, 'preempted')
+        return
+    end
+    if cause == 'admin' then cause = 'force_released' end
+    rsv_finish(b, 'ended', cause or action, now, maxlen)
+end
+
+-- Warns a holder that a request of higher priority waits for its device
+-- (graceful preemption): the window ends at now + grace ms, when
+-- expire.lua preempts it if the request still waits. A window already open
+-- stays as the holder was told.
+local function ask_preempt(h, grace, requester, now, maxlen)
+    if redis.call('ZSCORE', 'dl:expiry', '!' .. h.device_name) then return end
+    add_deadline(now + grace * 1000, '!' .. h.device_name)
+    -- the lock carries its window (lock_json "preempt") until it ends or the
+    -- window closes, so renew and validate answers tell the holder too
+    h.preempt_until, h.preempt_grace, h.preempt_by = int(now + grace * 1000), grace, requester
+    redis.call('HSET', lock_key(h.device_name), 'preempt_until', h.preempt_until,
+        'preempt_grace', grace, 'preempt_by', requester)
+    emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil,
+        '"grace_s":' .. (grace / 1000) .. ',"requested_by":' .. requester)
+end
+
+-- A booking's window starts: it queues at the head of its devices' queues;
+-- holders of lower priority are preempted (or warned first, with a grace),
+-- as an acquire would; the devices that are free are granted at once.
+local function rsv_start(b, now, maxlen, grace_default)
+    if b.state ~= 'booked' then return end
+    if tonumber(b['end']) <= now then
+        rsv_finish(b, 'ended', 'missed', now, maxlen)
+        return
+    end
+    rsv_enqueue(b, now)
+    local prio = tonumber(b.prio)
+    local requester = '{"user_id":' .. jstr(b.user_id) .. ',"lock_type":' .. jstr(b.lock_type) ..
+        ',"priority":' .. b.prio .. ',"reservation":' .. jstr(b.id) .. '}'
+    local taking, preempt = {}, {}
+    for _, d in ipairs(split(b.devices)) do
+        taking[d] = true
+        local h = live_lock(d, now, maxlen)
+        if h and prio < tonumber(h.prio) then preempt[#preempt + 1] = h end
+    end
+    for _, h in ipairs(preempt) do
+        local grace = 0
+        if prio > 0 then grace = conf(h.device_name, 'grace_ms', grace_default) end
+        if grace > 0 then
+            ask_preempt(h, grace, requester, now, maxlen)
+        elseif redis.call('EXISTS', lock_key(h.device_name)) == 1 then
+            end_lock(h, 'force_released', 'preempted', now, maxlen, true)
+            end_group_rest(h, taking, 'preempted', now, maxlen)
+        end
+    end
+    for _, d in ipairs(split(b.devices)) do serve(d, now, maxlen) end
+    b = hload(rsv_key(b.id))
+    if b and b.state == 'waiting' then rsv_emit('reservation_waiting', b, now, maxlen, nil) end
 end
