@@ -510,6 +510,7 @@ function analyse(h, B) {
     const grantT = new Map(); // lock_key -> the acquired event's time (the script's clock)
     for (const ev of h.rsvEvents || []) if (ev.action === 'acquired' && ev.key && !grantT.has(ev.key)) grantT.set(ev.key, ev.t);
     const rsvOn = (d) => devList(d).rsv;
+    const bc = { b1: 0, b2: 0, b3: 0, b4scans: (h.rsvScans || []).length, b4acks: 0 };
     // B1
     for (const g of grants) {
         const tg = grantT.get(g.json.lock_key);
@@ -521,6 +522,7 @@ function analyse(h, B) {
                 if (!(k.created < a) || !(k.over > b + B.rsvTolMs)) continue;
                 if (k.windows.some((x) => x.t > a - B.rsvTolMs && x.t < b + B.rsvTolMs)) continue; // moved meanwhile
                 const w = windowAt(k, a);
+                if (w && overlaps(w.s, w.e, a, b)) bc.b1++; // a grant near or in a window that would refuse it
                 if (w && w.s + B.rsvTolMs <= a && b + B.rsvTolMs <= w.e && v.B1.length < 50) {
                     v.B1.push(`${d}: ${g.user}'s ${g.lockType} granted at ${(a / 1000).toFixed(3)}-${(b / 1000).toFixed(3)} s inside booking ${k.id} ` +
                         `(${k.user}, priority ${k.prio}, ${(w.s / 1000).toFixed(3)}-${(w.e / 1000).toFixed(3)} s, live until ` +
@@ -545,6 +547,7 @@ function analyse(h, B) {
         if (k.started.length) started++;
         if (k.waiting.length) waited++;
         const seenUntil = h.streamT === undefined ? h.endT : h.streamT; // the stream was read then
+        if (!(k.over < dl || dl > seenUntil || w0.e <= s)) bc.b2++;
         if (k.over < dl || dl > seenUntil || w0.e <= s) { /* gone before, or not seen to its deadline */ } else if (k.started.some((t) => t >= s - B.rsvTolMs && t <= dl)) {
             /* on time */
         } else if (blockerAt(k.devs, k.prio, s, k)) {
@@ -560,6 +563,7 @@ function analyse(h, B) {
         if (k.key && (keyOps.get(k.key) || []).some((o) => o.kind === 'renew')) continue;
         const end = pastStalls(k.maxEnd, B.rsvEndMs);
         if (end > seenUntil) continue;
+        bc.b3++;
         const lastStart = Math.max(...k.started, ...k.lockStarts);
         const ended = k.lockEnds.some((t) => t >= lastStart - B.rsvTolMs && t <= end) || k.over <= end;
         const seen = h.scans.filter((x) => (x.rsv === k.id || (k.key && x.key === k.key)) && x.t > end);
@@ -583,6 +587,7 @@ function analyse(h, B) {
     for (const o of ops) {
         if (!((o.kind === 'book' && o.status === 201) || (o.kind === 'bmove' && o.status === 200)) || !o.rsv) continue;
         const mine = bookings.get(o.rsv.id);
+        if (o.rsv.devs.some((d) => rsvOn(d).some((k) => k !== mine && k.created < o.tSend))) bc.b4acks++;
         for (const d of o.rsv.devs) {
             for (const k of rsvOn(d)) {
                 if (k === mine || !(k.created < o.tSend - B.rsvTolMs)) continue;
@@ -604,7 +609,7 @@ function analyse(h, B) {
         }
     }
     v.info = { beliefs: beliefs.length, grants: grants.length, denials, denialsChecked: checked,
-        replays: grants.filter((g) => g.attempt).length, bookings: bookings.size, bookingsStarted: started, bookingsWaited: waited };
+        replays: grants.filter((g) => g.attempt).length, bookings: bookings.size, bookingsStarted: started, bookingsWaited: waited, checked: bc };
     return v;
 }
 
@@ -1387,4 +1392,30 @@ async function plantedOrphanTest(redisPort, B) {
         detail: ok ? v.I5[0] : `violations ${JSON.stringify(more)} (want ["I5"]; scanned ${JSON.stringify(finalScan)})` };
 }
 
-module.exports = { runEdges, analyse, bounds, selfTest, syntheticHistory, plantedOrphanTest, INVARIANTS, INV_NAMES, readLocks };
+// Two overlapping live bookings written straight into Redis in the
+// scripts' format (prelude.lua: dl:rsv:<id> HASH, dl:{D}:rsv ZSET by start):
+// the booking scanner must read them and B4 must report them.
+async function plantedBookingTest(redisPort, B) {
+    const dev = 'edge-planted-rsv';
+    const t = Date.now() * 1000 + 3600e6;
+    const plant = [['r990000001', t, t + 10e6], ['r990000002', t + 5e6, t + 15e6]];
+    for (const [id, a, b] of plant) {
+        await P.redisCmd(redisPort, ['HSET', `dl:rsv:${id}`, 'devices', dev, 'lock_type', 'MANUAL_OPERATOR', 'prio', '2', 'user_id', 'ghost',
+            'lock_key', '00000000-0000-4000-8000-000000000001', 'start', String(a), 'end', String(b), 'state', 'booked']);
+        await P.redisCmd(redisPort, ['ZADD', `dl:{${dev}}:rsv`, String(a), id]);
+    }
+    const off = Date.now() - mono();
+    const rsvScans = [];
+    for (const x of await readBookings(redisPort, [dev], 3000)) {
+        if (x.live.length > 1) rsvScans.push({ t: mono(), dev: x.dev, live: x.live.map(([id, a, b]) => [id, a / 1000 - off, b / 1000 - off]) });
+    }
+    for (const [id] of plant) await P.redisCmd(redisPort, ['DEL', `dl:rsv:${id}`]);
+    await P.redisCmd(redisPort, ['DEL', `dl:{${dev}}:rsv`]);
+    const v = analyse({ ops: [], marks: [], scans: [], faults: [], finalScan: [], endT: 0, rsvEvents: [], rsvScans }, B);
+    const more = INVARIANTS.filter((k) => v[k].length > 0);
+    const ok = more.length === 1 && more[0] === 'B4';
+    return { name: 'self-test redis: two overlapping bookings planted in Redis are reported as B4 only', ok,
+        detail: ok ? v.B4[0] : `violations ${JSON.stringify(more)} (want ["B4"]; scanned ${JSON.stringify(rsvScans)})` };
+}
+
+module.exports = { runEdges, analyse, bounds, selfTest, syntheticHistory, plantedOrphanTest, plantedBookingTest, INVARIANTS, INV_NAMES, readLocks };

@@ -699,7 +699,8 @@ async function edges(tally) {
     for (const [k, n] of Object.entries(faultCount)) console.log(`# | fault: ${k} | ${n} |`);
     console.log(`# bookings: ${counts.bookings} acknowledged of ${counts.bookTries} tried (${counts.bookConflicts} refused 409, ${counts.bumps} bumped), ` +
         `${v.info.bookingsStarted} started, ${v.info.bookingsWaited} waited; ${counts.bookCancels} cancels, ${counts.bookMoves} moves, ` +
-        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read`);
+        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read; checked: B1 ${v.info.checked.b1} grants near a window, ` +
+        `B2 ${v.info.checked.b2} starts, B3 ${v.info.checked.b3} ends, B4 ${v.info.checked.b4scans} scans with 2+ live bookings and ${v.info.checked.b4acks} answers`);
     for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries', 'bookings', 'bookCancels', 'bookMoves']) {
         console.log(`# | drawn: ${k} | ${counts[k]} |`);
     }
@@ -722,7 +723,8 @@ async function edges(tally) {
     const base = E.analyse(syn, res.B);
     const dirty = E.INVARIANTS.filter((k) => base[k].length);
     verdict(dirty.length === 0, 'self-test: a clean synthetic history has no violations', dirty.map((k) => base[k][0]).join(' | '), tally);
-    for (const t of [...E.selfTest(syn, res.B, 'synthetic'), ...E.selfTest(h, res.B, 'this run'), await E.plantedOrphanTest(res.redis.port, res.B)]) {
+    for (const t of [...E.selfTest(syn, res.B, 'synthetic'), ...E.selfTest(h, res.B, 'this run'), await E.plantedOrphanTest(res.redis.port, res.B),
+        await E.plantedBookingTest(res.redis.port, res.B)]) {
         verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
     }
     const failedNow = E.INVARIANTS.some((k) => v[k].length);
@@ -811,8 +813,7 @@ async function selfTestsOnly(tally) {
     const redis = new P.Redis({ dir, port: await P.freePort(), fsync: 'everysec' });
     redis.start();
     await redis.ready();
-    const t = await E.plantedOrphanTest(redis.port, B);
-    verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    for (const t of [await E.plantedOrphanTest(redis.port, B), await E.plantedBookingTest(redis.port, B)]) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
     await P.stopAll();
     fs.rmSync(dir, { recursive: true, force: true });
 }
