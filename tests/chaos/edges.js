@@ -510,7 +510,8 @@ function analyse(h, B) {
     const grantT = new Map(); // lock_key -> the acquired event's time (the script's clock)
     for (const ev of h.rsvEvents || []) if (ev.action === 'acquired' && ev.key && !grantT.has(ev.key)) grantT.set(ev.key, ev.t);
     const rsvOn = (d) => devList(d).rsv;
-    const bc = { b1: 0, b2: 0, b3: 0, b4scans: (h.rsvScans || []).length, b4acks: 0 };
+    const bc = { b1: 0, b2: 0, b3: 0, b4scans: (h.rsvScans || []).length, b4acks: 0,
+        refusedByBooking: acquires.filter((o) => known(o) && o.json.success === false && /reserved by booking/.test(o.json.message || '')).length };
     // B1
     for (const g of grants) {
         const tg = grantT.get(g.json.lock_key);
@@ -522,7 +523,7 @@ function analyse(h, B) {
                 if (!(k.created < a) || !(k.over > b + B.rsvTolMs)) continue;
                 if (k.windows.some((x) => x.t > a - B.rsvTolMs && x.t < b + B.rsvTolMs)) continue; // moved meanwhile
                 const w = windowAt(k, a);
-                if (w && overlaps(w.s, w.e, a, b)) bc.b1++; // a grant near or in a window that would refuse it
+                if (w && overlaps(w.s - 1000, w.e + 1000, a, b)) bc.b1++; // a grant within 1 s of a window that would refuse it
                 if (w && w.s + B.rsvTolMs <= a && b + B.rsvTolMs <= w.e && v.B1.length < 50) {
                     v.B1.push(`${d}: ${g.user}'s ${g.lockType} granted at ${(a / 1000).toFixed(3)}-${(b / 1000).toFixed(3)} s inside booking ${k.id} ` +
                         `(${k.user}, priority ${k.prio}, ${(w.s / 1000).toFixed(3)}-${(w.e / 1000).toFixed(3)} s, live until ` +

@@ -699,7 +699,8 @@ async function edges(tally) {
     for (const [k, n] of Object.entries(faultCount)) console.log(`# | fault: ${k} | ${n} |`);
     console.log(`# bookings: ${counts.bookings} acknowledged of ${counts.bookTries} tried (${counts.bookConflicts} refused 409, ${counts.bumps} bumped), ` +
         `${v.info.bookingsStarted} started, ${v.info.bookingsWaited} waited; ${counts.bookCancels} cancels, ${counts.bookMoves} moves, ` +
-        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read; checked: B1 ${v.info.checked.b1} grants near a window, ` +
+        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read; checked: B1 ${v.info.checked.b1} grants within 1 s of a window ` +
+        `(${v.info.checked.refusedByBooking} requests refused naming a booking), ` +
         `B2 ${v.info.checked.b2} starts, B3 ${v.info.checked.b3} ends, B4 ${v.info.checked.b4scans} scans with 2+ live bookings and ${v.info.checked.b4acks} answers`);
     for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries', 'bookings', 'bookCancels', 'bookMoves']) {
         console.log(`# | drawn: ${k} | ${counts[k]} |`);
