@@ -684,6 +684,40 @@ test('fault: Redis SIGKILLed and restarted from its AOF: every acknowledged book
     `ids are never used twice: ${next.id} after ${[...ids2].join(',')}`);
 });
 
+// ---- contract points the server of 6050aca misses (SERVER_BUGS.md) ----------------
+
+test('contract: a retry with the same request_id after a 409 gets the 409 again and books nothing', async () => {
+  const d = dev('rid409');
+  const h = Date.now() + 7 * HOUR;
+  const x = booked(await book(A, d, 'MANUAL_OPERATOR', 'u1', h, h + 10 * MIN), 'the first booking');
+  const first = await book(B, d, 'MANUAL_OPERATOR', 'u2', h, h + 10 * MIN, { request_id: 'after-409' });
+  eq(first.status, 409, 'refused');
+  eq((await cancel(A, x.id)).status, 200, 'the conflicting booking is cancelled');
+  const retry = await book(A, d, 'MANUAL_OPERATOR', 'u2', h, h + 10 * MIN, { request_id: 'after-409' });
+  eq(retry.status, 409, `the retry gets the first answer again (${retry.text.slice(0, 160)})`);
+  eq((await list(B, `device=${d}&state=booked`)).count, 0, 'and books nothing new');
+});
+
+test('contract: a booking preempted during its window and still waiting at its end ends with cause reservation_end, not missed', async () => {
+  const d = dev('pmiss');
+  const s = Date.now() + 1500, e = s + 1500;
+  const mark = wB.frames.length;
+  const r = booked(await book(A, d, 'MANUAL_OPERATOR', 'owner', s, e), 'booking');
+  await frameBy(wB, upd('reservation_started', d, ofR(r.id)), s + 1000, mark, 'reservation_started');
+  const m = granted(await acq(B, d, 'MAINTENANCE', 'maint', { timeout: 10 }), 'MAINTENANCE preempts it');
+  const ended = await frameBy(wB, upd('reservation_ended', d, ofR(r.id)), e + 1500, mark, 'reservation_ended at end');
+  eq((await rel(A, d, m.lock_key, 'maint')).status, 200, 'release MAINTENANCE');
+  eq(ended.cause, 'reservation_end', 'it had its devices: not missed');
+});
+
+test('contract: PATCH refuses a start more than 10 years ahead, as POST does', async () => {
+  const h = Date.now() + 8 * HOUR;
+  const r = booked(await book(A, dev('p10y'), 'MANUAL_OPERATOR', 'u1', h, h + MIN), 'booking');
+  const far = Date.now() + 11 * 365 * 24 * HOUR;
+  const p = await patch(B, r.id, { start: iso(far), end: iso(far + MIN) });
+  assert(p.status >= 400 && p.status < 500, `a move 11 years ahead is refused (${p.status} ${p.text.slice(0, 160)})`);
+});
+
 (async () => {
   const failed = await run({
     onFail: async (name) => {
