@@ -25,6 +25,9 @@ if stop <= start then return {'invalid', 'end must be after start', S.last_id} e
 -- overlapping live bookings: refused by an equal or higher one, else bumped
 local bump, seen = {}, {}
 for _, d in ipairs(devs) do
+    if redis.call('ZCARD', rsv_dev_key(d)) >= 10000 then
+        return {'invalid', d .. ' has 10000 bookings to come already', S.last_id}
+    end
     -- the device's bookings never overlap: walking back from the new end,
     -- the first one that ends at or before the new start ends the search
     local ids = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(d), '(' .. int(stop), '-inf')
