@@ -488,6 +488,12 @@ test('cancel: owner and admin may, another user is 403, twice is 200, unknown is
   eq(adm.status, 200, 'an admin cancels');
   eq(adm.body.reservation.state, 'cancelled', 'state');
   eq((await cancel(C, 'r999999999', AS('root'))).status, 404, 'unknown id: 404');
+  // without --auth-file anyone may cancel or move, but a user_id given must be the owner's
+  const r3 = booked(await book(A, d, 'MANUAL_OPERATOR', 'owner', s, e), 'a booking on a broker without auth');
+  eq((await B.request('DELETE', `/api/reservations/${r3.id}?user_id=other`)).status, 403, 'DELETE ?user_id=another user: 403');
+  eq((await patch(B, r3.id, { reason: 'x', user_id: 'other' })).status, 403, 'PATCH with another user_id: 403');
+  eq((await patch(B, r3.id, { reason: 'mine', user_id: 'owner' })).status, 200, 'PATCH with the owner\'s user_id');
+  eq((await B.request('DELETE', `/api/reservations/${r3.id}?user_id=owner`)).status, 200, 'DELETE ?user_id=owner');
   eq((await cancel(A, 'r999999999')).status, 404, 'unknown id without auth: 404');
 });
 
