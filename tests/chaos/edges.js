@@ -585,22 +585,32 @@ function analyse(h, B) {
     }
     // B4: every booking or move acknowledged over a live booking of the same
     // device (the older one neither ended nor bumped by it)
+    // a POST retried with its request_id may be answered with the first
+    // attempt's answer (made when that attempt ran): judge it from the
+    // first attempt's send
+    const firstBook = new Map();
+    for (const o of ops) {
+        if (o.kind !== 'book' || !o.rid) continue;
+        const k = `${o.user}\n${o.rid}`;
+        if (!firstBook.has(k) || o.tSend < firstBook.get(k)) firstBook.set(k, o.tSend);
+    }
     for (const o of ops) {
         if (!((o.kind === 'book' && o.status === 201) || (o.kind === 'bmove' && o.status === 200)) || !o.rsv) continue;
         const mine = bookings.get(o.rsv.id);
-        if (o.rsv.devs.some((d) => rsvOn(d).some((k) => k !== mine && k.created < o.tSend))) bc.b4acks++;
+        const t0 = o.kind === 'book' && o.rid ? firstBook.get(`${o.user}\n${o.rid}`) : o.tSend;
+        if (o.rsv.devs.some((d) => rsvOn(d).some((k) => k !== mine && k.created < t0))) bc.b4acks++;
         for (const d of o.rsv.devs) {
             for (const k of rsvOn(d)) {
-                if (k === mine || !(k.created < o.tSend - B.rsvTolMs)) continue;
+                if (k === mine || !(k.created < t0 - B.rsvTolMs)) continue;
                 const bumpedHere = o.kind === 'book' && (o.bumped || []).includes(k.id);
                 if (bumpedHere) {
                     if (k.prio <= o.rsv.prio && v.B4.length < 50) v.B4.push(`${d}: booking ${o.rsv.id} (priority ${o.rsv.prio}) bumped ${k.id} of priority ${k.prio}`);
                     continue;
                 }
                 if (!(k.over > o.tAns + B.rsvTolMs)) continue;
-                if (k.windows.some((x) => x.t > o.tSend - B.rsvTolMs && x.t < o.tAns + B.rsvTolMs)) continue;
-                const w = windowAt(k, o.tSend);
-                if (!w || w.e <= o.tSend) continue; // over by now (its end event may lag)
+                if (k.windows.some((x) => x.t > t0 - B.rsvTolMs && x.t < o.tAns + B.rsvTolMs)) continue;
+                const w = windowAt(k, t0);
+                if (!w || w.e <= t0) continue; // over by now (its end event may lag)
                 if (w.s + B.rsvTolMs < o.rsv.e && o.rsv.s + B.rsvTolMs < w.e && v.B4.length < 50) {
                     v.B4.push(`${d}: ${o.kind === 'book' ? 'booking' : 'move of'} ${o.rsv.id} (${o.user}, priority ${o.rsv.prio}, ` +
                         `${(o.rsv.s / 1000).toFixed(3)}-${(o.rsv.e / 1000).toFixed(3)} s) acknowledged over live ${k.id} (${k.user}, priority ${k.prio}, ` +
