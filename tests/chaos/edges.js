@@ -510,7 +510,7 @@ function analyse(h, B) {
     const grantT = new Map(); // lock_key -> the acquired event's time (the script's clock)
     for (const ev of h.rsvEvents || []) if (ev.action === 'acquired' && ev.key && !grantT.has(ev.key)) grantT.set(ev.key, ev.t);
     const rsvOn = (d) => devList(d).rsv;
-    const bc = { b1: 0, b2: 0, b3: 0, b4scans: (h.rsvScans || []).length, b4acks: 0,
+    const bc = { b1: 0, b2: 0, b2OnTime: 0, b2Excused: 0, b3: 0, b4scans: (h.rsvScans || []).length, b4acks: 0,
         refusedByBooking: acquires.filter((o) => known(o) && o.json.success === false && /reserved by booking/.test(o.json.message || '')).length };
     // B1
     for (const g of grants) {
@@ -550,9 +550,9 @@ function analyse(h, B) {
         const seenUntil = h.streamT === undefined ? h.endT : h.streamT; // the stream was read then
         if (!(k.over < dl || dl > seenUntil || w0.e <= s)) bc.b2++;
         if (k.over < dl || dl > seenUntil || w0.e <= s) { /* gone before, or not seen to its deadline */ } else if (k.started.some((t) => t >= s - B.rsvTolMs && t <= dl)) {
-            /* on time */
+            bc.b2OnTime++;
         } else if (blockerAt(k.devs, k.prio, s, k)) {
-            /* an equal or higher holder had a device */
+            bc.b2Excused++; // an equal or higher holder had a device
         } else if (v.B2.length < 50) {
             v.B2.push(`${k.devs.join('+')}: booking ${k.id} (${k.user}, priority ${k.prio}, ${(s / 1000).toFixed(3)}-${(w0.e / 1000).toFixed(3)} s) ` +
                 `${k.started.length ? 'started at ' + k.started.map((t) => (t / 1000).toFixed(3)).join(',') + ' s' : 'never started'}` +

@@ -701,7 +701,7 @@ async function edges(tally) {
         `${v.info.bookingsStarted} started, ${v.info.bookingsWaited} waited; ${counts.bookCancels} cancels, ${counts.bookMoves} moves, ` +
         `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read; checked: B1 ${v.info.checked.b1} grants within 1 s of a window ` +
         `(${v.info.checked.refusedByBooking} requests refused naming a booking), ` +
-        `B2 ${v.info.checked.b2} starts, B3 ${v.info.checked.b3} ends, B4 ${v.info.checked.b4scans} scans with 2+ live bookings and ${v.info.checked.b4acks} answers`);
+        `B2 ${v.info.checked.b2} starts (${v.info.checked.b2OnTime} on time, ${v.info.checked.b2Excused} behind an equal-or-higher holder), B3 ${v.info.checked.b3} ends, B4 ${v.info.checked.b4scans} scans with 2+ live bookings and ${v.info.checked.b4acks} answers`);
     for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries', 'bookings', 'bookCancels', 'bookMoves']) {
         console.log(`# | drawn: ${k} | ${counts[k]} |`);
     }
