@@ -35,8 +35,9 @@
 // Then the generative edge checker (tests/chaos/edges.js: aborted and
 // retried requests, Redis stalls past --redis-timeout-ms, tiny and long
 // waits, groups, sessions with hand-over and socket death, broker SIGTERM /
-// SIGKILL under queued waiters, force release, preemption; invariants I1-I5
-// and X from the clients' history and Redis) and its self-tests (each
+// SIGKILL under queued waiters, force release, preemption, bookings;
+// invariants I1-I5, X and B1-B4 from the clients' history, the event
+// stream and Redis) and its self-tests (each
 // invariant broken on purpose must be reported, as exactly that one).
 //
 //   node tests/chaos/run.js [--long] [--seed N] [--duration S] [--clients N]
@@ -44,7 +45,7 @@
 //                           [--no-faults (calibration only)] [--ops-floor N]
 //                           [--break steal|flush (self-tests: must fail)]
 //                           [--edges-only | --no-edges | --self-test]
-//                           [--edge-duration S] [--edge-ops N]
+//                           [--edge-duration S] [--edge-ops N] [--edge-bookers N]
 //                           [--holders-only | --no-holders] [--holder-duration S]
 //                           [--holders N] [--holder-devices N]
 //                           [--holders-fence-expiry (calibration only)]

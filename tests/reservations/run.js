@@ -16,7 +16,8 @@
 //   404s, request_id retries; and faults: a broker SIGKILLed just before a
 //   window's start (the other broker starts it on time) and Redis killed
 //   and restarted from its AOF (no booking lost; a window that fell in the
-//   outage starts after it).
+//   outage starts after it). The tests named "contract: ..." are points where
+//   the server of 6050aca/2f4fdb1 differs from the contract (SERVER_BUGS.md).
 //
 // Windows are short (they start 1.5-2 s ahead and last 1.5-4 s). No sleeps
 // to synchronise: every wait is for a lock_update frame, an HTTP answer or a
