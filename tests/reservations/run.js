@@ -348,6 +348,32 @@ test('start: an equal-priority holder keeps the device; the booking is waiting, 
   eq(`${g.state}/${g.cause}`, 'ended/reservation_end', 'ended at end');
 });
 
+test('start: with --preempt-grace 1 the lower holder is warned first (preempt_requested), then preempted; the booking starts then (own Redis and broker)', async () => {
+  const r2 = await Redis.start({ dir: fs.mkdtempSync(path.join(tmp, 'redis-grace-')), fsync: 'always' });
+  const G = await Broker.start(r2.url, ['--preempt-grace', '1']);
+  try {
+    const w = await watcher(G);
+    const d = dev('grace');
+    const low = granted(await acq(G, d, 'QUEUE_QUEUED', 'low', { timeout: 30 }), 'the low holder');
+    const s = Date.now() + 1500, e = s + 3000;
+    const r = booked(await book(G, d, 'MANUAL_OPERATOR', 'owner', s, e), 'booking');
+    const pr = await frameBy(w, upd('preempt_requested', d), s + 1000, 0, 'preempt_requested within 1 s of start');
+    eq(pr.lock && pr.lock.lock_key, low.lock_key, 'the holder is warned');
+    eq(pr.grace_s, 1, 'grace_s');
+    eq(pr.requested_by && pr.requested_by.user_id, 'owner', 'requested_by names the booking\'s owner');
+    const fr = await frameBy(w, upd('force_released', d, f => f.lock && f.lock.lock_key === low.lock_key), pr.rx + 2000, 0, 'preempted after the grace');
+    eq(fr.cause, 'preempted', 'cause');
+    assert(fr.rx - pr.rx >= 950, `the holder kept it for the grace (${late(fr.rx, pr.rx)})`);
+    const st = await frameBy(w, upd('reservation_started', d, ofR(r.id)), fr.rx + 1000, 0, 'reservation_started after the preemption');
+    assert(st.rx - fr.rx <= 1000, `started ${late(st.rx, fr.rx)} after the preemption`);
+    isBookingLock((await lockOf(G, d)).lock, r, e, 'after the grace');
+    w.sock.terminate();
+  } finally {
+    await G.stop();
+    await r2.kill();
+  }
+});
+
 // ---- during the window ---------------------------------------------------------
 
 test('window: other users of equal or lower priority are refused naming the booking; a wait is served after the window; a higher priority preempts and the booking takes the device back', async () => {
