@@ -28,8 +28,8 @@
 //   X  no lock outlives its lease at the end (expiry stopped)
 // With bookings (issue 13: bookers book short windows on the same devices
 // with random types, cancel some, move some, release some early; the
-// brokers' event stream is read after the run and Redis is scanned for the
-// bookings of each device):
+// brokers' event stream is read every 3 s and after the run, and Redis is
+// scanned for the bookings of each device):
 //   B1 no grant to another user of equal or lower priority inside a live
 //      booking's window
 //   B2 a booking's owner holds its devices within a bound after start,
@@ -714,19 +714,20 @@ function ageMs(stamp) {
     return Date.now() - ms;
 }
 
-// The brokers' event stream after the run (GET /api/events, oldest first),
-// kept as what the booking invariants need, on the monotonic clock:
-// reservation_* events, the starts and ends of booking locks, and the time
-// of every grant (acquired).
-async function readStream(b, h, off, log) {
-    let since = null;
-    let n = 0;
+// The brokers' event stream (GET /api/events, oldest first), read every
+// few seconds during the run and once after it (so that a long run's
+// trimmed stream loses nothing), kept as what the booking invariants need,
+// on the monotonic clock: reservation_* events, the starts and ends of
+// booking locks, and the time of every grant (acquired). st: {since, n}
+// carries the position from one read to the next. Returns false when a
+// broker did not answer (the next read goes on from the same place).
+async function readStream(b, h, off, st) {
     for (let page = 0; page < 1000; page++) {
-        const r = await P.httpJson(b.port, 'GET', `/api/events?limit=1000${since ? `&since=${encodeURIComponent(since)}` : ''}`, null, 5000)
+        const r = await P.httpJson(b.port, 'GET', `/api/events?limit=1000${st.since ? `&since=${encodeURIComponent(st.since)}` : ''}`, null, 5000)
             .catch(() => null);
-        if (!r || r.status !== 200 || !r.json) { log(`  reading the event stream: ${r ? r.status : 'no answer'}`); break; }
+        if (!r || r.status !== 200 || !r.json) return false;
         for (const ev of r.json.events || []) {
-            n++;
+            st.n++;
             const t = wallMs(ev.timestamp) - off;
             const lock = ev.lock || null;
             if (typeof ev.action === 'string' && ev.action.startsWith('reservation_') && ev.reservation) {
@@ -740,10 +741,10 @@ async function readStream(b, h, off, log) {
             }
             if (ev.action === 'acquired' && lock && lock.lock_key) h.rsvEvents.push({ action: 'acquired', t, key: lock.lock_key });
         }
-        if (!r.json.count || !r.json.last_event_id || r.json.last_event_id === since) break;
-        since = r.json.last_event_id;
+        if (!r.json.count || !r.json.last_event_id || r.json.last_event_id === st.since) return true;
+        st.since = r.json.last_event_id;
     }
-    h.streamEvents = n;
+    return true;
 }
 
 // ------------------------------------------------------------------ the run
@@ -1212,6 +1213,14 @@ async function runEdges(cfg) {
 
     const progress = setInterval(() => log(`# edges ${((mono() - t0) / 1000).toFixed(0)} s: ${counts.ops} ops`), 15000);
     const scan = scanner();
+    const stream = { since: null, n: 0 };
+    const streamRead = (async () => {
+        for (let i = 0; cfg.bookers && running && i < 1e6; i++) {
+            await P.delay(3000);
+            const up = brokers.filter((x) => x.alive());
+            if (up.length) await readStream(up[i % up.length], h, off, stream);
+        }
+    })();
     const workers = [];
     for (let c = 0; c < cfg.clients; c++) workers.push(httpClient(c));
     for (let k = 0; k < cfg.sessionClients; k++) workers.push(sessionClient(k));
@@ -1237,7 +1246,12 @@ async function runEdges(cfg) {
             h.finalScan.push({ dev: l.dev, key: l.key, user: l.user, ageMs: a, overMs: over });
         }
     } catch (e) { h.finalScan.push({ dev: '?', key: 'unreadable', user: '?', ageMs: 0, overMs: null }); }
-    if (cfg.bookers) await readStream(brokers.find((b) => b.alive()) || brokers[0], h, off, log);
+    if (cfg.bookers) {
+        await streamRead;
+        const b = brokers.find((x) => x.alive()) || brokers[0];
+        if (!await readStream(b, h, off, stream)) log('  reading the event stream after the run: no answer');
+        h.streamEvents = stream.n;
+    }
     h.endT = mono();
     h.streamT = h.endT;
     const v = analyse(h, B);
