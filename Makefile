@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 B       ?= build
 
-PKGS      := libwebsockets hiredis libcjson uuid libuv openssl
+PKGS      := libwebsockets hiredis libcjson uuid libuv openssl libcurl
 # The client library speaks WebSocket itself (client/lc_ws.c): no libwebsockets.
 CLI_PKGS  := libcurl libcjson openssl
 
@@ -65,7 +65,7 @@ $(B)/devlockd: $(SERVER_OBJ) $(B)/libcommon.a
 
 # ---- client/: liblockclient (.so + .a), lockctl, examples ------------------
 LC_MAJOR   := 1
-LC_VERSION := 1.1.0
+LC_VERSION := 1.2.0
 LIB_SRC    := $(wildcard client/*.c)
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o) $(COMMON_SRC:%.c=$(B)/pic/%.o)
 CLI_SRC    := $(wildcard client/cli/*.c)

@@ -243,6 +243,7 @@ static lc_status status_of_http(long code)
     case 403: return LC_ERR_FORBIDDEN;
     case 404: return LC_ERR_NOT_FOUND;
     case 405: return LC_ERR_METHOD;
+    case 409: return LC_ERR_CONFLICT;
     case 408: return LC_ERR_REQUEST_TIMEOUT;
     case 411: return LC_ERR_LENGTH_REQUIRED;
     case 413: return LC_ERR_TOO_LARGE;
@@ -330,11 +331,14 @@ static lc_status http_locked(lc_client *c, const char *method, const char *path,
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    } else if (strcmp(method, "GET") != 0) {
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
     }
+    /* PATCH (with its body) and DELETE (without one) of the reservations */
+    if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     char cerr[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
     if (sent_us)

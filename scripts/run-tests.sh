@@ -11,6 +11,7 @@
 #   dashboard    tests/dashboard/run.js (headless Chromium)
 #   sentinel     tests/sentinel/run.sh (Redis Sentinel failover)
 #   probes       tests/probes/run.js (malformed HTTP and WebSocket bytes)
+#   webhooks     tests/webhooks/run.js (delivery, filters, signatures, retries, broker SIGKILL take-over, SIGHUP)
 #   edges        tests/edges/run.js (one regression test per edge-case defect: retries, stalls, sessions)
 #   chaos        tests/chaos/run.js (mutual exclusion under injected faults, short form)
 #   fuzz         tests/fuzz/replay.sh (corpora under ASan)
@@ -19,7 +20,7 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit integration semantics reservations ops client e2e dashboard sentinel probes edges chaos fuzz package}
+suites=${*:-unit integration semantics reservations ops client e2e dashboard sentinel probes webhooks edges chaos fuzz package}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -61,6 +62,7 @@ for s in $suites; do
     dashboard) [ -f tests/dashboard/run.js ] && run_suite dashboard node tests/dashboard/run.js ;;
     sentinel) [ -f tests/sentinel/run.sh ] && run_suite sentinel bash tests/sentinel/run.sh ;;
     probes) [ -f tests/probes/run.js ] && run_suite probes node tests/probes/run.js ;;
+    webhooks) [ -f tests/webhooks/run.js ] && run_suite webhooks node tests/webhooks/run.js ;;
     edges) [ -f tests/edges/run.js ] && run_suite edges node tests/edges/run.js ;;
     chaos) [ -f tests/chaos/run.js ] && run_suite chaos node tests/chaos/run.js ;;
     fuzz) [ -f tests/fuzz/replay.sh ] && run_suite fuzz sh tests/fuzz/replay.sh ;;

@@ -38,6 +38,7 @@
 #include "lk_text.h"
 #include "lk_time.h"
 #include "store.h"
+#include "webhooks.h"
 #include "ws.h"
 
 #define EXPIRE_BATCH 200
@@ -229,6 +230,7 @@ static void on_events(redisReply *entries)
         if (waiter)
             locks_waiter_event(waiter);
     }
+    webhooks_kick();
 }
 
 /* ---- the start-up snapshot, in pages (see the top of the file) ---- */

@@ -29,6 +29,7 @@
 #include "origin.h"
 #include "ics.h"
 #include "events.h"
+#include "webhooks.h"
 #include "ws.h"
 
 #define CHUNK 16384
@@ -594,6 +595,30 @@ static void route_metrics(struct http_req *r)
         r->metrics_op = op;
 }
 
+static void webhooks_cb(void *ctx, redisReply *rep, enum lk_status st)
+{
+    struct http_req *r = ctx;
+    r->metrics_op = NULL;
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    int status = webhooks_status_render(rep, st, &b);
+    respond(r, status, &b);
+    lk_buf_free(&b);
+}
+
+/* GET /api/webhooks: each webhook's configuration (never its secret) and
+ * delivery state (docs/webhooks.md); admin only when auth is on. */
+static void route_webhooks(struct http_req *r)
+{
+    if (auth_active() && !auth_is_admin(&r->user)) {
+        respond_error(r, LK_E_FORBIDDEN, "the webhooks' status needs the admin role");
+        return;
+    }
+    struct store_op *op = webhooks_status(webhooks_cb, r);
+    if (op)
+        r->metrics_op = op;
+}
+
 static const char *content_type(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -651,6 +676,7 @@ static const struct route routes[] = {
     {LWSHUMETH_GET, "/api/reservations/", 1, route_rsv_get},
     {LWSHUMETH_PATCH, "/api/reservations/", 1, route_rsv_patch},
     {LWSHUMETH_DELETE, "/api/reservations/", 1, route_rsv_delete},
+    {LWSHUMETH_GET, "/api/webhooks", 0, route_webhooks},
 };
 
 /* Routes anyone may call with auth on: liveness/readiness probes and the
@@ -714,7 +740,13 @@ static void dispatch(struct http_req *r)
     if (auth_active() && !public_path(r)) {
         char hdr[600] = "";
         lws_hdr_copy(r->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-        r->authed = auth_lookup(auth_bearer(hdr), &r->user) == 0;
+        const char *token = auth_bearer(hdr);
+        char qtoken[512];
+        /* a calendar app subscribes by URL and sends no header: the feed
+         * (read-only) also takes ?token= */
+        if (!token && !strcmp(r->path, "/api/reservations.ics"))
+            token = query_arg(r, "token", qtoken, sizeof(qtoken));
+        r->authed = auth_lookup(token, &r->user) == 0;
         if (!r->authed) {
             respond_error(r, LK_E_UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required");
             return;

@@ -19,6 +19,7 @@
 #include "lk_log.h"
 #include "locks.h"
 #include "store.h"
+#include "webhooks.h"
 #include "ws.h"
 
 /* lws allocates one of these per connection for our protocol; a connection
@@ -75,7 +76,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_stop(h->loop);
 }
 
-/* Loads (or reloads) the catalogue and the auth file. A file that does not
+/* Loads (or reloads) the catalogue, the auth file and the webhooks. A file that does not
  * load keeps the previous contents (a reload never leaves the broker open). */
 static int load_files(int first)
 {
@@ -99,6 +100,14 @@ static int load_files(int first)
             lk_info("auth file %s loaded: authentication is on", cfg.auth_file);
         }
     }
+    if (cfg.webhooks[0]) {
+        if (webhooks_load(cfg.webhooks, err, sizeof(err)) != 0) {
+            lk_error("webhooks %s: %s%s", cfg.webhooks, err, first ? "" : " (keeping the previous ones)");
+            rc = -1;
+        } else {
+            lk_info("webhooks %s: %u webhooks", cfg.webhooks, webhooks_count());
+        }
+    }
     return rc;
 }
 
@@ -106,7 +115,7 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
-    lk_info("SIGHUP: reloading the catalogue and the auth file");
+    lk_info("SIGHUP: reloading the catalogue, the auth file and the webhooks");
     load_files(0);
 }
 
@@ -159,6 +168,7 @@ int main(int argc, char **argv)
         return 2;
     }
     events_init(loop);
+    webhooks_init(loop);
     ws_init();
 
     struct lws_context_creation_info info;
@@ -213,6 +223,7 @@ int main(int argc, char **argv)
     /* queued requests leave their queues first (one left behind would
      * reserve its devices until this broker's liveness key expires), while
      * the loop and the connections still run, so the requesters get a 503 */
+    webhooks_shutdown(); /* gives up its owner keys while the loop still runs */
     locks_shutdown(loop, cfg.redis_timeout_ms + 500 < 3000 ? cfg.redis_timeout_ms + 500 : 3000);
     lws_context_destroy(ctx);
     ws_shutdown();

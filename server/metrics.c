@@ -8,6 +8,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "store.h"
+#include "webhooks.h"
 #include "ws.h"
 
 static const double buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
@@ -136,4 +137,5 @@ void metrics_render(struct lk_buf *b, const long long held[4], long long stream_
     lk_buf_printf(b, "devlock_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
     lk_buf_printf(b, "devlock_http_request_duration_seconds_sum %.6f\n", m.hist_sum);
     lk_buf_printf(b, "devlock_http_request_duration_seconds_count %llu\n", m.hist_count);
+    webhooks_metrics(b);
 }

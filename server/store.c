@@ -53,6 +53,7 @@ static const char *const script_files[SCRIPT__COUNT] = {
     "snapshot.lua", "device.lua", "events.lua", "resume.lua",
     "force_release.lua", "unwait.lua", "session.lua", "stats.lua", "conf.lua",
     "reserve.lua", "reservation.lua", "reservations.lua",
+    "webhook.lua",
 };
 
 struct script {

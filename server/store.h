@@ -31,6 +31,7 @@ enum store_script {
     SCRIPT_RESERVE,
     SCRIPT_RESERVATION,
     SCRIPT_RESERVATIONS,
+    SCRIPT_WEBHOOK,
     SCRIPT__COUNT
 };
 

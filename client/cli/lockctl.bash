@@ -9,7 +9,8 @@ _lockctl_valued()
     case $1 in
     --url | --token | --user | --call-timeout | --cacert | --capath | --cert | --cert-key | \
     --safety-margin | --type | --timeout | --reason | --plan | --wait | --key | --since | --limit | \
-    --device | --count | --request-id | --signal | --kill-after | --preempt-signal | --name)
+    --device | --count | --request-id | --signal | --kill-after | --preempt-signal | --name | \
+    --from | --to | --state)
         return 0 ;;
     esac
     return 1
@@ -29,10 +30,13 @@ _lockctl()
         prev=${COMP_WORDS[COMP_CWORD - 1]}
     fi
 
-    local commands="acquire release force-release renew status watch run history health"
+    local commands="acquire release force-release renew status watch run history health
+                    book bookings cancel move"
     local global="--url --token --user --json --call-timeout --cacert --capath --cert --cert-key
                   --safety-margin --version --help"
     local types="MAINTENANCE QUEUE_EXECUTING MANUAL_OPERATOR QUEUE_QUEUED"
+    local states="booked waiting active ended cancelled bumped"
+    local times="now +30m +1h +2h +1d -1h"
     local signals="TERM INT HUP KILL USR1 USR2 QUIT ALRM CONT STOP TSTP WINCH PIPE ABRT SEGV
                    SIGTERM SIGINT SIGHUP SIGKILL SIGUSR1 SIGUSR2 SIGQUIT SIGALRM SIGCONT SIGSTOP"
 
@@ -84,6 +88,15 @@ _lockctl()
     --url)
         COMPREPLY=($(compgen -W "http:// https://" -- "$cur"))
         return 0 ;;
+    --state)
+        # a comma-separated list: complete the word after the last comma
+        local done_part=
+        [[ $cur == *,* ]] && done_part=${cur%,*},
+        COMPREPLY=($(compgen -P "$done_part" -W "$states" -- "${cur##*,}"))
+        return 0 ;;
+    --from | --to)
+        COMPREPLY=($(compgen -W "$times" -- "$cur"))
+        return 0 ;;
     --token | --user | --call-timeout | --safety-margin | --reason | --plan | --wait | --key | \
     --since | --limit | --device | --count | --request-id | --kill-after | --name)
         return 0 ;;
@@ -107,6 +120,9 @@ _lockctl()
     run) opts="--type --timeout --reason --plan --wait --request-id --name --signal --kill-after
                --preempt-signal --" ;;
     history) opts="--since --limit --device --plan" ;;
+    book) opts="--from --to --type --reason --plan --request-id" ;;
+    bookings) opts="--device --user --from --to --state --limit" ;;
+    move) opts="--from --to" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts $global" -- "$cur"))

@@ -40,6 +40,7 @@ enum {
 
 struct opts {
     const char *url, *token, *user, *reason, *plan, *key, *since, *device, *request_id, *name;
+    const char *from, *to, *state;     /* book, bookings, move: TIME (see parse_when) and states */
     const char *cacert, *capath, *cert, *cert_key;
     lc_lock_type type;
     double timeout_s, wait_s;
@@ -177,7 +178,7 @@ static lc_lock_type parse_type(const char *s)
 enum { O_URL = 256, O_TOKEN, O_JSON, O_TYPE, O_USER, O_TIMEOUT, O_REASON, O_PLAN, O_WAIT, O_KEY,
        O_SINCE, O_LIMIT, O_DEVICE, O_COUNT, O_REQID, O_CALL_TIMEOUT, O_SIGNAL, O_NAME, O_CACERT,
        O_CAPATH, O_CERT, O_CERT_KEY, O_MARGIN, O_VERSION, O_KILL_AFTER, O_PREEMPT_SIGNAL,
-       O_EXIT_ON_ERROR };
+       O_EXIT_ON_ERROR, O_FROM, O_TO, O_STATE };
 
 /* Every option, accepted before the command and among its options alike
  * (a command ignores the ones it has no use for). Keep client/cli/lockctl.bash
@@ -211,6 +212,9 @@ static const struct option long_opts[] = {
     {"preempt-signal", required_argument, NULL, O_PREEMPT_SIGNAL},
     {"name", required_argument, NULL, O_NAME},
     {"exit-on-error", no_argument, NULL, O_EXIT_ON_ERROR},
+    {"from", required_argument, NULL, O_FROM},
+    {"to", required_argument, NULL, O_TO},
+    {"state", required_argument, NULL, O_STATE},
     {NULL, 0, NULL, 0},
 };
 
@@ -257,6 +261,9 @@ static int set_opt(struct opts *o, int ch, const char *arg)
     case O_DEVICE: o->device = arg; break;
     case O_REQID: o->request_id = arg; break;
     case O_NAME: o->name = arg; break;
+    case O_FROM: o->from = arg; break;
+    case O_TO: o->to = arg; break;
+    case O_STATE: o->state = arg; break;
     case O_TYPE:
         o->type = parse_type(arg);
         if (o->type == LC_TYPE_DEFAULT) {
@@ -666,6 +673,300 @@ static int cmd_history(struct opts *o, int argc, char **argv)
         }
     }
     lc_event_list_free(evs);
+    lc_client_free(c);
+    return rc;
+}
+
+/* ---- reservations ----
+ *
+ * TIME (--from, --to): an RFC 3339 time (2026-12-07T22:00:00Z, with a
+ * fraction or a +hh:mm offset), "now", or now plus or minus a duration made
+ * of number+unit groups, units s m h d w: "+30m", "+2h", "+1d", "-1h30m". */
+
+/* TIME into *us (now_us: what "now" is); -1 (message printed) if bad. */
+static int parse_when(const char *opt, const char *s, int64_t now_us, int64_t *us)
+{
+    if (!strcmp(s, "now")) {
+        *us = now_us;
+        return 0;
+    }
+    if (*s == '+' || *s == '-') {
+        int sign = *s == '-' ? -1 : 1;
+        const char *p = s + 1;
+        int64_t total = 0;
+        int groups = 0;
+        while (*p) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(p, &end, 10);
+            if (errno || end == p || n < 0 || n > 100000000)
+                break;
+            int64_t unit;
+            switch (*end) {
+            case 's': unit = 1; break;
+            case 'm': unit = 60; break;
+            case 'h': unit = 3600; break;
+            case 'd': unit = 86400; break;
+            case 'w': unit = 7 * 86400; break;
+            default: unit = 0; break;
+            }
+            if (!unit)
+                break;
+            total += (int64_t)n * unit;
+            groups++;
+            p = end + 1;
+        }
+        if (groups && !*p && total <= 20LL * 366 * 86400) {
+            *us = now_us + sign * total * 1000000;
+            return 0;
+        }
+    } else if (lc_time_parse(s, us) == LC_OK) {
+        return 0;
+    }
+    fprintf(stderr, "lockctl: --%s '%s': not a time (RFC 3339 like 2026-12-07T22:00:00Z, or now, "
+                    "+30m, +2h, +1d, -1h30m)\n", opt, s);
+    return -1;
+}
+
+static int64_t wall_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* "2026-12-07T22:00:00Z" (to the second) into buf; "-" for 0. */
+static const char *short_time(int64_t us, char *buf, size_t len)
+{
+    if (!us) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    lc_time_format(us, buf, len);
+    char *dot = strchr(buf, '.');
+    if (dot && (size_t)(dot - buf) + 2 <= len)
+        strcpy(dot, "Z");
+    return buf;
+}
+
+/* "motor1,motor2" into buf (cut with "..." if long). */
+static const char *device_list(const lc_booking *b, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < b->n_devices; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? "," : "", b->device_names[i]);
+        if (n < 0 || (size_t)n >= len - used) {
+            if (len > 4)
+                strcpy(buf + len - 4, "...");
+            break;
+        }
+        used += (size_t)n;
+    }
+    return buf;
+}
+
+/* --json of book, cancel, move, bookings ID: the broker's answer's shape */
+static void print_booking_json(const lc_booking *b)
+{
+    printf("{\"success\":true,\"reservation\":%s,\"bumped\":[", b->json);
+    for (size_t i = 0; i < b->n_bumped; i++) {
+        printf("%s", i ? "," : "");
+        json_str(stdout, b->bumped[i]);
+    }
+    printf("]}\n");
+}
+
+static void print_booking(const lc_booking *b)
+{
+    char t1[40], t2[40];
+    printf("booking %s\n", b->id);
+    if (b->lock_key)
+        printf("lock_key %s\n", b->lock_key);
+    printf("state %s\n", or_dash(b->state));
+    for (size_t i = 0; i < b->n_devices; i++)
+        printf("device %s\n", b->device_names[i]);
+    printf("from %s\nto %s\n", short_time(b->start_us, t1, sizeof(t1)), short_time(b->end_us, t2, sizeof(t2)));
+    for (size_t i = 0; i < b->n_bumped; i++)
+        printf("bumped %s\n", b->bumped[i]);
+}
+
+static void print_booking_header(void)
+{
+    printf("%-8s %-24s %-12s %-16s %-20s %-20s %s\n", "ID", "DEVICES", "USER", "TYPE", "START", "END",
+           "STATE");
+}
+
+static void print_booking_row(const lc_booking *b)
+{
+    char devs[25], t1[40], t2[40];
+    printf("%-8s %-24s %-12s %-16s %-20s %-20s %s\n", b->id, device_list(b, devs, sizeof(devs)),
+           or_dash(b->user_id), or_dash(lc_lock_type_name(b->type)),
+           short_time(b->start_us, t1, sizeof(t1)), short_time(b->end_us, t2, sizeof(t2)),
+           or_dash(b->state));
+}
+
+static int cmd_book(struct opts *o, int argc, char **argv)
+{
+    if (argc < 1 || !o->to) {
+        fprintf(stderr, "lockctl book: needs DEVICE... and --to TIME (and --from TIME, default now)\n");
+        return EXIT_USAGE;
+    }
+    int64_t now = wall_now_us(), start = now, end = 0;
+    if ((o->from && parse_when("from", o->from, now, &start)) || parse_when("to", o->to, now, &end))
+        return EXIT_USAGE;
+    lc_client *c;
+    int rc = client_open(o, &c);
+    if (rc)
+        return rc;
+    lc_booking_request r;
+    memset(&r, 0, sizeof(r));
+    if (argc == 1) {
+        r.device_name = argv[0];
+    } else {
+        r.device_names = (const char *const *)argv;
+        r.n_devices = (size_t)argc;
+    }
+    r.type = o->type;
+    r.user_id = o->user;
+    r.start_us = start;
+    r.end_us = end;
+    r.reason = o->reason;
+    r.plan_uid = o->plan;
+    r.request_id = o->request_id;
+    lc_booking *b = NULL;
+    lc_status st = lc_book(c, &r, &b);
+    if (st != LC_OK)
+        rc = fail(c, st, "book");
+    else if (o->json)
+        print_booking_json(b);
+    else
+        print_booking(b);
+    lc_booking_free(b);
+    lc_client_free(c);
+    return rc;
+}
+
+static int cmd_bookings(struct opts *o, int argc, char **argv)
+{
+    if (argc > 1) {
+        fprintf(stderr, "lockctl bookings: at most one booking ID\n");
+        return EXIT_USAGE;
+    }
+    int64_t now = wall_now_us();
+    lc_booking_query q;
+    memset(&q, 0, sizeof(q));
+    if ((o->from && parse_when("from", o->from, now, &q.from_us)) ||
+        (o->to && parse_when("to", o->to, now, &q.to_us)))
+        return EXIT_USAGE;
+    lc_client *c;
+    int rc = client_open(o, &c);
+    if (rc)
+        return rc;
+    if (argc == 1) {
+        lc_booking *b = NULL;
+        lc_status st = lc_booking_get(c, argv[0], &b);
+        if (st != LC_OK)
+            rc = fail(c, st, "bookings");
+        else if (o->json)
+            print_booking_json(b);
+        else {
+            print_booking_header();
+            print_booking_row(b);
+        }
+        lc_booking_free(b);
+        lc_client_free(c);
+        return rc;
+    }
+    q.device = o->device;
+    q.user = o->user;
+    q.state = o->state;
+    q.limit = o->limit;
+    /* --limit N: one page of N; otherwise every page (at most 100 of the
+     * broker's default size) */
+    lc_booking_list *pages[100];
+    size_t n_pages = 0, total = 0;
+    lc_status st = LC_OK;
+    const char *cursor = NULL;
+    do {
+        q.cursor = cursor;
+        st = lc_bookings(c, &q, &pages[n_pages]);
+        if (st != LC_OK)
+            break;
+        total += lc_booking_list_count(pages[n_pages]);
+        cursor = lc_booking_list_next_cursor(pages[n_pages]);
+        n_pages++;
+    } while (cursor && !o->limit && n_pages < sizeof(pages) / sizeof(pages[0]));
+    if (st != LC_OK) {
+        rc = fail(c, st, "bookings");
+    } else if (o->json) {
+        printf("{\"reservations\":[");
+        for (size_t p = 0, k = 0; p < n_pages; p++)
+            for (size_t i = 0; i < lc_booking_list_count(pages[p]); i++)
+                printf("%s%s", k++ ? "," : "", lc_booking_list_get(pages[p], i)->json);
+        printf("],\"count\":%zu,\"next_cursor\":", total);
+        json_str(stdout, n_pages ? lc_booking_list_next_cursor(pages[n_pages - 1]) : NULL);
+        printf("}\n");
+    } else {
+        print_booking_header();
+        for (size_t p = 0; p < n_pages; p++)
+            for (size_t i = 0; i < lc_booking_list_count(pages[p]); i++)
+                print_booking_row(lc_booking_list_get(pages[p], i));
+    }
+    for (size_t p = 0; p < n_pages; p++)
+        lc_booking_list_free(pages[p]);
+    lc_client_free(c);
+    return rc;
+}
+
+static int cmd_cancel(struct opts *o, int argc, char **argv)
+{
+    if (argc != 1) {
+        fprintf(stderr, "lockctl cancel: needs exactly one booking ID\n");
+        return EXIT_USAGE;
+    }
+    lc_client *c;
+    int rc = client_open(o, &c);
+    if (rc)
+        return rc;
+    lc_booking *b = NULL;
+    lc_status st = lc_booking_cancel(c, argv[0], &b);
+    if (st != LC_OK)
+        rc = fail(c, st, "cancel");
+    else if (o->json)
+        print_booking_json(b);
+    else
+        printf("cancelled %s (%s)\n", b->id, or_dash(b->state));
+    lc_booking_free(b);
+    lc_client_free(c);
+    return rc;
+}
+
+static int cmd_move(struct opts *o, int argc, char **argv)
+{
+    if (argc != 1 || (!o->from && !o->to)) {
+        fprintf(stderr, "lockctl move: needs one booking ID and --from TIME and/or --to TIME\n");
+        return EXIT_USAGE;
+    }
+    int64_t now = wall_now_us(), start = 0, end = 0;
+    if ((o->from && parse_when("from", o->from, now, &start)) ||
+        (o->to && parse_when("to", o->to, now, &end)))
+        return EXIT_USAGE;
+    lc_client *c;
+    int rc = client_open(o, &c);
+    if (rc)
+        return rc;
+    lc_booking *b = NULL;
+    lc_status st = lc_booking_move(c, argv[0], start, end, &b);
+    char t1[40], t2[40];
+    if (st != LC_OK)
+        rc = fail(c, st, "move");
+    else if (o->json)
+        print_booking_json(b);
+    else
+        printf("moved %s: from %s to %s\n", b->id, short_time(b->start_us, t1, sizeof(t1)),
+               short_time(b->end_us, t2, sizeof(t2)));
+    lc_booking_free(b);
     lc_client_free(c);
     return rc;
 }
@@ -1131,7 +1432,8 @@ static const char global_help[] =
     "  --help, -h           this help\n"
     "exit codes:\n"
     "  0 ok; 1 failed (forbidden, not found, unauthorized, ...); 2 usage or bad request;\n"
-    "  3 broker unreachable or unavailable (Redis down) or timed out; 4 busy (lock denied);\n"
+    "  3 broker unreachable or unavailable (Redis down) or timed out; 4 busy (lock denied,\n"
+    "  or a booking conflict);\n"
     "  5 TLS (certificate not trusted, wrong name, bad client certificate).\n"
     "  run: CMD's own status (128+N if killed by signal N), or 120 lock lost, 121 release\n"
     "  failed, 122 usage, 123 busy, 124 unreachable, 125 other acquire failure,\n"
@@ -1176,6 +1478,24 @@ static const struct command commands[] = {
     {"history", "", "lock history, oldest first",
      "  --since ID  --limit N  --device D  --plan UID\n", cmd_history},
     {"health", "", "is the broker ready (exit 0) or not (3)", "", cmd_health},
+    {"book", "DEVICE... --to TIME", "reserve devices for a window (a lock from --from to --to)",
+     "  --from TIME  --to TIME  --type T  --reason R  --plan UID  --request-id ID\n"
+     "  Prints the booking's id and the lock_key its lock will have. Refused (exit 4) when\n"
+     "  the window overlaps a booking of equal or higher priority on any of the devices;\n"
+     "  lower ones are bumped (listed as \"bumped ID\").\n"
+     "  TIME: RFC 3339 (2026-12-07T22:00:00Z, a +hh:mm offset allowed), now (the default\n"
+     "  of --from), or now plus or minus a duration: +30m, +2h, +1d, -1h30m (s m h d w).\n",
+     cmd_book},
+    {"bookings", "[ID]", "list bookings (current and future by default), or one",
+     "  --device D  --user U  --from TIME  --to TIME  --state S[,S...]  --limit N\n"
+     "  A table: ID, DEVICES, USER, TYPE, START, END, STATE (times in UTC). Windows that\n"
+     "  overlap [--from, --to); --from defaults to now. S: booked, waiting, active, ended,\n"
+     "  cancelled, bumped. Every page is fetched unless --limit N asks for one page of N.\n",
+     cmd_bookings},
+    {"cancel", "ID", "cancel a booking (an active one also releases its lock)", "", cmd_cancel},
+    {"move", "ID --from T|--to T", "move or extend a booking into free time",
+     "  --from TIME  --to TIME  (TIME as for book; relative forms count from now)\n"
+     "  Once the window has started only --to can change.\n", cmd_move},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -46,9 +46,9 @@ extern "C" {
 
 /* The version this header belongs to; lc_version() gives the library's. */
 #define LC_VERSION_MAJOR 1
-#define LC_VERSION_MINOR 1
+#define LC_VERSION_MINOR 2
 #define LC_VERSION_PATCH 0
-#define LC_VERSION_STRING "1.1.0"
+#define LC_VERSION_STRING "1.2.0"
 
 /* Marks the exported functions (the library is built with hidden
  * visibility; its version script exports lc_* only). */
@@ -93,7 +93,8 @@ typedef enum lc_status {
     LC_ERR_TLS,              /* [5] TLS failed: certificate not trusted or wrong name, bad
                               * client certificate or key, handshake refused (1.1) */
     LC_ERR_CANCELLED,        /* [1] the operation was cancelled (lc_op_cancel, lc_loop_free) (1.1) */
-    LC_ERR_CONFLICT,         /* [4] conflicts with an existing booking (1.2) */
+    LC_ERR_CONFLICT,         /* [4] conflicts with an existing booking (409): the window overlaps
+                              * one, or the booking can no longer change (1.2) */
     LC_STATUS_COUNT
 } lc_status;
 
@@ -108,7 +109,7 @@ LC_API const char *lc_status_code(lc_status status);
  * 3 unreachable, 4 busy, 5 TLS. Thread: any thread. */
 LC_API int lc_status_exit_code(lc_status status);
 
-/* The library's version at run time ("1.1.0"); major/minor/patch may be
+/* The library's version at run time ("1.2.0"); major/minor/patch may be
  * NULL. Static storage. Compare with LC_VERSION_* to detect a header/library
  * mismatch. Thread: any thread. (1.1) */
 LC_API const char *lc_version(int *major, int *minor, int *patch);
@@ -740,6 +741,150 @@ LC_API lc_status lc_loop_hold(lc_loop *loop, lc_lock *lock, const lc_keepalive_c
 /* Stops and frees a hold (does not release the lock): LC_ERR_LOST if the
  * lock was lost, else LC_OK. NULL: LC_OK. */
 LC_API lc_status lc_hold_stop(lc_hold *hold);
+
+/* ---- reservations (1.2) ---------------------------------------------------
+ * A booking reserves one device or a group for a window [start, end): at
+ * start the broker makes it a lock for its owner, with the booking's
+ * lock_key, and releases it at end (docs/reservations.md). Times in this
+ * API are Unix microseconds (UTC), like lc_lock_expires_us; lc_time_parse
+ * and lc_time_format convert to and from RFC 3339. */
+
+/* Parses an RFC 3339 time ("2026-12-07T22:00:00Z", a fraction and a
+ * "+hh:mm"/"-hh:mm" offset allowed) into *us. text borrowed. LC_OK or
+ * LC_ERR_BAD_REQUEST. Thread: any thread. (1.2) */
+LC_API lc_status lc_time_parse(const char *text, int64_t *us);
+/* Writes us as "2026-12-07T22:00:00.000000Z" into buf (len >= 28; shorter:
+ * cut, still NUL-terminated). Returns buf. Thread: any thread. (1.2) */
+LC_API char *lc_time_format(int64_t us, char *buf, size_t len);
+
+/* A booking as the broker describes it. Made only by the library (never
+ * allocate one yourself: members may be added at the end in later
+ * versions); every pointer is owned by the booking and lives until
+ * lc_booking_free (or the list's free). Strings the broker sent as null
+ * are NULL. Not changed after it is returned: any thread may read it. */
+typedef struct lc_booking {
+    const char *id;                    /* "r17" */
+    const char *const *device_names;   /* n_devices names, in the booking's order */
+    size_t n_devices;
+    lc_lock_type type;
+    int priority;                      /* 0 (MAINTENANCE) .. 3; -1 if not sent */
+    const char *user_id;               /* the owner */
+    const char *lock_key;              /* the key of the lock the booking becomes; NULL unless
+                                        * you are the owner (or an admin) */
+    int64_t start_us, end_us;          /* the window [start, end), Unix microseconds */
+    const char *reason, *plan_uid;     /* NULL if none */
+    const char *state;                 /* "booked", "waiting", "active", "ended", "cancelled",
+                                        * "bumped" */
+    const char *cause;                 /* why it ended ("reservation_end", "released", "missed",
+                                        * ...); NULL while live */
+    const char *bumped_by;             /* the booking that bumped it; NULL */
+    int64_t created_us, updated_us;
+    long sequence;                     /* changes so far (moves, bumps, cancel): iCalendar SEQUENCE */
+    const char *const *bumped;         /* lc_book only: the ids of the lower bookings this one
+                                        * bumped (n_bumped of them); otherwise none */
+    size_t n_bumped;
+    const char *json;                  /* the broker's booking object, compact JSON */
+} lc_booking;
+
+/* Frees a booking. NULL is a no-op. Thread: once no other thread uses it. */
+LC_API void lc_booking_free(lc_booking *booking);
+
+/* What to book. Zero-initialise it ({0}) and set what you need. Strings
+ * borrowed for the call. */
+typedef struct lc_booking_request {
+    const char *device_name;           /* one device, or NULL with device_names */
+    const char *const *device_names;   /* a group (1..64), booked all-or-none */
+    size_t n_devices;
+    lc_lock_type type;                 /* LC_TYPE_DEFAULT: MANUAL_OPERATOR */
+    const char *user_id;               /* NULL: the client's user */
+    int64_t start_us;                  /* window start; in the past (or 0): now */
+    int64_t end_us;                    /* window end: after start and after now */
+    const char *reason;                /* NULL: not sent */
+    const char *plan_uid;              /* NULL: not sent */
+    const char *request_id;            /* idempotency key: the same user's retry with it gets
+                                        * the first answer and books nothing new; NULL: none */
+} lc_booking_request;
+
+/* Books devices for a window (POST /api/reservations). client, req
+ * borrowed. On LC_OK *out is the new booking (id, lock_key, state, and in
+ * bumped the lower bookings it took the time of): caller frees with
+ * lc_booking_free.
+ * Returns LC_OK; LC_ERR_CONFLICT (the window overlaps a live booking of
+ * equal or higher priority on a device; lc_errmsg() names it);
+ * LC_ERR_VALIDATION (a window the broker refuses: end not after start or
+ * now, too long, too far ahead; too many devices), LC_ERR_INVALID_DEVICE,
+ * LC_ERR_UNKNOWN_DEVICE, LC_ERR_FORBIDDEN / LC_ERR_UNAUTHORIZED (auth,
+ * roles), LC_ERR_NOT_FOUND (a broker without reservations),
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_NOMEM, LC_ERR_PROTOCOL,
+ * LC_ERR_BAD_REQUEST (NULL arguments, no device, end_us <= 0, bad type).
+ * Blocks up to timeout_ms. Thread: any thread (serialised per client). */
+LC_API lc_status lc_book(lc_client *client, const lc_booking_request *req, lc_booking **out);
+
+/* A booking by id (GET /api/reservations/ID). client, id borrowed; *out:
+ * caller frees with lc_booking_free. Returns LC_OK, LC_ERR_NOT_FOUND,
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_PROTOCOL, LC_ERR_NOMEM,
+ * LC_ERR_BAD_REQUEST (NULL). Blocks up to timeout_ms. Thread: any thread
+ * (serialised per client). */
+LC_API lc_status lc_booking_get(lc_client *client, const char *id, lc_booking **out);
+
+/* Cancels a booking (DELETE /api/reservations/ID; the owner or an admin:
+ * the token's user, or on a broker without auth the client's user_id).
+ * An active booking's lock is released (cause reservation_cancelled); a
+ * booking already cancelled is LC_OK again. client, id borrowed; out may
+ * be NULL, else on LC_OK *out is the cancelled booking (caller frees with
+ * lc_booking_free). Returns LC_OK, LC_ERR_CONFLICT (ended or bumped),
+ * LC_ERR_NOT_FOUND, LC_ERR_FORBIDDEN, LC_ERR_UNAUTHORIZED,
+ * LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_BAD_REQUEST (NULL). Blocks up
+ * to timeout_ms. Thread: any thread (serialised per client). */
+LC_API lc_status lc_booking_cancel(lc_client *client, const char *id, lc_booking **out);
+
+/* Moves or extends a booking (PATCH /api/reservations/ID; the owner or an
+ * admin, as for lc_booking_cancel): start_us / end_us, 0 for "unchanged" (at least one not 0). The
+ * new window must be free of every other live booking on its devices;
+ * once the window has started only end_us may change. client, id
+ * borrowed; out may be NULL, else on LC_OK *out is the moved booking
+ * (caller frees with lc_booking_free). Returns LC_OK, LC_ERR_CONFLICT (the
+ * new window overlaps a booking, or the booking is over),
+ * LC_ERR_VALIDATION (a window the broker refuses, or start of a started
+ * booking), LC_ERR_NOT_FOUND, LC_ERR_FORBIDDEN, LC_ERR_UNAVAILABLE,
+ * LC_ERR_TIMEOUT, LC_ERR_BAD_REQUEST (NULL, nothing to change). Blocks up
+ * to timeout_ms. Thread: any thread (serialised per client). */
+LC_API lc_status lc_booking_move(lc_client *client, const char *id, int64_t start_us,
+                                 int64_t end_us, lc_booking **out);
+
+/* Which bookings to list. Zero-initialise; fields left 0/NULL are not sent
+ * (the broker's defaults apply). Strings borrowed for the call. */
+typedef struct lc_booking_query {
+    const char *device;     /* only bookings of this device */
+    const char *user;       /* only bookings of this owner */
+    const char *state;      /* comma-separated states ("booked,active") */
+    int64_t from_us;        /* windows that end after this; 0: now */
+    int64_t to_us;          /* windows that start before this; 0: no limit */
+    int limit;              /* 1..1000; 0: the broker's (100) */
+    const char *cursor;     /* a page's lc_booking_list_next_cursor; NULL: the first page */
+} lc_booking_query;
+
+typedef struct lc_booking_list lc_booking_list;
+/* Number of bookings. Thread: any thread. */
+LC_API size_t lc_booking_list_count(const lc_booking_list *list);
+/* The i-th booking, borrowed from the list; NULL if out of range.
+ * Thread: any thread. */
+LC_API const lc_booking *lc_booking_list_get(const lc_booking_list *list, size_t i);
+/* The cursor of the next page (pass it as q->cursor); NULL on the last
+ * page. Borrowed from the list. Thread: any thread. */
+LC_API const char *lc_booking_list_next_cursor(const lc_booking_list *list);
+/* Frees the list and its bookings. NULL is a no-op. */
+LC_API void lc_booking_list_free(lc_booking_list *list);
+
+/* Lists bookings whose window overlaps [from, to), by start then id (GET
+ * /api/reservations), one page. client, q borrowed; q may be NULL (what is
+ * current and to come). *out: caller frees with lc_booking_list_free.
+ * Returns LC_OK, LC_ERR_VALIDATION / LC_ERR_BAD_REQUEST (a filter the
+ * broker refuses, bad cursor), LC_ERR_NOT_FOUND (a broker without
+ * reservations), LC_ERR_UNAVAILABLE, LC_ERR_TIMEOUT, LC_ERR_PROTOCOL,
+ * LC_ERR_NOMEM. Blocks up to timeout_ms. Thread: any thread (serialised
+ * per client). */
+LC_API lc_status lc_bookings(lc_client *client, const lc_booking_query *q, lc_booking_list **out);
 
 #ifdef __cplusplus
 }

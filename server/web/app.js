@@ -53,6 +53,12 @@
     historyLoaded: false
   };
   var timed = new Set();     /* devices whose lock has an expires_at */
+  var listeners = { update: [], status: [] };   /* timeline.js: lock_update, initial_status */
+  function notify(kind, m) {
+    for (var i = 0; i < listeners[kind].length; i++) {
+      try { listeners[kind][i](m); } catch (e) { setTimeout(function () { throw e; }); }
+    }
+  }
 
   /* ---------- small helpers ---------- */
 
@@ -105,6 +111,15 @@
     var d = new Date(t);
     return String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0') + ':' +
       String(d.getSeconds()).padStart(2, '0');
+  }
+  /* "14:00", or "08.12. 14:00" on another day than today */
+  function fmtWhen(ts) {
+    var t = parseTime(ts);
+    if (t == null) return '';
+    var d = new Date(t), today = new Date(serverNow());
+    var hm = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+    if (d.toDateString() === today.toDateString()) return hm;
+    return String(d.getDate()).padStart(2, '0') + '.' + String(d.getMonth() + 1).padStart(2, '0') + '. ' + hm;
   }
   function animate(el, color, ms) {
     if (!el.animate || matchMedia('(prefers-reduced-motion: reduce)').matches) return;
@@ -415,6 +430,7 @@
     }
     noteSeen(m.event_id);
     addEvent(m, true);
+    notify('update', m);
   }
 
   function onInitialStatus(m) {
@@ -443,6 +459,7 @@
     dirtySummary();
     loadDevices().catch(function () {});
     if (!st.historyLoaded) { st.historyLoaded = true; loadHistory().catch(function () {}); }
+    notify('status', m);
   }
 
   /* ---------- the device catalogue ---------- */
@@ -472,8 +489,11 @@
 
   var waiterQueue = new Set(), waiterActive = 0, waiterTimers = new Map();
 
+  /* Only for tiles on screen (and the selected one): a burst of events on a
+   * thousand devices must not become a thousand requests. */
   function queueWaiters(d) {
     if (!st.waitersSupported || waiterTimers.has(d.name)) return;
+    if (st.selected !== d && (!d.visible || d.el.hidden)) return;
     waiterTimers.set(d.name, setTimeout(function () {
       waiterTimers.delete(d.name);
       waiterQueue.add(d.name);
@@ -555,6 +575,13 @@
       if (l.plan_uid) bits.push('plan ' + l.plan_uid);
       if (l.fence != null) bits.push('fence ' + l.fence);
     }
+    var rv = e.reservation;
+    if (rv && typeof rv === 'object') {
+      if (!l) bits.push(who(rv));
+      if (rv.id) bits.push(String(rv.id));
+      if (rv.start && rv.end) bits.push(fmtWhen(rv.start) + ' – ' + fmtWhen(rv.end));
+      if (!l && rv.reason) bits.push(rv.reason);
+    }
     if (e.action === 'preempt_requested' && e.requested_by) bits.push('by ' + who(e.requested_by));
     if (e.action === 'expiring' && typeof e.expires_in_ms === 'number') bits.push('in ' + fmtLeft(e.expires_in_ms));
     det.textContent = bits.join(' · ');
@@ -577,7 +604,7 @@
     var ev = {
       key: key, event_id: e.event_id, action: e.action, device_name: e.device_name, lock: cleanLock(e.lock),
       timestamp: e.timestamp, cause: e.cause, requested_by: e.requested_by, expires_in_ms: e.expires_in_ms,
-      detail: e.detail
+      detail: e.detail, reservation: cleanLock(e.reservation)
     };
     st.eventIds.add(key);
     var n = st.events.length;
@@ -812,9 +839,11 @@
 
   /* ---------- controls ---------- */
 
+  var filterHooks = [];
   function applyFilter() {
     st.devices.forEach(function (d) { d.el.hidden = !matches(d); });
     dirtySummary();
+    for (var i = 0; i < filterHooks.length; i++) filterHooks[i]();
   }
   var filterTimer = 0;
   $('search').addEventListener('input', function () {
@@ -887,7 +916,31 @@
     devices: function () { return st.devices; },
     connected: function () { return st.connected; },
     lastEventId: function () { return st.lastSeen; },
-    busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; }
+    events: function () { return st.events; },
+    busy: function () { return inflight + waiterQueue.size + waiterTimers.size + waiterActive; },
+    busyParts: function () { return [inflight, waiterQueue.size, waiterTimers.size, waiterActive]; }
+  };
+  /* What timeline.js builds on: not a public interface. */
+  window.devlockDashboard.internal = {
+    api: api,
+    serverNow: serverNow,
+    parseTime: parseTime,
+    idCmp: idCmp,
+    who: who,
+    fmtLeft: fmtLeft,
+    devices: st.devices,
+    order: function () { return st.order; },
+    shown: function (d) { return !d.el.hidden; },
+    getDevice: function (name) { return getDevice(name, true); },
+    connected: function () { return st.connected; },
+    token: function () { return token; },
+    setToken: function (t) {
+      token = t;
+      st.authUsed = st.authUsed || !!t;
+      try { if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* kept in memory */ }
+    },
+    on: function (kind, fn) { listeners[kind].push(fn); },
+    filterChanged: function (fn) { filterHooks.push(fn); }
   };
 
   requestAnimationFrame(tick);

@@ -295,18 +295,19 @@ echo "=== install"
 stage=$dir/stage
 make -s B="$B" install DESTDIR="$stage" PREFIX=/usr >"$dir/install.log" 2>&1
 check "make install DESTDIR=... PREFIX=/usr" || cat "$dir/install.log"
-for f in include/lockclient.h lib/liblockclient.so.1.1.0 lib/liblockclient.so.1 lib/liblockclient.so \
+LCV=$(sed -n 's/^LC_VERSION := //p' Makefile)   # the library's full version, e.g. 1.2.0
+for f in include/lockclient.h lib/liblockclient.so.$LCV lib/liblockclient.so.1 lib/liblockclient.so \
          lib/liblockclient.a lib/pkgconfig/lockclient.pc bin/lockctl; do
     test -e "$stage/usr/$f" || { bad "installed $f"; continue; }
 done
 ok "installed the header, .so (+ links), .a, .pc and lockctl"
-readelf -d "$stage/usr/lib/liblockclient.so.1.1.0" | grep -q 'SONAME.*\[liblockclient.so.1\]'
+readelf -d "$stage/usr/lib/liblockclient.so.$LCV" | grep -q 'SONAME.*\[liblockclient.so.1\]'
 check "SONAME liblockclient.so.1"
-others=$(nm -D --defined-only "$stage/usr/lib/liblockclient.so.1.1.0" | awk '{print $3}' | grep -v '^lc_' | grep -v "^LOCKCLIENT_1\(\.1\)\?$")
+others=$(nm -D --defined-only "$stage/usr/lib/liblockclient.so.$LCV" | awk '{print $3}' | grep -v '^lc_' | grep -v "^LOCKCLIENT_1\(\.[0-9]*\)\?$")
 [ -z "$others" ]
 check "the .so exports only lc_* ${others:+(also: $others)}"
 sed -n 's/^LC_API [^(]*[ *]\(lc_[a-z_0-9]*\)(.*/\1/p' client/include/lockclient.h | sort >"$dir/api.want"
-nm -D --defined-only "$stage/usr/lib/liblockclient.so.1.1.0" | awk '{print $3}' | sed 's/@.*//' | grep '^lc_' | sort >"$dir/api.have"
+nm -D --defined-only "$stage/usr/lib/liblockclient.so.$LCV" | awk '{print $3}' | sed 's/@.*//' | grep '^lc_' | sort >"$dir/api.have"
 [ "$(wc -l <"$dir/api.want")" -ge 50 ] && cmp -s "$dir/api.want" "$dir/api.have"
 check "the .so exports every function of lockclient.h ($(wc -l <"$dir/api.have") of $(wc -l <"$dir/api.want"))" ||
     diff "$dir/api.want" "$dir/api.have" | head

@@ -205,7 +205,7 @@ check "--type queue_executing acquires QUEUE_EXECUTING"
 expect_rc 0 "--type Maintenance (mixed case)" "$RL" acquire --type Maintenance --timeout 30 rdev-t
 "$RL" force-release rdev-t >/dev/null
 expect_rc 0 "--version" "$RL" --version
-grep -q "^lockctl 1\.1\.[0-9]" "$dir/out" && grep -q "^liblockclient [0-9]*\.[0-9]*\.[0-9]" "$dir/out"
+grep -q "^lockctl 1\.[0-9]*\.[0-9]" "$dir/out" && grep -q "^liblockclient [0-9]*\.[0-9]*\.[0-9]" "$dir/out"
 check "--version prints lockctl's and the library's versions"
 expect_rc 0 "run --help" "$RL" run --help
 grep -q -- "--kill-after" "$dir/out" && grep -q -- "--preempt-signal" "$dir/out" && grep -q "120" "$dir/out" &&

@@ -1,14 +1,14 @@
 'use strict';
 /* Dashboard end-to-end test: a real redis-server, real devlockd, headless
  * Chromium (Debian's) driven by playwright-core, locks made with curl.
- * Last line: "N passed, M failed". Saves docs/dashboard.png. */
+ * Last line: "N passed, M failed". Saves docs/dashboard.png and docs/timeline.png. */
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const srv = { ...require('../lib/procs.js'), curl: require('../lib/procs.js').curlRequest };
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const TOTAL_DEADLINE_MS = 240000;
+const TOTAL_DEADLINE_MS = 360000;
 const LIVE_MS = 1000;   /* "appears within 1 s without reload" */
 
 let chromium;
@@ -365,6 +365,11 @@ async function main() {
     /* ---- authentication: token form, Bearer header, ?token= ---- */
     await authTest(browser, dir, redis, logs);
 
+    /* ---- the timeline and the actions ---- */
+    await timelineTest(browser, dir, redis, logs);
+    await actionsAuthTest(browser, dir, redis, logs);
+    await check('screenshot docs/timeline.png (ten hours of history, bookings ahead)', 30000, () => timelineShot(browser, dir, logs));
+
     /* ---- scale: 1 000 devices on a second broker with its own catalogue ---- */
     await scaleTest(browser, dir, redis, logs);
   } catch (e) {
@@ -430,6 +435,551 @@ async function authTest(browser, dir, redis, logs) {
   await page.close();
 }
 
+/* ---- the timeline: history, current holder, bookings, zoom, details, live ---- */
+
+const H = 3600e3;
+const iso = (ms) => new Date(ms).toISOString();
+const bar = (kind, dev, extra = '') => `.tl-bar.${kind}[data-device="${dev}"]${extra}`;
+
+/* Console errors a page may log: none, except the browser's line for an HTTP
+ * error answer whose status the running check expects (`allow`). */
+function watchConsole(page) {
+  const w = { errors: [], allow: null };
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const st = /^Failed to load resource: the server responded with a status of (\d+)/.exec(m.text());
+    if (st && w.allow && w.allow.test(st[1])) return;
+    w.errors.push(m.text());
+  });
+  page.on('pageerror', (e) => w.errors.push(`pageerror: ${e.message}`));
+  return w;
+}
+
+const fieldText = (page, name) => page.locator(`#tl-details dd[data-field="${name}"]`).textContent();
+const devState = async (base, dev, headers = []) => {
+  const r = await srv.curl('GET', `${base}/api/locks/device/${encodeURIComponent(dev)}`, undefined, headers);
+  assert(r.status === 200 && r.json, `device ${dev}: ${r.status} ${r.text}`);
+  return r.json;
+};
+const getBooking = async (base, id, headers = []) => {
+  const r = await srv.curl('GET', `${base}/api/reservations/${encodeURIComponent(id)}`, undefined, headers);
+  assert(r.status === 200 && r.json && r.json.reservation, `GET reservation ${id}: ${r.status} ${r.text}`);
+  return r.json.reservation;
+};
+const booked = (r) => {
+  assert(r.status === 201 && r.json && r.json.reservation && r.json.reservation.id, `booking refused: ${r.status} ${r.text}`);
+  return r.json.reservation;
+};
+/* the window span and whether a bar is in the DOM */
+const span = (page) => page.evaluate(() => window.devlockTimeline.window().span);
+/* datetime-local values in the page's own time zone */
+async function setBookingTimes(page, fromMs, toMs) {
+  await page.evaluate(([a, b]) => {
+    const v = (ms) => { const d = new Date(ms), p = (n) => String(n).padStart(2, '0');
+      return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`; };
+    document.getElementById('bk-from').value = v(a);
+    document.getElementById('bk-to').value = v(b);
+  }, [fromMs, toMs]);
+}
+async function actAs(page, user, token) {
+  await page.fill('#op-user', user);
+  if (token) await page.fill('#op-token', token);
+  await page.click('#op-use');
+  await page.waitForFunction((u) => document.getElementById('op-state').textContent.includes(u), user, { timeout: 1000 });
+}
+async function pickDevice(page, dev) {
+  await page.click(`.tl-row[data-device="${dev}"] .tl-label`);
+  await page.waitForFunction((d) => !document.getElementById('tl-device').hidden &&
+    document.getElementById('tl-dev-name').textContent === d, dev, { timeout: 1000 });
+}
+async function message(page, re, kind) {
+  await srv.until(`the message ${re}`, 3000, async () => {
+    const m = await page.$eval('#tl-msg', (e) => [e.hidden, e.dataset.kind, e.textContent]);
+    return !m[0] && m[1] === kind && re.test(m[2]);
+  });
+}
+
+async function timelineTest(browser, dir, redis, logs) {
+  const cat = path.join(dir, 'tl-devices.txt');
+  const devs = ['tl.det', 'tl.motor', 'tl.shutter', 'tl.robot', 'tl.slits'];
+  fs.writeFileSync(cat, devs.map((n) => `${n} description="timeline device"`).join('\n') + '\n');
+  /* database 3: two brokers, the page's (T) and another one (U) */
+  const T = await srv.startBroker(dir, 'devlockd-tl', `${redis.url}/3`, { args: ['--devices', cat] });
+  logs.push(T.proc.logFile);
+  const U = await srv.startBroker(dir, 'devlockd-tl2', `${redis.url}/3`, { args: ['--devices', cat] });
+  logs.push(U.proc.logFile);
+  const acq = (base, body) => srv.curl('POST', `${base}/api/lock/request`, body);
+  const rel = (base, dev, key, user) => srv.curl('POST', `${base}/api/lock/release`, { device_name: dev, lock_key: key, user_id: user });
+
+  /* history made before the page opens */
+  const a1 = await acq(T.base, { device_name: 'tl.det', lock_type: 'MANUAL_OPERATOR', user_id: 'alice', timeout: 60, reason: 'align' });
+  assert(a1.json && a1.json.success, `alice: ${a1.text}`);
+  assert((await rel(T.base, 'tl.det', a1.json.lock_key, 'alice')).status === 200, 'alice release');
+  const b1 = await acq(T.base, { device_name: 'tl.det', lock_type: 'MANUAL_OPERATOR', user_id: 'bob', timeout: 0.5 });
+  assert(b1.json && b1.json.success, `bob: ${b1.text}`);
+  await srv.until('bob\'s lock to expire', 4000, async () => !(await devState(T.base, 'tl.det')).locked);
+  const c1 = await acq(T.base, { device_name: 'tl.motor', lock_type: 'MANUAL_OPERATOR', user_id: 'carol', timeout: 60 });
+  const d1 = await acq(T.base, { device_name: 'tl.motor', lock_type: 'MAINTENANCE', user_id: 'dave', timeout: 600, reason: 'vacuum' });
+  assert(c1.json.success && d1.json.success && d1.json.preempted, `preemption: ${d1.text}`);
+  /* a booking made before the page opens: in an hour, for two hours */
+  const now0 = Date.now();
+  let rA = null, rsvErr = null;
+  try {
+    rA = booked(await srv.curl('POST', `${T.base}/api/reservations`, { device_names: ['tl.det'], lock_type: 'MANUAL_OPERATOR',
+      user_id: 'queue-server', start: iso(now0 + H), end: iso(now0 + 3 * H), reason: 'night scan', plan_uid: 'plan-42' }));
+  } catch (e) { rsvErr = e; }
+  const needRsv = () => { if (rsvErr) throw rsvErr; };
+
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const con = watchConsole(page);
+  await check('timeline: the Timeline button shows one row per device', 15000, async () => {
+    await page.goto(`${T.base}/`, { waitUntil: 'load' });
+    await page.waitForSelector('#conn[data-state="connected"]', { timeout: 5000 });
+    await page.click('#view-timeline');
+    await page.waitForSelector('#timeline:not([hidden])', { timeout: 1000 });
+    assert(await page.$eval('.devices', (e) => e.hidden), 'the tiles are still shown');
+    await srv.until('5 rows', 2000, async () => (await page.locator('.tl-row').count()) === 5);
+    const rows = await page.$$eval('.tl-row', (rs) => rs.map((r) => r.dataset.device));
+    assert(JSON.stringify(rows) === JSON.stringify(['tl.det', 'tl.motor', 'tl.robot', 'tl.shutter', 'tl.slits']), `rows ${rows}`);
+    assert(await span(page) === 6 * H, `default span ${await span(page)}`);
+  });
+
+  await check('timeline: past locks from the event history, one bar per lock', 5000, async () => {
+    await page.waitForSelector(bar('lock', 'tl.det', '[data-user="bob"]'), { timeout: 3000 });
+    const det = await page.$$eval(bar('lock', 'tl.det'), (bs) => bs.map((b) => `${b.dataset.user}/${b.dataset.end}`).sort());
+    assert(JSON.stringify(det) === '["alice/released","bob/force_released"]', `tl.det bars ${JSON.stringify(det)}`);
+    const motor = await page.$$eval(bar('lock', 'tl.motor'), (bs) => bs.map((b) => `${b.dataset.user}/${b.dataset.end}`));
+    assert(JSON.stringify(motor) === '["carol/force_released"]', `tl.motor bars ${JSON.stringify(motor)}`);
+    /* the details of a past lock */
+    await page.$eval(bar('lock', 'tl.det', '[data-user="alice"]'), (b) => b.click());
+    await page.waitForSelector('#tl-details:not([hidden])[data-kind="lock"]', { timeout: 1000 });
+    assert(await fieldText(page, 'user') === 'alice', 'details: user');
+    assert(await fieldText(page, 'reason') === 'align', 'details: reason');
+    assert(/released/.test(await fieldText(page, 'end')), `details: end ${await fieldText(page, 'end')}`);
+    assert(await fieldText(page, 'fence') === String(a1.json.fence), 'details: fence');
+  });
+
+  await check('timeline: the current holder, and a new one live within 1 s', 6000, async () => {
+    await page.waitForSelector(bar('current', 'tl.motor', '[data-user="dave"]'), { timeout: 1000 });
+    const e1 = await acq(U.base, { device_name: 'tl.shutter', lock_type: 'QUEUE_EXECUTING', user_id: 'eve', timeout: 120 });
+    assert(e1.json && e1.json.success, `eve: ${e1.text}`);
+    await page.waitForSelector(bar('current', 'tl.shutter', '[data-user="eve"]'), { timeout: LIVE_MS });
+    assert((await rel(U.base, 'tl.shutter', e1.json.lock_key, 'eve')).status === 200, 'eve release');
+    await page.waitForSelector(bar('lock', 'tl.shutter', '[data-user="eve"][data-end="released"]'), { timeout: LIVE_MS });
+    assert(await page.locator(bar('current', 'tl.shutter')).count() === 0, 'the released lock is still current');
+  });
+
+  await check('timeline: a future booking (made with curl) is shown', 5000, async () => {
+    needRsv();
+    await page.waitForSelector(`.tl-bar.booking[data-id="${rA.id}"][data-device="tl.det"][data-state="booked"]`, { timeout: 3000 });
+  });
+
+  await check('timeline: zoom (buttons, Ctrl + wheel) changes the visible span; drag pans', 10000, async () => {
+    const ticks = () => page.$$eval('.tl-axis .tl-tick:not(.now)', (ts) => ts.map((x) => x.textContent));
+    const t6 = await ticks();
+    await page.click('.tl-zoom [data-span="3600000"]');
+    assert(await span(page) === H, `span after 1h: ${await span(page)}`);
+    const w = await page.evaluate(() => window.devlockTimeline.window());
+    const now = await page.evaluate(() => window.devlockDashboard.internal.serverNow());
+    assert(w.start < now && w.end > now, 'now is not in the 1 h window');
+    const t1 = await ticks();
+    assert(JSON.stringify(t1) !== JSON.stringify(t6), `the axis did not change: ${t1}`);
+    if (rA) await srv.until('the booking out of the 1 h window', 1000, async () =>
+      (await page.locator(`.tl-bar.booking[data-id="${rA.id}"]`).count()) === 0);
+    await page.click('.tl-zoom [data-span="604800000"]');
+    assert(await span(page) === 7 * 24 * H, `span after 1w: ${await span(page)}`);
+    await page.click('.tl-zoom [data-span="2419200000"]');
+    assert(await span(page) === 28 * 24 * H, `span after 4w: ${await span(page)}`);
+    if (rA) await page.waitForSelector(`.tl-bar.booking[data-id="${rA.id}"]`, { timeout: 1000 });
+    await page.click('.tl-zoom [data-span="86400000"]');
+    assert(await span(page) === 24 * H, `span after 1d: ${await span(page)}`);
+    /* Ctrl + wheel down over the rows: out by 1.25 */
+    const box = await page.locator('.tl-row[data-device="tl.slits"] .tl-lane').boundingBox();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.keyboard.down('Control');
+    await page.mouse.wheel(0, 100);
+    await page.keyboard.up('Control');
+    await srv.until('the wheel zoom', 1000, async () => Math.abs(await span(page) - 30 * H) < 1000);
+    /* drag 200 px to the left: the window moves later by 200/width of the span */
+    const before = await page.evaluate(() => window.devlockTimeline.window());
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2 - 100, box.y + box.height / 2, { steps: 4 });
+    await page.mouse.move(box.x + box.width / 2 - 200, box.y + box.height / 2, { steps: 4 });
+    await page.mouse.up();
+    const after = await page.evaluate(() => window.devlockTimeline.window());
+    const want = 200 / box.width * before.span;
+    assert(Math.abs(after.start - before.start - want) < want * 0.1, `drag moved ${after.start - before.start} ms, want ${want}`);
+    assert(after.span === before.span, 'the drag changed the span');
+    await page.click('.tl-zoom [data-span="21600000"]');
+    await page.click('#tl-now');
+    assert(await span(page) === 6 * H, 'span after 6h');
+  });
+
+  await check('timeline: clicking a booking shows its details', 5000, async () => {
+    needRsv();
+    const sel = `.tl-bar.booking[data-id="${rA.id}"]`;
+    await page.waitForSelector(sel, { timeout: 2000 });
+    await page.click(sel);
+    await page.waitForSelector(`#tl-details:not([hidden])[data-kind="booking"][data-id="${rA.id}"]`, { timeout: 1000 });
+    const want = { id: rA.id, user: 'queue-server', start: rA.start, end: rA.end, state: 'booked', reason: 'night scan', plan: 'plan-42' };
+    for (const [k, v] of Object.entries(want)) assert(await fieldText(page, k) === v, `details ${k}: ${await fieldText(page, k)}, want ${v}`);
+    assert(/^MANUAL_OPERATOR/.test(await fieldText(page, 'type')), 'details: type');
+    assert(await fieldText(page, 'devices') === 'tl.det', 'details: devices');
+    assert(await page.isVisible('#tl-cancel'), 'no cancel button for a live booking');
+  });
+
+  await check('timeline: a booking made and cancelled elsewhere shows within 1 s', 6000, async () => {
+    needRsv();
+    const t0 = Date.now();
+    const rB = booked(await srv.curl('POST', `${U.base}/api/reservations`, { device_name: 'tl.motor', lock_type: 'QUEUE_QUEUED',
+      user_id: 'queue', start: iso(t0 + H / 2), end: iso(t0 + 1.5 * H), reason: 'scan 7' }));
+    await page.waitForSelector(`.tl-bar.booking[data-id="${rB.id}"][data-device="tl.motor"][data-state="booked"]`, { timeout: LIVE_MS });
+    const del = await srv.curl('DELETE', `${U.base}/api/reservations/${rB.id}`);
+    assert(del.status === 200, `DELETE: ${del.status} ${del.text}`);
+    await page.waitForSelector(`.tl-bar.booking[data-id="${rB.id}"][data-state="cancelled"]`, { timeout: LIVE_MS });
+    console.log(`     (created and cancelled, both shown, in ${Date.now() - t0} ms)`);
+  });
+
+  /* ---- actions without auth: the page acts with the user it is told ---- */
+  await check('actions (no auth): request, renew, release from the page', 10000, async () => {
+    await actAs(page, 'pat');
+    await pickDevice(page, 'tl.robot');
+    await page.fill('#rq-timeout', '60');
+    await page.fill('#rq-reason', 'from the page');
+    await page.click('#rq-go');
+    await page.waitForSelector(bar('current', 'tl.robot', '[data-user="pat"][data-mine="1"]'), { timeout: 2000 });
+    await message(page, /Lock acquired for tl\.robot/, 'ok');
+    const s1 = await devState(T.base, 'tl.robot');
+    assert(s1.locked && s1.lock.user_id === 'pat' && s1.lock.reason === 'from the page', `after request ${JSON.stringify(s1)}`);
+    await page.fill('#rq-timeout', '900');
+    await page.click('#rq-renew');
+    await srv.until('the renewed lease', 2000, async () => {
+      const s = await devState(T.base, 'tl.robot');
+      return s.locked && Date.parse(s.lock.expires_at) - Date.parse(s1.lock.expires_at) > 600e3;
+    });
+    await page.click('#rq-release');
+    await srv.until('the device free', 2000, async () => !(await devState(T.base, 'tl.robot')).locked);
+    await page.waitForSelector(bar('lock', 'tl.robot', '[data-user="pat"][data-end="released"]'), { timeout: LIVE_MS });
+    assert(await page.isDisabled('#rq-release'), 'release still enabled without a lock');
+  });
+
+  await check('actions (no auth): a booking over another one gets the API\'s 409 message', 5000, async () => {
+    needRsv();
+    await pickDevice(page, 'tl.det');
+    await setBookingTimes(page, Date.parse(rA.start) + H / 2, Date.parse(rA.end) + H);
+    con.allow = /^409$/;
+    await page.click('#bk-go');
+    await message(page, new RegExp(`^Book tl\\.det: tl\\.det is booked by ${rA.id} \\(queue-server, MANUAL_OPERATOR\\) from .* \\(conflict\\)$`), 'error');
+    con.allow = null;
+  });
+
+  await check('timeline: a device name is a keyboard control', 3000, async () => {
+    await page.focus('.tl-row[data-device="tl.motor"] .tl-label');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.getElementById('tl-dev-name').textContent === 'tl.motor', null, { timeout: 1000 });
+    /* the redraws (once a second) keep the row, so the focus stays */
+    const n0 = await page.evaluate(() => window.devlockTimeline.renders());
+    await page.waitForFunction((n) => window.devlockTimeline.renders() >= n + 2, n0, { timeout: 2500 });
+    const f = await page.evaluate(() => document.activeElement && document.activeElement.closest('.tl-row') &&
+      document.activeElement.closest('.tl-row').dataset.device);
+    assert(f === 'tl.motor', `focus on ${f}`);
+  });
+
+  await check('actions (no auth): book, then cancel from the page', 10000, async () => {
+    needRsv();
+    await pickDevice(page, 'tl.slits');
+    const from = Math.ceil(Date.now() / 60e3) * 60e3 + 2 * H;
+    await setBookingTimes(page, from, from + H);
+    await page.fill('#bk-reason', 'page booking');
+    await page.click('#bk-go');
+    await message(page, /^Booked tl\.slits as r\d+/, 'ok');
+    const id = await page.$eval('#tl-details', (e) => e.dataset.id);
+    const b = await getBooking(T.base, id);
+    assert(b.user_id === 'pat' && b.state === 'booked' && b.reason === 'page booking' &&
+      Date.parse(b.start) === from && Date.parse(b.end) === from + H, `booking ${JSON.stringify(b)}`);
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"]`, { timeout: LIVE_MS });
+    await page.click('#tl-cancel');
+    await message(page, new RegExp(`^Cancelled ${id}`), 'ok');
+    assert((await getBooking(T.base, id)).state === 'cancelled', 'not cancelled on the broker');
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="cancelled"]`, { timeout: LIVE_MS });
+  });
+
+  await check('actions (no auth): a booking that starts now becomes the page\'s lock, released from the page', 10000, async () => {
+    needRsv();
+    await pickDevice(page, 'tl.shutter');
+    await setBookingTimes(page, Date.now() - 60e3, Date.now() + H);
+    await page.fill('#bk-reason', 'right now');
+    await page.click('#bk-go');
+    await message(page, /^Booked tl\.shutter as r\d+/, 'ok');
+    const id = await page.$eval('#tl-details', (e) => e.dataset.id);
+    /* the owner's key comes with its booking: the page can release the lock the booking became */
+    await page.waitForSelector(bar('current', 'tl.shutter', '[data-user="pat"][data-mine="1"]'), { timeout: 3000 });
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="active"]`, { timeout: LIVE_MS });
+    const s = await devState(T.base, 'tl.shutter');
+    assert(s.lock && s.lock.reservation === id, `the lock is not the booking's: ${JSON.stringify(s.lock)}`);
+    await page.click('#rq-release');
+    await srv.until('tl.shutter free', 2000, async () => !(await devState(T.base, 'tl.shutter')).locked);
+    await srv.until('the booking ended', 2000, async () => {
+      const b = await getBooking(T.base, id);
+      return b.state === 'ended' && b.cause === 'released';
+    });
+    await page.waitForSelector(`.tl-bar.booking[data-id="${id}"][data-state="ended"]`, { timeout: LIVE_MS });
+  });
+
+  await check('timeline: no console errors', 1000, async () => { assert(con.errors.length === 0, con.errors.join(' || ')); });
+  await page.close();
+}
+
+/* ---- actions with tokens (--auth-file): roles, 403, and no one else's lock_key ---- */
+
+async function actionsAuthTest(browser, dir, redis, logs) {
+  const authFile = path.join(dir, 'auth-actions.json');
+  const tok = { adm: 'adm-secret-1', olga: 'olga-secret-2', bob: 'bob-secret-3' };
+  fs.writeFileSync(authFile, JSON.stringify({ users: [
+    { user_id: 'adm', token: tok.adm, roles: ['admin'] },
+    { user_id: 'olga', token: tok.olga, roles: ['operator'] },
+    { user_id: 'bob', token: tok.bob, roles: ['operator', 'queue'] }
+  ] }));
+  const devs = ['a.det1', 'a.det2', 'a.det3'];
+  const cat = path.join(dir, 'a-devices.txt');
+  fs.writeFileSync(cat, devs.join('\n') + '\n');
+  /* database 4 of the same Redis */
+  const broker = await srv.startBroker(dir, 'devlockd-actions', `${redis.url}/4`, { args: ['--auth-file', authFile, '--devices', cat] });
+  logs.push(broker.proc.logFile);
+  const base = broker.base;
+  const as = (u) => [`Authorization: Bearer ${tok[u]}`];
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const con = watchConsole(page);
+  con.allow = /^401$/;     /* the token form: the page learns from a 401 that it needs a token */
+  const seen = [];         /* every answer and frame the page got */
+  page.on('response', async (r) => { if (r.url().includes('/api/')) { try { seen.push(await r.text()); } catch (e) { /* gone */ } } });
+  page.on('websocket', (ws) => ws.on('framereceived', (f) => seen.push(String(f.payload))));
+
+  await check('actions (auth): the operator\'s token and user; request, renew, release', 15000, async () => {
+    await page.goto(`${base}/?view=timeline`, { waitUntil: 'load' });
+    await page.waitForSelector('#auth[open]', { timeout: 5000 });
+    await page.fill('#auth-token', tok.olga);
+    await page.click('#auth-form button[type=submit]');
+    await page.waitForSelector('#conn[data-state="connected"]', { timeout: 5000 });
+    await actAs(page, 'olga');
+    await pickDevice(page, 'a.det1');
+    await page.fill('#rq-timeout', '60');
+    await page.click('#rq-go');
+    await page.waitForSelector(bar('current', 'a.det1', '[data-user="olga"][data-mine="1"]'), { timeout: 2000 });
+    const s1 = await devState(base, 'a.det1', as('olga'));
+    assert(s1.locked && s1.lock.user_id === 'olga', `after request ${JSON.stringify(s1)}`);
+    await page.fill('#rq-timeout', '900');
+    await page.click('#rq-renew');
+    await message(page, /./, 'ok');
+    await srv.until('the renewed lease', 2000, async () => {
+      const s = await devState(base, 'a.det1', as('olga'));
+      return Date.parse(s.lock.expires_at) - Date.parse(s1.lock.expires_at) > 600e3;
+    });
+    await page.click('#rq-release');
+    await srv.until('a.det1 free', 2000, async () => !(await devState(base, 'a.det1', as('olga'))).locked);
+    const url = await page.evaluate(() => location.href);
+    assert(!url.includes(tok.olga), `the token is in the page URL ${url}`);
+    assert(await page.evaluate(() => sessionStorage.getItem('devlock.token')) === tok.olga, 'the token is not in sessionStorage');
+  });
+
+  await check('actions (auth): a role that does not allow the type gets the API\'s 403 message', 5000, async () => {
+    con.allow = /^(401|403)$/;
+    await page.selectOption('#rq-type', 'MAINTENANCE');
+    await page.click('#rq-go');
+    await message(page, /this token's roles do not allow that lock type \(forbidden\)/, 'error');
+    await page.selectOption('#rq-type', 'MANUAL_OPERATOR');
+    con.allow = /^401$/;
+  });
+
+  await check('actions (auth): book, then cancel', 10000, async () => {
+    const from = Math.ceil(Date.now() / 60e3) * 60e3 + H;
+    await setBookingTimes(page, from, from + H);
+    await page.click('#bk-go');
+    await message(page, /^Booked a\.det1 as r\d+/, 'ok');
+    const id = await page.$eval('#tl-details', (e) => e.dataset.id);
+    const b = await getBooking(base, id, as('olga'));
+    assert(b.user_id === 'olga' && b.state === 'booked', `booking ${JSON.stringify(b)}`);
+    await page.click('#tl-cancel');
+    await message(page, new RegExp(`^Cancelled ${id}`), 'ok');
+    assert((await getBooking(base, id, as('olga'))).state === 'cancelled', 'not cancelled');
+  });
+
+  let bobLock = null, bobBooking = null;
+  await check('actions (auth): a non-admin force-release gets the 403 message', 8000, async () => {
+    const r = await srv.curl('POST', `${base}/api/lock/request`,
+      { device_name: 'a.det2', lock_type: 'QUEUE_EXECUTING', user_id: 'bob', timeout: 600, reason: 'bob scan' }, as('bob'));
+    assert(r.json && r.json.success && r.json.lock_key, `bob's lock: ${r.text}`);
+    bobLock = r.json.lock_key;
+    await page.waitForSelector(bar('current', 'a.det2', '[data-user="bob"]'), { timeout: LIVE_MS });
+    con.allow = /^(401|403)$/;
+    await pickDevice(page, 'a.det2');
+    assert(await page.isDisabled('#rq-release'), 'olga may release bob\'s lock?');
+    await page.click('#rq-force');
+    await message(page, /^Force release a\.det2: force release needs the admin role \(forbidden\)$/, 'error');
+    con.allow = /^401$/;
+    assert((await devState(base, 'a.det2', as('bob'))).locked, 'the lock is gone');
+  });
+
+  const own = {};
+  await check('actions (auth): the page never holds another user\'s lock_key, even with an admin token', 15000, async () => {
+    const fromB = Date.now() + 2 * H;
+    bobBooking = booked(await srv.curl('POST', `${base}/api/reservations`, { device_names: ['a.det2'], lock_type: 'MANUAL_OPERATOR',
+      user_id: 'bob', start: iso(fromB), end: iso(fromB + H), reason: 'bob booking' }, as('bob')));
+    assert(bobBooking.lock_key, 'bob does not see his own booking key');
+    /* as the admin: its answers carry every user's lock_key */
+    await actAs(page, 'adm', tok.adm);
+    await page.reload({ waitUntil: 'load' });
+    await page.waitForSelector('#conn[data-state="connected"]', { timeout: 5000 });
+    await page.waitForSelector(`.tl-bar.booking[data-id="${bobBooking.id}"]`, { timeout: 3000 });
+    await page.waitForSelector(bar('current', 'a.det2', '[data-user="bob"]'), { timeout: 1000 });
+    /* the admin takes a lock and books from the page: those keys it keeps */
+    await pickDevice(page, 'a.det3');
+    const answer = page.waitForResponse((r) => r.url().endsWith('/api/lock/request'));
+    await page.click('#rq-go');
+    own.lock = (await (await answer).json()).lock_key;
+    await page.waitForSelector(bar('current', 'a.det3', '[data-user="adm"][data-mine="1"]'), { timeout: 2000 });
+    const from = Math.ceil(Date.now() / 60e3) * 60e3 + 4 * H;
+    await setBookingTimes(page, from, from + H);
+    const banswer = page.waitForResponse((r) => r.url().endsWith('/api/reservations') && r.request().method() === 'POST');
+    await page.click('#bk-go');
+    own.booking = (await (await banswer).json()).reservation.lock_key;
+    await message(page, /^Booked a\.det3/, 'ok');
+    /* the keys reached the page ... */
+    const all = seen.join('\n');
+    assert(all.includes(bobLock), 'bob\'s lock_key never reached the page: the check would prove nothing');
+    assert(all.includes(bobBooking.lock_key), 'bob\'s booking lock_key never reached the page');
+    /* ... and are nowhere in it */
+    const state = await page.evaluate(() => {
+      const plain = (x) => JSON.stringify(x, (k, v) => (v instanceof Map ? [...v.entries()] : v instanceof Set ? [...v] : v));
+      const dash = window.devlockDashboard, tlv = window.devlockTimeline;
+      return {
+        kept: plain(tlv.keys()),
+        rest: plain([[...dash.devices().values()].map((d) => ({ lock: d.lock, waiters: d.waiters })), dash.events(),
+          tlv.bookings(), tlv.intervals()]),
+        dom: document.documentElement.outerHTML,
+        storage: JSON.stringify([Object.entries(sessionStorage), Object.entries(localStorage)])
+      };
+    });
+    for (const [what, k] of [['bob\'s lock', bobLock], ['bob\'s booking', bobBooking.lock_key]])
+      for (const [where, text] of Object.entries(state)) assert(!text.includes(k), `${what} key is in the page (${where})`);
+    assert(state.kept.includes(own.lock) && state.kept.includes(own.booking), `the page does not keep its own keys: ${state.kept}`);
+    for (const where of ['rest', 'dom', 'storage']) assert(!state[where].includes(own.lock), `its own key is shown or copied (${where})`);
+  });
+
+  await check('actions (auth): an admin force-releases another user\'s lock', 5000, async () => {
+    await pickDevice(page, 'a.det2');
+    await page.click('#rq-force');
+    await message(page, /^Lock force-released for a\.det2$/, 'ok');
+    await srv.until('a.det2 free', 2000, async () => !(await devState(base, 'a.det2', as('adm'))).locked);
+    await page.waitForSelector(bar('lock', 'a.det2', '[data-user="bob"][data-end="force_released"]'), { timeout: LIVE_MS });
+  });
+
+  await check('actions (auth): no unexpected console errors', 1000, async () => { assert(con.errors.length === 0, con.errors.join(' || ')); });
+  await page.close();
+}
+
+/* ---- docs/timeline.png: a day on a beamline ----
+ * A test cannot wait hours, so the past ten hours of this picture are events
+ * written into a private Redis stream, in the broker's own format, before its
+ * broker starts; the current locks and the bookings are made through the API. */
+async function timelineShot(browser, dir, logs) {
+  const names = ['detector1', 'detector2', 'monochromator', 'motor.x', 'motor.y', 'sample_stage', 'shutter',
+    'slit1', 'goniometer', 'robot', 'cryostream', 'attenuator'];
+  const cat = path.join(dir, 'shot-devices.txt');
+  fs.writeFileSync(cat, names.join('\n') + '\n');
+  const rdir = path.join(dir, 'shot');
+  fs.mkdirSync(rdir, { recursive: true });
+  const redis = await srv.startRedis(rdir);
+  logs.push(redis.proc.logFile);
+  const rnd = srv.prng(13);
+  const types = [['MAINTENANCE', 0], ['QUEUE_EXECUTING', 1], ['MANUAL_OPERATOR', 2], ['QUEUE_QUEUED', 3]];
+  const users = { 0: ['staff.jones'], 1: ['queue'], 2: ['alice', 'erin', 'frank'], 3: ['queue'] };
+  const now = Date.now();
+  const evs = [];
+  const isoUs = (ms) => new Date(ms).toISOString().replace('Z', '000Z');
+  for (const dev of names) {
+    let at = now - 10 * H + rnd() * H, fence = 0;
+    while (true) {
+      const len = (10 + rnd() * 80) * 60e3;
+      if (at + len > now - 10 * 60e3) break;
+      const [type, prio] = rnd() < 0.08 ? types[0] : types[1 + Math.floor(rnd() * 3)];
+      const user = users[prio][Math.floor(rnd() * users[prio].length)];
+      const lease = type === 'QUEUE_EXECUTING' ? 900 : 3600;
+      const lock = { device_name: dev, lock_type: type, user_id: user, lock_key: `seed-${dev}-${fence + 1}`,
+        acquired_at: isoUs(at), expires_at: isoUs(at + lease * 1000), reason: prio === 2 ? 'alignment' : null,
+        plan_uid: prio % 2 ? `plan-${Math.floor(rnd() * 900 + 100)}` : null, priority: prio, fence: ++fence, lease_s: lease };
+      const r = rnd();
+      const [action, cause] = r < 0.8 ? ['released', null] : r < 0.92 ? ['force_released', 'expired'] : ['force_released', 'preempted'];
+      evs.push({ ms: at, dev, plan: lock.plan_uid, j: { action: 'acquired', device_name: dev, lock, timestamp: isoUs(at) } });
+      evs.push({ ms: at + len, dev, plan: lock.plan_uid,
+        j: Object.assign({ action, device_name: dev, lock, timestamp: isoUs(at + len) }, cause ? { cause } : {}) });
+      at += len + (5 + rnd() * 70) * 60e3;
+    }
+  }
+  evs.sort((a, b) => a.ms - b.ms);
+  let lastMs = 0, seq = 0;
+  for (const e of evs) {
+    const ms = Math.max(lastMs, Math.floor(e.ms));
+    seq = ms === lastMs ? seq + 1 : 0;
+    lastMs = ms;
+    const id = `${ms}-${seq}`;
+    await srv.redisCmd(redis.port, ['XADD', 'dl:events', id, 'dev', e.dev, 'plan', e.plan || '', 'exp', '0', 'j', JSON.stringify(e.j)]);
+  }
+  const broker = await srv.startBroker(dir, 'devlockd-shot', redis.url, { args: ['--devices', cat] });
+  logs.push(broker.proc.logFile);
+  const base = broker.base;
+  const post = async (p, body, want) => {
+    const r = await srv.curl('POST', `${base}${p}`, body);
+    assert(r.status === want && r.json, `${p}: ${r.status} ${r.text}`);
+    return r.json;
+  };
+  for (const l of [
+    { device_name: 'monochromator', lock_type: 'MAINTENANCE', user_id: 'staff.jones', timeout: 3 * 3600, reason: 'Crystal realignment' },
+    { device_names: ['detector2', 'motor.y'], lock_type: 'QUEUE_EXECUTING', user_id: 'queue', timeout: 2400, plan_uid: '7f3a9c1e' },
+    { device_name: 'goniometer', lock_type: 'MANUAL_OPERATOR', user_id: 'alice', timeout: 1800, reason: 'Centring crystal' },
+    { device_name: 'slit1', lock_type: 'QUEUE_QUEUED', user_id: 'queue', timeout: 5400, plan_uid: 'b81d44f0' },
+    { device_name: 'robot', lock_type: 'MANUAL_OPERATOR', user_id: 'erin', timeout: null, reason: 'Mount sample 12' }
+  ]) await post('/api/lock/request', l, 200);
+  const hr = Math.ceil(now / H) * H;
+  const bookings = [
+    { device_names: ['detector1', 'motor.x', 'sample_stage'], lock_type: 'QUEUE_EXECUTING', user_id: 'queue',
+      start: iso(hr + 3 * H), end: iso(hr + 11 * H), reason: 'night scan', plan_uid: 'plan-42' },
+    { device_names: ['goniometer'], lock_type: 'MANUAL_OPERATOR', user_id: 'frank', start: iso(hr + H), end: iso(hr + 3 * H), reason: 'beam time: proposal 2291' },
+    { device_names: ['cryostream'], lock_type: 'MAINTENANCE', user_id: 'staff.jones', start: iso(hr + 30 * 60e3), end: iso(hr + 2 * H), reason: 'refill' },
+    { device_names: ['robot'], lock_type: 'MANUAL_OPERATOR', user_id: 'erin', start: iso(hr + 5 * H), end: iso(hr + 7 * H), reason: 'sample exchange' },
+    { device_names: ['attenuator', 'shutter'], lock_type: 'QUEUE_QUEUED', user_id: 'queue', start: iso(hr + 12 * H), end: iso(hr + 14 * H) }
+  ];
+  const made = [];
+  for (const b of bookings) made.push((await post('/api/reservations', b, 201)).reservation);
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const con = watchConsole(page);
+  await page.goto(`${base}/?view=timeline`, { waitUntil: 'load' });
+  await page.waitForSelector('#conn[data-state="connected"]', { timeout: 5000 });
+  /* the 6 h window reads back to 3.9 h ago (a lock that ended there may have
+   * started earlier); zoomed out to a day, the older history is read too */
+  const oldestEnd = () => page.evaluate(() => {
+    let min = Infinity;
+    window.devlockTimeline.intervals().forEach((m) => m.forEach((iv) => { if (iv.end != null && iv.end < min) min = iv.end; }));
+    return min;
+  });
+  await srv.until('the recent history', 3000, async () => (await oldestEnd()) < now - 3 * H);
+  assert(await oldestEnd() > now - 4 * H, `the 6 h window read back to ${(now - await oldestEnd()) / H} h ago`);
+  await page.click('.tl-zoom [data-span="86400000"]');
+  await srv.until('the older history', 3000, async () => (await oldestEnd()) < now - 9 * H);
+  await actAs(page, 'alice');
+  await page.waitForSelector(`.tl-bar.booking[data-id="${made[0].id}"][data-device="detector1"]`, { timeout: 3000 });
+  await srv.until('the seeded history on screen', 3000, async () => (await page.locator('.tl-bar.lock').count()) > 40);
+  await page.click(`.tl-bar.booking[data-id="${made[0].id}"][data-device="motor.x"]`);
+  await page.waitForSelector('#tl-details:not([hidden])', { timeout: 1000 });
+  await page.evaluate(() => { document.activeElement && document.activeElement.blur(); });
+  const out = path.join(ROOT, 'docs', 'timeline.png');
+  await page.screenshot({ path: out });
+  const png = fs.readFileSync(out);
+  assert(png.length > 20000 && png.slice(1, 4).toString() === 'PNG', `screenshot is ${png.length} bytes`);
+  assert(con.errors.length === 0, con.errors.join(' || '));
+  await page.close();
+}
+
 async function scaleTest(browser, dir, redis, logs) {
   const N = 1000;
   const names = Array.from({ length: N }, (_, i) => `rack${String(Math.floor(i / 100)).padStart(2, '0')}:dev${String(i).padStart(4, '0')}`);
@@ -477,6 +1027,22 @@ async function scaleTest(browser, dir, redis, logs) {
     assert(fps >= 20, `only ${fps.toFixed(1)} frames/s`);
   });
 
+  await check(`scale: the timeline of ${N} devices keeps only the rows on screen in the DOM`, 15000, async () => {
+    await page.click('#view-timeline');
+    await srv.until('timeline rows', 3000, async () => (await page.locator('.tl-row').count()) > 0);
+    const n = await page.locator('.tl-row').count();
+    assert(n < 80, `${n} rows in the DOM for ${N} devices`);
+    const h = await page.$eval('#tl-body', (b) => b.offsetHeight);
+    assert(h === N * 30, `the rows are ${h} px high, not ${N * 30}`);
+    assert(await page.locator('.tl-bar.current').count() >= n - 10, 'the held devices on screen have no current bar');
+    const t0 = Date.now();
+    await page.$eval('#tl-scroll', (el) => { el.scrollTop = el.scrollHeight; });
+    await page.waitForSelector(`.tl-row[data-device="${names[N - 1]}"] .tl-bar.current`, { timeout: 1000 });
+    console.log(`     (${n} rows in the DOM; scrolled to the last of ${N} in ${Date.now() - t0} ms)`);
+    await page.click('#view-tiles');
+    await page.waitForSelector('#timeline', { state: 'hidden', timeout: 1000 });
+  });
+
   await check('scale: the search box narrows 1 000 tiles', 5000, async () => {
     await page.fill('#search', 'dev0042');
     await srv.until('one tile', 3000, async () => (await page.locator('.tile:not([hidden])').count()) === 1);
@@ -508,7 +1074,9 @@ async function scaleTest(browser, dir, redis, logs) {
    * fresh initial_status that follows */
   let bulk = broker;
   await check('scale: a resume gap after a restart is shown, and the state is fresh', 60000, async () => {
-    await srv.until('the page to be idle', 5000, () => page.evaluate(() => window.devlockDashboard.busy() === 0));
+    try {
+      await srv.until('the page to be idle', 5000, () => page.evaluate(() => window.devlockDashboard.busy() === 0));
+    } catch (e) { throw new Error(e.message + ' ' + JSON.stringify(await page.evaluate(() => window.devlockDashboard.busyParts()))); }
     window_.on = true;
     const clean = await srv.stop(bulk.proc, 5000);
     assert(clean, 'devlockd did not exit on SIGTERM within 5 s');
