@@ -3,6 +3,7 @@
 # prints each suite's closing line, then a total. Exit status 1 if any failed.
 #   unit         build/tests/test_* (no Redis, no sockets)
 #   semantics    tests/semantics/run.js (waits, groups, idempotency, sessions, preemption, delays, paging)
+#   reservations tests/reservations/run.js (bookings: overlap, bumping, start/end, window refusals, cancel, move, faults)
 #   ops          tests/ops/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs, config)
 #   integration  tests/integration/run.js (every route and error, preemption matrix, faults)
 #   client       tests/client/run.sh (liblockclient + lockctl)
@@ -19,7 +20,7 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
-suites=${*:-unit integration semantics ops client e2e dashboard sentinel probes webhooks edges chaos fuzz package}
+suites=${*:-unit integration semantics reservations ops client e2e dashboard sentinel probes webhooks edges chaos fuzz package}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)
 
@@ -53,6 +54,7 @@ for s in $suites; do
             [ -n \"\$tp\" ] || { tp=0; tf=1; }; [ \$rc = 0 ] || [ \"\$tf\" != 0 ] || tf=1
             p=\$((p+tp)); f=\$((f+tf)); done; echo \"\$p passed, \$f failed\"" ;;
     semantics) run_suite semantics node tests/semantics/run.js ;;
+    reservations) [ -f tests/reservations/run.js ] && run_suite reservations node tests/reservations/run.js ;;
     ops) run_suite ops node tests/ops/run.js ;;
     integration) [ -f tests/integration/run.js ] && run_suite integration node tests/integration/run.js ;;
     client) [ -f tests/client/run.sh ] && run_suite client sh tests/client/run.sh ;;

@@ -35,8 +35,9 @@
 // Then the generative edge checker (tests/chaos/edges.js: aborted and
 // retried requests, Redis stalls past --redis-timeout-ms, tiny and long
 // waits, groups, sessions with hand-over and socket death, broker SIGTERM /
-// SIGKILL under queued waiters, force release, preemption; invariants I1-I5
-// and X from the clients' history and Redis) and its self-tests (each
+// SIGKILL under queued waiters, force release, preemption, bookings;
+// invariants I1-I5, X and B1-B4 from the clients' history, the event
+// stream and Redis) and its self-tests (each
 // invariant broken on purpose must be reported, as exactly that one).
 //
 //   node tests/chaos/run.js [--long] [--seed N] [--duration S] [--clients N]
@@ -44,7 +45,7 @@
 //                           [--no-faults (calibration only)] [--ops-floor N]
 //                           [--break steal|flush (self-tests: must fail)]
 //                           [--edges-only | --no-edges | --self-test]
-//                           [--edge-duration S] [--edge-ops N]
+//                           [--edge-duration S] [--edge-ops N] [--edge-bookers N]
 //                           [--holders-only | --no-holders] [--holder-duration S]
 //                           [--holders N] [--holder-devices N]
 //                           [--holders-fence-expiry (calibration only)]
@@ -681,7 +682,7 @@ function verdict(ok, name, detail, tally) {
 
 async function edges(tally) {
     const cfg = { seed: SEED, durationS: EDGE_S, maxOps: EDGE_OPS || 1e9, clients: Number(argOf('--edge-clients', LONG ? 48 : 24)),
-        sessionClients: 4, devices: Number(argOf('--edge-devices', 5)), brokers: 3, redisTimeoutMs: 300, sessionGrace: 1, maxStallMs: 1500,
+        sessionClients: 4, bookers: Number(argOf('--edge-bookers', 2)), devices: Number(argOf('--edge-devices', 5)), brokers: 3, redisTimeoutMs: 300, sessionGrace: 1, maxStallMs: 1500,
         faultGapMs: LONG ? [2000, 6000] : [1500, 4000], quiet: QUIET };
     console.log(`# reproduce: node tests/chaos/run.js --edges-only --seed ${SEED}` +
         `${argOf('--edge-duration') ? ' --edge-duration ' + EDGE_S : ''}${LONG ? ' --long' : ''}`);
@@ -697,7 +698,12 @@ async function edges(tally) {
     console.log('# |---|---|');
     console.log(`# | operations | ${counts.ops} |`);
     for (const [k, n] of Object.entries(faultCount)) console.log(`# | fault: ${k} | ${n} |`);
-    for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries']) {
+    console.log(`# bookings: ${counts.bookings} acknowledged of ${counts.bookTries} tried (${counts.bookConflicts} refused 409, ${counts.bumps} bumped), ` +
+        `${v.info.bookingsStarted} started, ${v.info.bookingsWaited} waited; ${counts.bookCancels} cancels, ${counts.bookMoves} moves, ` +
+        `${counts.bookReleases} early releases; ${h.streamEvents || 0} stream events read; checked: B1 ${v.info.checked.b1} grants within 1 s of a window ` +
+        `(${v.info.checked.refusedByBooking} requests refused naming a booking), ` +
+        `B2 ${v.info.checked.b2} starts (${v.info.checked.b2OnTime} on time, ${v.info.checked.b2Excused} behind an equal-or-higher holder), B3 ${v.info.checked.b3} ends, B4 ${v.info.checked.b4scans} scans with 2+ live bookings and ${v.info.checked.b4acks} answers`);
+    for (const k of ['aborts', 'retries', 'groups', 'tinyWaits', 'longWaits', 'sessions', 'handovers', 'sockDeaths', 'forces', 'preemptTries', 'bookings', 'bookCancels', 'bookMoves']) {
         console.log(`# | drawn: ${k} | ${counts[k]} |`);
     }
     for (const k of E.INVARIANTS) console.log(`# | violations ${k} (${E.INV_NAMES[k]}) | ${v[k].length} |`);
@@ -719,7 +725,8 @@ async function edges(tally) {
     const base = E.analyse(syn, res.B);
     const dirty = E.INVARIANTS.filter((k) => base[k].length);
     verdict(dirty.length === 0, 'self-test: a clean synthetic history has no violations', dirty.map((k) => base[k][0]).join(' | '), tally);
-    for (const t of [...E.selfTest(syn, res.B, 'synthetic'), ...E.selfTest(h, res.B, 'this run'), await E.plantedOrphanTest(res.redis.port, res.B)]) {
+    for (const t of [...E.selfTest(syn, res.B, 'synthetic'), ...E.selfTest(h, res.B, 'this run'), await E.plantedOrphanTest(res.redis.port, res.B),
+        await E.plantedBookingTest(res.redis.port, res.B)]) {
         verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
     }
     const failedNow = E.INVARIANTS.some((k) => v[k].length);
@@ -808,8 +815,7 @@ async function selfTestsOnly(tally) {
     const redis = new P.Redis({ dir, port: await P.freePort(), fsync: 'everysec' });
     redis.start();
     await redis.ready();
-    const t = await E.plantedOrphanTest(redis.port, B);
-    verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
+    for (const t of [await E.plantedOrphanTest(redis.port, B), await E.plantedBookingTest(redis.port, B)]) verdict(t.ok, t.name, t.ok ? '' : t.detail, tally);
     await P.stopAll();
     fs.rmSync(dir, { recursive: true, force: true });
 }
