@@ -166,7 +166,8 @@ int config_load(int argc, char **argv, FILE *out, FILE *err)
         cfg.resume_max < 1 || cfg.redis_wait_replicas < 0 || cfg.redis_wait_ms < 1 ||
         (strcmp(cfg.fence_clock, "on") && strcmp(cfg.fence_clock, "off") && strcmp(cfg.fence_clock, "auto")) || cfg.max_connections < 1 || cfg.io_timeout < 1 ||
         cfg.stream_max_age < 0 || cfg.preempt_grace < 0 || cfg.lock_delay < 0 ||
-        cfg.session_grace < 0 || cfg.max_wait < 0 || (!cfg.tls_cert[0] != !cfg.tls_key[0]) ||
+        cfg.session_grace < 0 || cfg.max_wait < 0 || cfg.reservation_history < 0 ||
+        cfg.reservation_history > 10L * 365 * 86400 || (!cfg.tls_cert[0] != !cfg.tls_key[0]) ||
         (strcmp(cfg.log_format, "text") && strcmp(cfg.log_format, "json"))) {
         fprintf(err, "devlockd: a setting is out of range (see --help)\n");
         return -1;
