@@ -319,6 +319,15 @@ ceiling=""
 # ---- the other scenarios, once ------------------------------------------------------
 
 echo "--- the other scenarios ---"
+# devlockd sends every script on one connection, pipelined: the same script
+# driven that way (one connection, 16 in flight), for comparison only
+if [ -z "$ONLY" ] || wanted redis-evalsha-1x16; then
+    [ -n "$trivial_sha" ] || redis_ceiling 16 once >/dev/null
+    n=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d * 40000 }')
+    timeout 120 redis-benchmark -p "$redis_port" -c 1 -P 16 -n "$n" --csv evalsha "$trivial_sha" 2 bench:ctr bench:stream |
+        sed -n 2p | tr -d '"' | awk -F, -v n="$n" '{ printf "%-22s %9.0f scripts/s  p50 %7.3f  p99 %7.3f ms | redis-benchmark -c 1 -P 16 -n %d: the same script, one connection, 16 in flight\n", "redis-evalsha-1x16", $2, $5, $7, n }'
+    rcli DEL bench:ctr bench:stream >/dev/null
+fi
 if [ -z "$ONLY" ] || wanted redis-evalsha-64 || wanted cycle-http-64 || wanted cycle-ws-64; then
     redis_ceiling 64
 fi
