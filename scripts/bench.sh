@@ -18,9 +18,9 @@
 #   B=build                 build directory (devlockd, lockbench)
 #   BENCH_DURATION=5        seconds per scenario
 #   BENCH_REPEAT=3          repetitions of the target scenarios and their ceilings
-#   BENCH_ONLY="cycle-http-16 fanout-1000"   run only these scenarios (the
-#                           sections "ceilings", "scripts" and "syscalls" are
-#                           names too)
+#   BENCH_ONLY="cycle-http-16 fanout-1000"   run only these scenarios (and
+#                           their ceilings; the sections "scripts" and
+#                           "syscalls" are names too)
 #   BENCH_PROFILE=1         also record the broker with perf (cpu-clock, call
 #                           graphs) during cycle-http-16, read-64, status-16 and
 #                           fanout-1000 and print the top of each report
