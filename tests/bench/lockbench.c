@@ -14,6 +14,17 @@
  *   fanout  one HTTP acquire, then the time until all --watchers WebSocket
  *           watchers have the lock_update; then release, likewise
  *   idle    the broker's VmRSS (--pid) before and with --watchers idle watchers
+ *           (with --hold N, connected while N locks are held: each watcher
+ *           gets the whole table in its initial_status)
+ *   renew   POST /api/lock/renew of the connection's own held device
+ *   get     GET --path on any HTTP server (the nginx ceiling): 200 is enough
+ *   hold    takes --hold locks and exits without giving them back
+ *           (--timeout S: their lease, so that they expire)
+ *
+ * --sync DIR: at each phase boundary (begin, held, start, stop, end) lockbench
+ * creates DIR/<phase> and waits up to 60 s for DIR/<phase>.go, so that
+ * bench.sh can reset Redis's commandstats or attach strace around exactly one
+ * phase. A summary line also gives the frames and HTTP answers exchanged.
  *
  * One summary line per run on stdout; details and errors on stderr. The
  * exit status is 1 if any operation failed or a frame was missed. */
@@ -52,11 +63,30 @@ static struct {
     long count;
     long pid, redis_pid;
     double ceiling;     /* Redis EVALSHA/s measured by redis-benchmark, 0: unknown */
+    const char *path;   /* get: the path */
+    const char *sync;   /* phase-boundary directory, NULL: none */
+    const char *save;   /* status: the first answer's body goes to this file */
+    double timeout;     /* the lease of acquired locks, seconds */
     int verbose;
 } opt = {
     .host = "127.0.0.1", .scenario = "cycle", .proto = "http", .conns = 16, .watchers = 1000,
-    .hold = 1000, .duration = 5, .count = 100000000L,
+    .hold = -1, .duration = 5, .count = 100000000L, .path = "/", .timeout = 120,
 };
+
+/* Marks a phase boundary for --sync (see the top of the file). */
+static void phase(const char *name)
+{
+    char path[4096];
+    if (!opt.sync)
+        return;
+    snprintf(path, sizeof(path), "%s/%s", opt.sync, name);
+    FILE *f = fopen(path, "w");
+    if (f)
+        fclose(f);
+    snprintf(path, sizeof(path), "%s/%s.go", opt.sync, name);
+    for (int i = 0; i < 6000 && access(path, F_OK); i++)
+        usleep(10000);
+}
 
 /* ---- samples -------------------------------------------------------------------- */
 
@@ -133,8 +163,8 @@ static long long self_ticks(void)
     return us * sysconf(_SC_CLK_TCK) / 1000000;
 }
 
-/* VmRSS of a process in KiB, -1 if unknown. */
-static long proc_rss_kb(long pid)
+/* A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"), -1 if unknown. */
+static long proc_kb(long pid, const char *field)
 {
     char path[64], line[256];
     long kb = -1;
@@ -145,10 +175,15 @@ static long proc_rss_kb(long pid)
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kb = strtol(line + 6, NULL, 10);
+        if (!strncmp(line, field, strlen(field)))
+            kb = strtol(line + strlen(field), NULL, 10);
     fclose(f);
     return kb;
+}
+
+static long proc_rss_kb(long pid)
+{
+    return proc_kb(pid, "VmRSS:");
 }
 
 struct cpu_mark {
@@ -235,7 +270,7 @@ static int json_str(const char *s, const char *key, char *out, size_t len)
 
 /* ---- clients ------------------------------------------------------------------------ */
 
-enum kind { K_CYCLE, K_LADDER, K_READ, K_STATUS, K_HOLD, K_UNHOLD, K_WATCH };
+enum kind { K_CYCLE, K_LADDER, K_READ, K_STATUS, K_HOLD, K_UNHOLD, K_WATCH, K_GET, K_RENEW };
 
 static const char *const ladder_types[] = { "QUEUE_QUEUED", "MANUAL_OPERATOR", "QUEUE_EXECUTING", "MAINTENANCE" };
 
@@ -304,12 +339,12 @@ static void send_acquire(struct client *cl, const char *type)
         cl->req_id++;
         int n = snprintf(body, sizeof(body),
                          "{\"type\":\"acquire\",\"id\":%lld,\"device_name\":\"%s\",\"lock_type\":\"%s\","
-                         "\"user_id\":\"bench\",\"timeout\":120}",
-                         cl->req_id, cl->dev, type);
+                         "\"user_id\":\"bench\",\"timeout\":%g}",
+                         cl->req_id, cl->dev, type, opt.timeout);
         net_ws_text(&cl->c, body, (size_t)n);
     } else {
-        snprintf(body, sizeof(body), "{\"device_name\":\"%s\",\"lock_type\":\"%s\",\"user_id\":\"bench\",\"timeout\":120}",
-                 cl->dev, type);
+        snprintf(body, sizeof(body), "{\"device_name\":\"%s\",\"lock_type\":\"%s\",\"user_id\":\"bench\",\"timeout\":%g}",
+                 cl->dev, type, opt.timeout);
         net_http(&cl->c, "POST", "/api/lock/request", body);
     }
 }
@@ -354,6 +389,14 @@ static void send_step(struct client *cl)
         break;
     case K_STATUS:
         net_http(&cl->c, "GET", "/api/locks/status", NULL);
+        break;
+    case K_GET:
+        net_http(&cl->c, "GET", opt.path, NULL);
+        break;
+    case K_RENEW:
+        snprintf(path, sizeof(path), "/api/lock/renew?device_name=%s&lock_key=%s&user_id=bench", cl->dev,
+                 run.held[cl->idx]);
+        net_http(&cl->c, "POST", path, NULL);
         break;
     case K_HOLD:
         send_acquire(cl, "MANUAL_OPERATOR");
@@ -405,7 +448,17 @@ static void on_answer(struct client *cl, int status, const char *body, size_t le
         if (total < 0)
             total = json_ll(body, "total_count", -1);
         ok = total >= run.expect_total; /* locks left by an earlier failed run may add to it */
+        if (ok && opt.save) {
+            FILE *f = fopen(opt.save, "w");
+            if (!f || fwrite(body, 1, len, f) != len)
+                fail(cl, "cannot write %s", opt.save);
+            if (f)
+                fclose(f);
+            opt.save = NULL;
+        }
     }
+    if (ok && run.kind == K_RENEW)
+        ok = json_is_true(body, "success");
     if (ok && (run.kind == K_CYCLE || run.kind == K_LADDER || run.kind == K_HOLD || run.kind == K_UNHOLD)) {
         ok = json_is_true(body, "success");
         if (ok && !step_is_release(cl))
@@ -673,24 +726,29 @@ static void print_line(const char *name, double rate, const char *unit, struct s
 /* cycle, ladder, read, status: closed loop, one request in flight per connection. */
 static int run_requests(void)
 {
-    char name[64], extra[512], cpu[160];
+    char name[64], extra[1024], cpu[160];
     const char *prefix = run.kind == K_CYCLE ? (run.ws ? "bench-cws" : "bench-chttp")
                        : run.kind == K_LADDER ? (run.ws ? "bench-lws" : "bench-lhttp")
                                               : "bench-hold";
-    /* read: each connection reads one held device; status: --hold locks are held */
-    if (run.kind == K_READ || run.kind == K_STATUS) {
-        run.held_n = run.kind == K_READ ? (size_t)opt.conns : (size_t)opt.hold;
+    /* read, renew: each connection uses one held device; status: --hold locks are held */
+    int holds = run.kind == K_READ || run.kind == K_STATUS || run.kind == K_RENEW;
+    phase("begin");
+    if (holds) {
+        run.held_n = run.kind != K_STATUS ? (size_t)opt.conns : (size_t)(opt.hold < 0 ? 1000 : opt.hold);
         run.held = lk_xcalloc(run.held_n ? run.held_n : 1, sizeof(*run.held));
         if (run.held_n && hold_locks(K_HOLD))
             return 1;
         run.expect_total = (long)run.held_n;
     }
+    phase("held");
     clients_new((size_t)opt.conns, prefix);
-    if (run.kind == K_READ)
+    if (run.kind == K_READ || run.kind == K_RENEW)
         for (size_t i = 0; i < run.n; i++)
             snprintf(run.cl[i].dev, sizeof(run.cl[i].dev), "bench-hold-%05zu", i);
     if (connect_all(30))
         return 1;
+    phase("start");
+    net_stats_reset();
     struct cpu_mark m0 = cpu_mark();
     run.t_start = run.t_last = m0.t;
     run.t_stop = run.t_start + (int64_t)(opt.duration * NS_PER_S);
@@ -717,16 +775,20 @@ static int run_requests(void)
         if (now > run.t_stop + 2 * REQUEST_TIMEOUT_NS)
             break;
     }
+    struct net_stats st = net_stats;
+    phase("stop");
     clients_free();
     enum kind k = run.kind;
-    if ((k == K_READ || k == K_STATUS) && run.held_n && hold_locks(K_UNHOLD))
+    if (holds && run.held_n && hold_locks(K_UNHOLD))
         run.errors++;
     run.kind = k;
+    phase("end");
 
     double secs = (double)(run.t_last - run.t_start) / NS_PER_S;
     double rate = secs > 0 ? (double)run.ops / secs : 0;
     int scripts = k == K_CYCLE ? 2 : k == K_LADDER ? 5 : 0;
     const char *unit = k == K_CYCLE ? "cycles" : k == K_LADDER ? "ladders" : "req";
+    int requests = k == K_CYCLE ? 2 : k == K_LADDER ? 5 : 1;
     if (opt.label)
         snprintf(name, sizeof(name), "%s", opt.label);
     else if (k == K_CYCLE || k == K_LADDER)
@@ -741,6 +803,8 @@ static int run_requests(void)
     if (k == K_STATUS)
         at += (size_t)snprintf(extra + at, sizeof(extra) - at, " (%ld locks held)", run.expect_total);
     at += (size_t)snprintf(extra + at, sizeof(extra) - at, " | %ld in %.2f s, %ld errors%s", run.ops, secs, run.errors, cpu);
+    at += (size_t)snprintf(extra + at, sizeof(extra) - at, " | %ld requests, %ld HTTP answers, %ld WS frames sent, %ld received",
+                           run.ops * requests, st.http_in, st.ws_out, st.ws_in);
     if (scripts && opt.ceiling > 0)
         snprintf(extra + at, sizeof(extra) - at, " | %.0f scripts/s = %.2f x Redis EVALSHA ceiling %.0f/s",
                  rate * scripts, rate * scripts / opt.ceiling, opt.ceiling);
@@ -790,7 +854,7 @@ static int fan_wait(size_t watchers)
 
 static int run_fanout(void)
 {
-    char extra[640], cpu[160], name[64];
+    char extra[1024], cpu[160], name[64];
     size_t w = (size_t)opt.watchers;
     run.kind = K_WATCH;
     clients_new(w, "bench-fanout");
@@ -813,6 +877,8 @@ static int run_fanout(void)
     }
     run.ws = 0;
     fan.last_fence = -1;
+    phase("start");
+    net_stats_reset();
     struct cpu_mark m0 = cpu_mark();
     int64_t t_stop = m0.t + (int64_t)(opt.duration * NS_PER_S);
     while (net_now_ns() < t_stop && fan.rounds < opt.count && run.errors == 0) {
@@ -872,6 +938,8 @@ static int run_fanout(void)
         net_poll(10);
     }
     long rss = proc_rss_kb(opt.pid);
+    struct net_stats st = net_stats;
+    phase("stop");
     run.closing = 1;
     net_close(&driver.c, "done");
     clients_free();
@@ -884,9 +952,10 @@ static int run_fanout(void)
     snprintf(extra, sizeof(extra),
              " (grant sent -> all %zu watchers have it; per delivery p50 %.3f p99 %.3f ms; release -> all p99 %.3f ms)"
              " | %ld rounds in %.2f s, %ld frames missed, %ld late (> 2 s), %zu watchers dropped, %ld errors,"
-             " connect %.1f s, devlockd RSS %.0f MB%s",
+             " connect %.1f s, devlockd RSS %.0f MB%s | %ld HTTP answers, %ld WS frames sent, %ld received",
              w, samples_ms(&fan.each, 0.5), samples_ms(&fan.each, 0.99), samples_ms(&fan.rel_all, 0.99), fan.rounds,
-             secs, missed, fan.late, lost, run.errors, connect_s, rss > 0 ? (double)rss / 1024 : -1.0, cpu);
+             secs, missed, fan.late, lost, run.errors, connect_s, rss > 0 ? (double)rss / 1024 : -1.0, cpu,
+             st.http_in, st.ws_out, st.ws_in);
     print_line(name, secs > 0 ? (double)fan.rounds / secs : 0, "rounds", &fan.all, extra);
     return run.errors || missed || lost || fan.late ? 1 : 0;
 }
@@ -899,6 +968,13 @@ static int run_idle(void)
     if (opt.pid <= 0) {
         fprintf(stderr, "lockbench: idle needs --pid of devlockd\n");
         return 2;
+    }
+    size_t hold = opt.hold > 0 ? (size_t)opt.hold : 0;
+    if (hold) {
+        run.held_n = hold;
+        run.held = lk_xcalloc(hold, sizeof(*run.held));
+        if (hold_locks(K_HOLD))
+            return 1;
     }
     run.kind = K_WATCH;
     long rss0 = proc_rss_kb(opt.pid);
@@ -918,15 +994,38 @@ static int run_idle(void)
     }
     size_t lost = run.closed;
     clients_free();
+    int bad = lost != 0;
+    if (hold && hold_locks(K_UNHOLD))
+        bad = 1;
     if (opt.label)
         snprintf(name, sizeof(name), "%s", opt.label);
     else
         snprintf(name, sizeof(name), "idle-%zu", w);
-    printf("%-22s %9.1f MB devlockd RSS with %zu idle watchers (%.1f MB before, %.1f KB per watcher)"
-           " | connect %.1f s, %zu dropped\n",
-           name, (double)rss1 / 1024, w, (double)rss0 / 1024, w ? (double)(rss1 - rss0) / (double)w : 0, connect_s, lost);
+    long hwm = proc_kb(opt.pid, "VmHWM:");
+    printf("%-22s %9.1f MB devlockd RSS with %zu idle watchers%s (%.1f MB before, %.1f KB per watcher)"
+           " | connect %.1f s, %zu dropped, devlockd VmHWM %.1f MB (its peak so far)\n",
+           name, (double)rss1 / 1024, w, hold ? " connected while locks are held" : "", (double)rss0 / 1024,
+           w ? (double)(rss1 - rss0) / (double)w : 0, connect_s, lost, (double)hwm / 1024);
+    if (hold)
+        printf("%-22s %zu locks held while they connected (each initial_status has them all)\n", "", hold);
     fflush(stdout);
-    return lost ? 1 : 0;
+    return bad;
+}
+
+/* hold: takes --hold locks and leaves them (they end by their --timeout). */
+static int run_hold(void)
+{
+    run.held_n = (size_t)(opt.hold < 0 ? 1000 : opt.hold);
+    run.held = lk_xcalloc(run.held_n ? run.held_n : 1, sizeof(*run.held));
+    phase("begin");
+    int64_t t0 = net_now_ns();
+    int bad = run.held_n && hold_locks(K_HOLD);
+    double secs = (double)(net_now_ns() - t0) / NS_PER_S;
+    phase("held");
+    printf("%-22s %zu locks taken in %.2f s (lease %g s)%s\n", opt.label ? opt.label : "hold", run.held_done, secs,
+           opt.timeout, bad ? ", FAILED" : "");
+    fflush(stdout);
+    return bad;
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
@@ -965,9 +1064,11 @@ static int free_port(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: lockbench --port P [--host 127.0.0.1] --scenario cycle|ladder|read|status|fanout|idle\n"
+            "usage: lockbench --port P [--host 127.0.0.1]\n"
+            "                 --scenario cycle|ladder|read|renew|status|fanout|idle|hold|get\n"
             "                 [--proto http|ws] [--conns N] [--duration S] [--count N] [--watchers W]\n"
-            "                 [--hold N] [--pid DEVLOCKD_PID] [--redis-pid PID] [--ceiling EVALSHA_PER_S]\n"
+            "                 [--hold N] [--timeout LEASE_S] [--path P] [--sync DIR] [--save-body FILE]\n"
+            "                 [--pid DEVLOCKD_PID] [--redis-pid PID] [--ceiling EVALSHA_PER_S]\n"
             "                 [--label NAME] [--verbose]\n"
             "       lockbench --free-port   (prints a free loopback TCP port)\n");
 }
@@ -983,6 +1084,8 @@ int main(int argc, char **argv)
         { "redis-pid", required_argument, NULL, 'r' }, { "ceiling", required_argument, NULL, 'C' },
         { "label", required_argument, NULL, 'l' },    { "verbose", no_argument, NULL, 'v' },
         { "free-port", no_argument, NULL, 'F' },      { "help", no_argument, NULL, '?' },
+        { "path", required_argument, NULL, 'u' },     { "sync", required_argument, NULL, 'S' },
+        { "timeout", required_argument, NULL, 't' },  { "save-body", required_argument, NULL, 'B' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
@@ -1002,12 +1105,16 @@ int main(int argc, char **argv)
         case 'C': opt.ceiling = atof(optarg); break;
         case 'l': opt.label = optarg; break;
         case 'v': opt.verbose = 1; break;
+        case 'u': opt.path = optarg; break;
+        case 'S': opt.sync = optarg; break;
+        case 't': opt.timeout = atof(optarg); break;
+        case 'B': opt.save = optarg; break;
         case 'F': return free_port();
         default: usage(); return 2;
         }
     }
     if (opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.conns > 50000 || opt.watchers < 1 ||
-        opt.watchers > 60000 || opt.hold < 0 || opt.duration <= 0 || opt.duration > 3600 || opt.count < 1 ||
+        opt.watchers > 60000 || opt.hold < -1 || opt.timeout <= 0 || opt.duration <= 0 || opt.duration > 3600 || opt.count < 1 ||
         (strcmp(opt.proto, "http") && strcmp(opt.proto, "ws"))) {
         usage();
         return 2;
@@ -1024,6 +1131,12 @@ int main(int argc, char **argv)
         run.kind = K_READ, run.ws = 0;
     else if (!strcmp(opt.scenario, "status"))
         run.kind = K_STATUS, run.ws = 0;
+    else if (!strcmp(opt.scenario, "renew"))
+        run.kind = K_RENEW, run.ws = 0;
+    else if (!strcmp(opt.scenario, "get"))
+        run.kind = K_GET, run.ws = 0;
+    else if (!strcmp(opt.scenario, "hold"))
+        return run_hold();
     else if (!strcmp(opt.scenario, "fanout"))
         return run_fanout();
     else if (!strcmp(opt.scenario, "idle"))

@@ -36,6 +36,13 @@ static struct {
 
 static char rbuf[256 * 1024];
 
+struct net_stats net_stats;
+
+void net_stats_reset(void)
+{
+    memset(&net_stats, 0, sizeof(net_stats));
+}
+
 int64_t net_now_ns(void)
 {
     struct timespec ts;
@@ -199,6 +206,7 @@ static void ws_frame(struct conn *c, int opcode, const char *data, size_t len)
             h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
         hl = 10;
     }
+    net_stats.ws_out++;
     uint32_t m = next_mask();
     unsigned char mask[4] = { (unsigned char)(m >> 24), (unsigned char)(m >> 16), (unsigned char)(m >> 8),
                               (unsigned char)m };
@@ -282,6 +290,7 @@ static long parse_http(struct conn *c, const char *data, size_t len)
     }
     if (len < hlen + (size_t)body)
         return 0;
+    net_stats.http_in++;
     if (c->ops->http) {
         /* NUL-terminate for the caller's string searches, restoring the byte after. */
         char *b = (char *)data + hlen;
@@ -333,6 +342,7 @@ static long parse_frame(struct conn *c, const char *data, size_t len)
     }
     if (len < hl + plen)
         return 0;
+    net_stats.ws_in++;
     char *payload = (char *)data + hl;
     if (masked)
         for (size_t i = 0; i < plen; i++)

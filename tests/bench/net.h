@@ -45,6 +45,14 @@ struct conn {
     char accept[32];        /* expected Sec-WebSocket-Accept */
 };
 
+/* What was exchanged since net_stats_reset(), over every connection. */
+struct net_stats {
+    long http_in;           /* complete HTTP responses received */
+    long ws_in, ws_out;     /* WebSocket frames received / sent (control frames too) */
+};
+extern struct net_stats net_stats;
+void net_stats_reset(void);
+
 /* Monotonic clock in nanoseconds. */
 int64_t net_now_ns(void);
 /* Sets the server address (IPv4 or IPv6 literal) and creates the epoll set; -1 on error. */
