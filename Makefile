@@ -142,6 +142,7 @@ BENCH_SRC := $(wildcard tests/bench/*.c)
 $(B)/lockbench: $(BENCH_SRC) $(wildcard tests/bench/*.h) $(B)/libcommon.a
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags openssl) -o $@ $(BENCH_SRC) $(B)/libcommon.a $(shell pkg-config --libs openssl)
 bench: $(B)/devlockd $(B)/lockbench
+	sh scripts/install-deps.sh bench
 	B=$(B) sh scripts/bench.sh
 
 # The library client of the library-client chaos checker (tests/chaos/holders.js).

@@ -26,7 +26,7 @@
 #                           fanout-1000 and print the top of each report
 #                           (the numbers of that run are lower: perf is sampling)
 #   BENCH_KEEP=1            keep the temp dir (logs, perf data, strace output)
-# Needs nginx and strace (apt-get install nginx-light strace); without them
+# Needs nginx and strace (make bench installs them: install-deps.sh bench); without them
 # their sections are skipped with a warning.
 # Exit status: 0 when every scenario ran without errors or missed frames.
 # shellcheck disable=SC3045 # ulimit -n and -H: dash and bash both have them

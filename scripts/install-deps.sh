@@ -1,7 +1,10 @@
 #!/bin/sh
-# install-deps.sh [run|test] - installs what devlock needs, and nothing that
-# is already there. Idempotent; safe to run on every `make`.
+# install-deps.sh [run|test|bench] - installs what devlock needs, and nothing
+# that is already there. Idempotent; safe to run on every `make`.
 #   run:  compilers, libraries (-dev), redis-server        (make run)
+#   bench: the same, plus nginx-light (the HTTP ceiling) and strace (syscall
+#         counts); nginx's own service is kept from starting (policy-rc.d):
+#         the bench starts a private nginx on loopback     (make bench)
 #   test: the same, plus test tools: node + npm packages (ws, wscat,
 #         playwright-core from tests/package-lock.json), clang for the
 #         fuzzers, Debian's chromium for the dashboard test, debhelper
@@ -23,6 +26,10 @@ if [ "$mode" = test ]; then
     command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 fi
 
+if [ "$mode" = bench ]; then
+    PKGS="$PKGS nginx-light strace"
+fi
+
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -33,8 +40,17 @@ if [ -n "$missing" ]; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
+    # no package's service starts listening (nginx's default site is port 80 on
+    # every address) unless the machine already says otherwise
+    norc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        norc=1
+    fi
     # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing
+    $SUDO apt-get install -y -qq --no-install-recommends $missing || { [ -z "$norc" ] || $SUDO rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ -z "$norc" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 # Test tools from npm, pinned by tests/package-lock.json.
