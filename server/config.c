@@ -11,17 +11,38 @@ struct config cfg;
 
 enum type { STR, INT, DBL, BOOL };
 
+/* A row's check column (config.def) as data: which bounds apply, and for a
+ * word setting the words, '|'-separated. */
+enum bound { B_MIN = 1, B_MAX = 2, B_ABOVE = 4, B_WORDS = 8 };
+
+struct check {
+    unsigned bounds;
+    double lo, hi;
+    const char *words;
+};
+
 struct setting {
     const char *flag, *env, *def, *help;
     enum type type;
     size_t offset;
+    struct check check;
 };
 
+#define ANY {0, 0, 0, NULL}
+#define MIN(lo) {B_MIN, lo, 0, NULL}
+#define ABOVE(lo) {B_ABOVE, lo, 0, NULL}
+#define RANGE(lo, hi) {B_MIN | B_MAX, lo, hi, NULL}
+#define ONE_OF(words) {B_WORDS, 0, 0, words}
 static const struct setting table[] = {
-#define X(field, t, flag, env, def, help) {flag, env, def, help, t, offsetof(struct config, field)},
+#define X(field, t, flag, env, def, check, help) {flag, env, def, help, t, offsetof(struct config, field), check},
 #include "config.def"
 #undef X
 };
+#undef ANY
+#undef MIN
+#undef ABOVE
+#undef RANGE
+#undef ONE_OF
 #define NSETTINGS (sizeof(table) / sizeof(table[0]))
 
 static int set_value(const struct setting *s, const char *v, FILE *err)
@@ -64,6 +85,68 @@ static int set_value(const struct setting *s, const char *v, FILE *err)
         }
         return 0;
     }
+    return -1;
+}
+
+static int is_word(const char *words, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *w = words; *w;) {
+        size_t len = strcspn(w, "|");
+        if (len == n && strncmp(w, v, n) == 0)
+            return 1;
+        w += len + (w[len] == '|');
+    }
+    return 0;
+}
+
+/* Writes the bound as "0..65535", "at least 10", "more than 0" or
+ * "one of text, json". */
+static void describe(const struct check *c, char *buf, size_t size)
+{
+    if (c->bounds & B_WORDS) {
+        int n = snprintf(buf, size, "one of ");
+        for (const char *w = c->words; *w && n > 0 && (size_t)n < size;) {
+            size_t len = strcspn(w, "|");
+            n += snprintf(buf + n, size - (size_t)n, "%s%.*s", w == c->words ? "" : ", ", (int)len, w);
+            w += len + (w[len] == '|');
+        }
+    } else if ((c->bounds & B_MIN) && (c->bounds & B_MAX)) {
+        snprintf(buf, size, "%.15g..%.15g", c->lo, c->hi);
+    } else if (c->bounds & B_MIN) {
+        snprintf(buf, size, "at least %.15g", c->lo);
+    } else {
+        snprintf(buf, size, "more than %.15g", c->lo);
+    }
+}
+
+/* Checks one setting's value against its row's bound; 0 if it holds,
+ * otherwise -1 with "devlockd: --port must be 0..65535, got 70000". */
+static int check_value(const struct setting *s, FILE *err)
+{
+    const struct check *c = &s->check;
+    const void *p = (const char *)&cfg + s->offset;
+    char range[160], got[64];
+    int ok = 1;
+    if (!c->bounds)
+        return 0;
+    if (s->type == STR) {
+        const char *v = *(char *const *)p;
+        ok = !(c->bounds & B_WORDS) || is_word(c->words, v);
+        snprintf(got, sizeof(got), "'%.60s'", v);
+    } else if (s->type == INT || s->type == DBL) {
+        double v = s->type == INT ? (double)*(const long *)p : *(const double *)p;
+        ok = !((c->bounds & B_MIN) && v < c->lo) && !((c->bounds & B_MAX) && v > c->hi) &&
+             !((c->bounds & B_ABOVE) && v <= c->lo);
+        if (s->type == INT)
+            snprintf(got, sizeof(got), "%ld", *(const long *)p);
+        else
+            snprintf(got, sizeof(got), "%g", v);
+    }
+    if (ok)
+        return 0;
+    describe(c, range, sizeof(range));
+    fprintf(err, "devlockd: --%s must be %s, got %s\n", s->flag, range, got);
     return -1;
 }
 
@@ -160,21 +243,11 @@ int config_load(int argc, char **argv, FILE *out, FILE *err)
         if (set_value(s, v, err))
             return -1;
     }
-    if (cfg.port < 0 || cfg.port > 65535 || cfg.redis_timeout_ms < 10 || cfg.max_body < 64 ||
-        cfg.max_json_depth < 2 || cfg.max_ws_message < 64 || cfg.ws_queue_max < 1024 ||
-        cfg.stream_maxlen < 10 || cfg.default_timeout <= 0 || cfg.max_timeout < 0 ||
-        cfg.resume_max < 1 || cfg.redis_wait_replicas < 0 || cfg.redis_wait_ms < 1 ||
-        (strcmp(cfg.fence_clock, "on") && strcmp(cfg.fence_clock, "off") && strcmp(cfg.fence_clock, "auto")) || cfg.max_connections < 1 || cfg.io_timeout < 1 ||
-        cfg.stream_max_age < 0 || cfg.preempt_grace < 0 || cfg.lock_delay < 0 ||
-        cfg.session_grace < 0 || cfg.max_wait < 0 || cfg.reservation_history < 0 ||
-        cfg.reservation_history > 10L * 365 * 86400 || (!cfg.tls_cert[0] != !cfg.tls_key[0]) ||
-        (strcmp(cfg.log_format, "text") && strcmp(cfg.log_format, "json"))) {
-        fprintf(err, "devlockd: a setting is out of range (see --help)\n");
-        return -1;
-    }
-    if (cfg.ws_queue_max_bytes < 65536 || cfg.ws_ping_interval < 0 || cfg.ws_ping_timeout < 1) {
-        fprintf(err, "devlockd: --ws-queue-max-bytes is at least 65536, --ws-ping-interval at least 0, "
-                     "--ws-ping-timeout at least 1\n");
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (check_value(&table[i], err))
+            return -1;
+    if (!cfg.tls_cert[0] != !cfg.tls_key[0]) {
+        fprintf(err, "devlockd: --tls-cert and --tls-key go together (one is set, the other is empty)\n");
         return -1;
     }
     if (print) {

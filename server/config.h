@@ -9,7 +9,7 @@ struct config {
 #define INT long
 #define DBL double
 #define BOOL int
-#define X(field, type, flag, env, def, help) type field;
+#define X(field, type, flag, env, def, check, help) type field;
 #include "config.def"
 #undef X
 #undef STR

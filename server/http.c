@@ -558,7 +558,7 @@ static void ready_done(void *ctx, const struct locks_result *res)
                   "{\"status\":\"%s\",\"redis_connected\":%s,\"active_locks\":%lld,"
                   "\"websocket_clients\":%zu,\"redis_reconnects\":%lu}",
                   ok ? "ready" : "not_ready", ok ? "true" : "false", active, ws_client_count(),
-                  store_reconnects());
+                  locks_redis_connects());
     respond(r, ok ? 200 : 503, &b);
     lk_buf_free(&b);
 }
@@ -568,42 +568,26 @@ static void route_ready(struct http_req *r)
     START(r, locks_status(NULL, 0, ready_done, CTX));
 }
 
-static void metrics_cb(void *ctx, redisReply *rep, enum lk_status st)
+static void metrics_done(void *ctx, const struct locks_result *res)
 {
     struct http_req *r = ctx;
-    r->metrics_op = NULL;
-    long long held[4] = {0, 0, 0, 0}, len = 0;
-    if (st == LK_E_OK && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5) {
-        for (int i = 0; i < 4; i++)
-            held[i] = rep->element[i]->integer;
-        len = rep->element[4]->integer;
-    }
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    metrics_render(&b, held, len);
-    respond(r, 200, &b);
+    r->call = NULL;
+    respond(r, res->status, res->body);
     r->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    lk_buf_free(&b);
 }
 
 /* GET /metrics: counters, plus locks by type and the stream length read
  * from Redis (zero while Redis is down; devlock_redis_up says so). */
 static void route_metrics(struct http_req *r)
 {
-    struct store_op *op = store_eval(SCRIPT_STATS, 0, 0, NULL, NULL, metrics_cb, r);
-    if (op)
-        r->metrics_op = op;
+    START(r, locks_metrics(metrics_done, CTX));
 }
 
-static void webhooks_cb(void *ctx, redisReply *rep, enum lk_status st)
+static void webhooks_done(void *ctx, const struct locks_result *res)
 {
     struct http_req *r = ctx;
-    r->metrics_op = NULL;
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    int status = webhooks_status_render(rep, st, &b);
-    respond(r, status, &b);
-    lk_buf_free(&b);
+    r->webhooks_call = NULL;
+    respond(r, res->status, res->body);
 }
 
 /* GET /api/webhooks: each webhook's configuration (never its secret) and
@@ -614,9 +598,9 @@ static void route_webhooks(struct http_req *r)
         respond_error(r, LK_E_FORBIDDEN, "the webhooks' status needs the admin role");
         return;
     }
-    struct store_op *op = webhooks_status(webhooks_cb, r);
-    if (op)
-        r->metrics_op = op;
+    struct webhooks_status_call *c = webhooks_status(webhooks_done, r);
+    if (c)
+        r->webhooks_call = c;
 }
 
 static const char *content_type(const char *name)
@@ -997,7 +981,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
     case LWS_CALLBACK_HTTP: {
         if (r->wsi && (r->lingering || r->linger_wait))
             return -1; /* a request pipelined behind one answered with close */
-        if (r->wsi && (r->call || r->rcall || r->metrics_op || r->answered)) {
+        if (r->wsi && (r->call || r->rcall || r->webhooks_call || r->answered)) {
             /* The previous request is not answered yet: lws 4.1 announces
              * its headers again when the bytes of a next (pipelined)
              * request arrive before the answer, and drops those bytes. The
@@ -1167,9 +1151,9 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
             locks_cancel(r->call);
             r->call = NULL;
         }
-        if (r->metrics_op) {
-            store_cancel(r->metrics_op);
-            r->metrics_op = NULL;
+        if (r->webhooks_call) {
+            webhooks_status_cancel(r->webhooks_call);
+            r->webhooks_call = NULL;
         }
         if (r->wsi) {
             lk_buf_free(&r->body);

@@ -12,6 +12,8 @@
 
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
  * transaction on it). */
+struct webhooks_status_call;
+
 struct http_req {
     int kind;                 /* PSS_HTTP once used (shared first member with ws_session) */
     struct lws *wsi;
@@ -23,7 +25,7 @@ struct http_req {
     struct locks_call *call;  /* in flight; cancelled if the client leaves */
     struct rsv_call *rcall;   /* a booking call in flight (the same) */
     int ics;                  /* the answer is the calendar feed */
-    struct store_op *metrics_op;
+    struct webhooks_status_call *webhooks_call; /* GET /api/webhooks in flight */
     long long started_us;
     int authed;               /* auth on: the token was valid */
     struct auth_user user;

@@ -24,6 +24,7 @@
 #include "locks.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "store.h"
 
 #define USER_ID_MAX 256
 #define TEXT_MAX 1024
@@ -36,10 +37,13 @@
 #define READ_PAGE 500             /* at most this many locks per status script */
 #define READS_PAGING_MAX 2        /* status reads paging from Redis at once */
 
-enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_OTHER };
+enum call_kind { K_REQUEST, K_HOLDER, K_STATUS, K_DEVICE, K_VALIDATE, K_EVENTS, K_UNWAIT, K_RESUME,
+                 K_ATTACH, K_METRICS, K_OTHER };
 
 struct locks_call {
     locks_done_fn fn;          /* NULL once cancelled */
+    locks_resume_fn resume_fn; /* K_RESUME, instead of fn */
+    locks_attach_fn attach_fn; /* K_ATTACH, instead of fn */
     void *ctx;
     enum call_kind kind;
     struct store_op *op;       /* script in flight */
@@ -988,6 +992,8 @@ void locks_cancel(struct locks_call *c)
     if (!c)
         return;
     c->fn = NULL;
+    c->resume_fn = NULL;
+    c->attach_fn = NULL;
     c->ctx = NULL;
     if (c->op) {
         /* a request script may have queued or granted: its reply cleans up */
@@ -1003,6 +1009,86 @@ void locks_cancel(struct locks_call *c)
     else if (c->reading)
         call_end(c);
 }
+
+/* ---- resume and metrics ---------------------------------------------------- */
+
+/* resume.lua's reply: {'ok', id1, json1, ...} | {'gap'}. */
+static void resume_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    struct locks_resume_result res = {LK_E_UNAVAILABLE, 0, 0, 0, NULL};
+    struct locks_event *events = NULL;
+    if (s == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        res.status = LK_E_OK;
+        if (strcmp(r->element[0]->str, "gap") == 0) {
+            res.gap = 1;
+        } else {
+            res.replayed = (r->elements - 1) / 2;
+            events = lk_xmalloc(sizeof(*events) * (res.replayed ? res.replayed : 1));
+            for (size_t i = 0; i < res.replayed; i++) {
+                redisReply *id = r->element[1 + 2 * i], *j = r->element[2 + 2 * i];
+                if (id->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || j->len < 2)
+                    continue;
+                events[res.n++] = (struct locks_event){id->str, j->str, j->len};
+            }
+            res.events = events;
+        }
+    }
+    locks_resume_fn fn = c->resume_fn;
+    c->resume_fn = NULL;
+    if (fn)
+        fn(c->ctx, &res);
+    free(events);
+    call_end(c);
+}
+
+struct locks_call *locks_resume(const char *since, long max, locks_resume_fn fn, void *ctx)
+{
+    char maxs[32];
+    snprintf(maxs, sizeof(maxs), "%ld", max);
+    const char *argv[] = {since, maxs};
+    struct locks_call *c = call_new(K_RESUME, NULL, ctx);
+    c->resume_fn = fn;
+    struct store_op *op = store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_cb, c);
+    if (!op)
+        return NULL; /* answered (and c freed) already */
+    c->op = op;
+    return c;
+}
+
+/* stats.lua's reply: {held_p0, held_p1, held_p2, held_p3, stream_length};
+ * zeros when Redis did not answer. */
+static void metrics_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    long long held[4] = {0, 0, 0, 0}, len = 0;
+    if (s == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
+        for (int i = 0; i < 4; i++)
+            held[i] = r->element[i]->integer;
+        len = r->element[4]->integer;
+    }
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    metrics_render(&b, held, len);
+    answer(c, 200, &b, NULL);
+    lk_buf_free(&b);
+    call_end(c);
+}
+
+struct locks_call *locks_metrics(locks_done_fn fn, void *ctx)
+{
+    struct locks_call *c = call_new(K_METRICS, fn, ctx);
+    struct store_op *op = store_eval(SCRIPT_STATS, 0, 0, NULL, NULL, metrics_cb, c);
+    if (!op)
+        return NULL; /* answered (and c freed) already */
+    c->op = op;
+    return c;
+}
+
+unsigned long locks_redis_connects(void) { return store_reconnects(); }
 
 /* ---- entry points ----------------------------------------------------------- */
 
@@ -1569,14 +1655,50 @@ void locks_session_claim(const char *session, const char *conn, const char *user
     store_eval(SCRIPT_SESSION, 0, 5, argv, NULL, ignore_cb, NULL);
 }
 
-struct store_op *locks_session_attach(const char *session, const char *own, const char *conn,
-                                      const char *user, int admin, store_reply_fn fn, void *ctx)
+/* The attach's reply: {'ok', n, old broker, old conn} | {'forbidden'} |
+ * {'busy'}. */
+static void session_attach_cb(void *ctx, redisReply *r, enum lk_status s)
+{
+    struct locks_call *c = ctx;
+    c->op = NULL;
+    const char *word = s == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                               r->element[0]->type == REDIS_REPLY_STRING
+                           ? r->element[0]->str
+                           : NULL;
+    struct locks_attach_result res = {LOCKS_ATTACH_UNEXPECTED, NULL};
+    if (!word)
+        res.outcome = LOCKS_ATTACH_UNAVAILABLE;
+    else if (!strcmp(word, "forbidden"))
+        res.outcome = LOCKS_ATTACH_FORBIDDEN;
+    else if (!strcmp(word, "busy"))
+        res.outcome = LOCKS_ATTACH_BUSY;
+    else if (!strcmp(word, "ok")) {
+        res.outcome = LOCKS_ATTACH_OK;
+        if (r->elements >= 4 && r->element[2]->type == REDIS_REPLY_STRING &&
+            r->element[3]->type == REDIS_REPLY_STRING && !strcmp(r->element[2]->str, lk.broker))
+            res.moved_from = r->element[3]->str;
+    }
+    locks_attach_fn fn = c->attach_fn;
+    c->attach_fn = NULL;
+    if (fn)
+        fn(c->ctx, &res);
+    call_end(c);
+}
+
+struct locks_call *locks_session_attach(const char *session, const char *own, const char *conn,
+                                        const char *user, int admin, locks_attach_fn fn, void *ctx)
 {
     char grace[32];
     session_grace_arg(grace, sizeof(grace));
     const char *argv[] = {"attach", session, lk.broker, conn, user ? user : "", grace,
                           admin ? "1" : "0", own ? own : ""};
-    return store_eval(SCRIPT_SESSION, 0, 8, argv, NULL, fn, ctx);
+    struct locks_call *c = call_new(K_ATTACH, NULL, ctx);
+    c->attach_fn = fn;
+    struct store_op *op = store_eval(SCRIPT_SESSION, 0, 8, argv, NULL, session_attach_cb, c);
+    if (!op)
+        return NULL; /* answered (and c freed) already */
+    c->op = op;
+    return c;
 }
 
 static void session_reap_cb(void *ctx, redisReply *r, enum lk_status s)

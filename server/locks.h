@@ -10,7 +10,6 @@
 
 #include "lk_buf.h"
 #include "lk_error.h"
-#include "store.h"
 
 struct locks_result {
     int status;            /* HTTP status */
@@ -45,6 +44,32 @@ struct locks_call *locks_status(const char *cursor, long limit, locks_done_fn fn
 struct locks_call *locks_device(const char *device, locks_done_fn fn, void *ctx);
 struct locks_call *locks_events(const char *since, long limit, const char *device,
                                 const char *plan_uid, locks_done_fn fn, void *ctx);
+/* A WebSocket resume: the events after since, oldest first (at most max),
+ * or a gap when some of them are no longer kept. */
+struct locks_event {
+    const char *id;           /* stream id; borrowed for the call */
+    const char *json;         /* the event, a JSON object; borrowed */
+    size_t len;
+};
+struct locks_resume_result {
+    enum lk_status status;    /* LK_E_OK, or LK_E_UNAVAILABLE (nothing else is set) */
+    int gap;                  /* events after since were trimmed: none are listed */
+    size_t replayed;          /* events the replay holds */
+    size_t n;                 /* of which well formed, listed in events */
+    const struct locks_event *events; /* borrowed for the call */
+};
+typedef void (*locks_resume_fn)(void *ctx, const struct locks_resume_result *res);
+/* fn runs exactly once, possibly before the function returns, unless
+ * locks_cancel is called first. Returns the call, or NULL when fn has
+ * already run. since: a stream id (copied). */
+struct locks_call *locks_resume(const char *since, long max, locks_resume_fn fn, void *ctx);
+/* GET /metrics: the Prometheus text (status 200), with the locks held by
+ * type and the stream length read from Redis (zero while Redis is down:
+ * devlock_redis_up says so). As the calls above: fn runs once, the call or
+ * NULL is returned, locks_cancel stops it. */
+struct locks_call *locks_metrics(locks_done_fn fn, void *ctx);
+/* Redis connections made since start, the first one included. */
+unsigned long locks_redis_connects(void);
 /* The caller is gone: fn will not be called. A queued request leaves its
  * queue; a lock granted to it meanwhile is released. */
 void locks_cancel(struct locks_call *c);
@@ -67,8 +92,26 @@ void locks_session(const char *session, int attach);
  * owns the session; retried until Redis answers. reap: detaches the
  * sessions of brokers that are gone (run periodically). */
 void locks_session_claim(const char *session, const char *conn, const char *user);
-struct store_op *locks_session_attach(const char *session, const char *own, const char *conn,
-                                      const char *user, int admin, store_reply_fn fn, void *ctx);
+enum locks_attach_outcome {
+    LOCKS_ATTACH_OK,          /* the socket owns the session now */
+    LOCKS_ATTACH_FORBIDDEN,   /* the session belongs to another user */
+    LOCKS_ATTACH_BUSY,        /* the socket's own session holds locks */
+    LOCKS_ATTACH_UNAVAILABLE, /* Redis down or failing: the script may still run */
+    LOCKS_ATTACH_UNEXPECTED   /* the script answered something else */
+};
+struct locks_attach_result {
+    enum locks_attach_outcome outcome;
+    /* OK: the connection id of the socket of this broker that owned the
+     * session until now, or NULL (none, or a socket of another broker);
+     * borrowed for the call. */
+    const char *moved_from;
+};
+typedef void (*locks_attach_fn)(void *ctx, const struct locks_attach_result *res);
+/* fn runs exactly once, possibly before the function returns (Redis down),
+ * unless locks_cancel is called first. Returns the call, or NULL when fn
+ * has already run. */
+struct locks_call *locks_session_attach(const char *session, const char *own, const char *conn,
+                                        const char *user, int admin, locks_attach_fn fn, void *ctx);
 void locks_session_detach(const char *session, const char *conn);
 void locks_session_reap(void);
 /* Drops the detaches still waiting for Redis and closes their timer. */

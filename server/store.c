@@ -48,13 +48,35 @@
 #define KEEPALIVE_PROBES 3
 #define LINK_DEAD_MS 10000
 
-static const char *const script_files[SCRIPT__COUNT] = {
-    "acquire.lua", "release.lua", "renew.lua", "expire.lua",
-    "snapshot.lua", "device.lua", "events.lua", "resume.lua",
-    "force_release.lua", "unwait.lua", "session.lua", "stats.lua", "conf.lua",
-    "reserve.lua", "reservation.lua", "reservations.lua",
-    "webhook.lua",
+/* The script table (scripts.def): file, ARGV and KEYS counts, writes. */
+struct script_row {
+    const char *file;
+    int argc_min, argc_max, nkeys, writes;
 };
+
+static const struct script_row script_rows[SCRIPT__COUNT] = {
+#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes) \
+    [SCRIPT_##name] = {file, argc_min, argc_max, nkeys, writes},
+#define MODE(name, mode, argc_min, argc_max)
+#include "scripts.def"
+#undef SCRIPT
+#undef MODE
+};
+
+struct script_mode {
+    enum store_script script;
+    const char *mode;
+    int argc_min, argc_max;
+};
+
+static const struct script_mode script_modes[] = {
+#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes)
+#define MODE(name, mode, argc_min, argc_max) {SCRIPT_##name, mode, argc_min, argc_max},
+#include "scripts.def"
+#undef SCRIPT
+#undef MODE
+};
+#define NMODES (sizeof(script_modes) / sizeof(script_modes[0]))
 
 struct script {
     char *body;       /* prelude + script */
@@ -277,13 +299,6 @@ static void got_reply(void)
 
 static int send_script(struct store_op *op, int as_eval);
 
-/* Scripts that change state: with --redis-wait-replicas, their answer waits
- * for WAIT, so an acknowledged change survives a failover. */
-static const int script_writes[SCRIPT__COUNT] = {
-    [SCRIPT_ACQUIRE] = 1, [SCRIPT_RELEASE] = 1, [SCRIPT_RENEW] = 1, [SCRIPT_EXPIRE] = 1,
-    [SCRIPT_FORCE_RELEASE] = 1, [SCRIPT_UNWAIT] = 1, [SCRIPT_SESSION] = 1, [SCRIPT_CONF] = 1,
-    [SCRIPT_RESERVE] = 1, [SCRIPT_RESERVATION] = 1,
-};
 
 static redisReply *reply_dup(const redisReply *r)
 {
@@ -339,7 +354,7 @@ static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (!r)
         deliver(op, NULL, LK_E_UNAVAILABLE);
     else if (r->type == REDIS_REPLY_ERROR) {
-        lk_error("redis: %s failed: %s", script_files[op->script], r->str);
+        lk_error("redis: %s failed: %s", script_rows[op->script].file, r->str);
         if (op->fn)
             answer(op, r, LK_E_INTERNAL);
         else
@@ -402,7 +417,7 @@ static int send_script(struct store_op *op, int as_eval)
     if (rc != REDIS_OK)
         return -1;
     op->refs++;
-    op->wait_for = script_writes[op->script] ? wait_target() : 0;
+    op->wait_for = script_rows[op->script].writes ? wait_target() : 0;
     if (op->wait_for > 0 &&
         redisAsyncCommand(st.cmd.ac, wait_cb, op, "WAIT %ld %ld", op->wait_for, cfg.redis_wait_ms) == REDIS_OK)
         op->refs++;
@@ -418,10 +433,63 @@ struct store_op *store_eval(enum store_script script, int nkeys, int argc, const
     return store_eval_late(script, nkeys, argc, argv, argvlen, fn, NULL, ctx);
 }
 
+static int argc_fits(int argc, int lo, int hi) { return argc >= lo && (hi < 0 || argc <= hi); }
+
+/* Whether a call fits its script's row (and its mode's, for a script with
+ * MODE rows); if not, why, in why. */
+static int call_fits(enum store_script script, int nkeys, int argc, const char **argv,
+                     const size_t *argvlen, char *why, size_t size)
+{
+    if ((unsigned)script >= SCRIPT__COUNT) {
+        snprintf(why, size, "no script %d", (int)script);
+        return 0;
+    }
+    const struct script_row *row = &script_rows[script];
+    if (nkeys != row->nkeys) {
+        snprintf(why, size, "%s takes %d keys, called with %d", row->file, row->nkeys, nkeys);
+        return 0;
+    }
+    if (!argc_fits(argc, row->argc_min, row->argc_max)) {
+        snprintf(why, size, "%s takes %d..%d arguments, called with %d", row->file, row->argc_min,
+                 row->argc_max, argc);
+        return 0;
+    }
+    int has_modes = 0;
+    for (size_t i = 0; i < NMODES; i++) {
+        const struct script_mode *m = &script_modes[i];
+        if (m->script != script)
+            continue;
+        has_modes = 1;
+        size_t len = argc < 1 ? 0 : argvlen ? argvlen[0] : strlen(argv[0]);
+        if (argc > 0 && strlen(m->mode) == len && memcmp(m->mode, argv[0], len) == 0) {
+            if (argc_fits(argc, m->argc_min, m->argc_max))
+                return 1;
+            snprintf(why, size, "%s %s takes %d..%d arguments, called with %d", row->file, m->mode,
+                     m->argc_min, m->argc_max, argc);
+            return 0;
+        }
+    }
+    if (has_modes) {
+        snprintf(why, size, "%s: no mode '%.*s'", row->file, argc > 0 ? 40 : 0, argc > 0 ? argv[0] : "");
+        return 0;
+    }
+    return 1;
+}
+
 struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, const char **argv,
                                  const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
                                  void *ctx)
 {
+    char why[160];
+    if (!call_fits(script, nkeys, argc, argv, argvlen, why, sizeof(why))) {
+        lk_error("internal: a call does not fit scripts.def: %s", why);
+#ifdef DEVLOCK_DEBUG
+        abort();
+#endif
+        redisReply e = {.type = REDIS_REPLY_ERROR, .str = why, .len = strlen(why)};
+        fn(ctx, &e, LK_E_INTERNAL); /* as a Redis error reply: nothing ran */
+        return NULL;
+    }
     if (!store_ready()) {
         fn(ctx, NULL, LK_E_UNAVAILABLE);
         return NULL;
@@ -441,7 +509,7 @@ struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, 
         op->argvlen[i] = len;
     }
     op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms +
-                      (cfg.redis_wait_replicas > 0 && script_writes[script] ? cfg.redis_wait_ms : 0);
+                      (cfg.redis_wait_replicas > 0 && script_rows[script].writes ? cfg.redis_wait_ms : 0);
     op->refs = 1; /* ours, until it is queued */
     if (send_script(op, 0) != 0) {
         fn(ctx, NULL, LK_E_UNAVAILABLE);
@@ -923,10 +991,10 @@ static void load_scripts(void)
             prelude = f;
     for (int i = 0; i < SCRIPT__COUNT; i++) {
         const struct embedded_file *f = embedded_lua;
-        while (f->name && strcmp(f->name, script_files[i]))
+        while (f->name && strcmp(f->name, script_rows[i].file))
             f++;
         if (!f->name || !prelude) {
-            lk_error("internal: script %s not embedded", script_files[i]);
+            lk_error("internal: script %s not embedded", script_rows[i].file);
             abort();
         }
         struct script *s = &st.scripts[i];

@@ -14,24 +14,13 @@
 
 #include "lk_error.h"
 
+/* One per row of scripts.def. */
 enum store_script {
-    SCRIPT_ACQUIRE,
-    SCRIPT_RELEASE,
-    SCRIPT_RENEW,
-    SCRIPT_EXPIRE,
-    SCRIPT_SNAPSHOT,
-    SCRIPT_DEVICE,
-    SCRIPT_EVENTS,
-    SCRIPT_RESUME,
-    SCRIPT_FORCE_RELEASE,
-    SCRIPT_UNWAIT,
-    SCRIPT_SESSION,
-    SCRIPT_STATS,
-    SCRIPT_CONF,
-    SCRIPT_RESERVE,
-    SCRIPT_RESERVATION,
-    SCRIPT_RESERVATIONS,
-    SCRIPT_WEBHOOK,
+#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes) SCRIPT_##name,
+#define MODE(name, mode, argc_min, argc_max)
+#include "scripts.def"
+#undef SCRIPT
+#undef MODE
     SCRIPT__COUNT
 };
 
@@ -56,7 +45,9 @@ unsigned long store_reconnects(void);
 /* Runs a script with nkeys keys then args (argv strings, lengths in
  * argvlen; copied). The callback runs exactly once, unless store_cancel is
  * called first. Returns a handle valid until the callback runs, or NULL
- * when the callback already ran (Redis down). */
+ * when the callback already ran (Redis down: LK_E_UNAVAILABLE; or nkeys,
+ * argc or the mode do not fit the script's row of scripts.def, a
+ * programming error that is logged: LK_E_INTERNAL with an error reply). */
 struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx);
 /* As store_eval, for a script whose effect must be followed up even after

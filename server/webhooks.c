@@ -40,6 +40,7 @@
 #include "lk_mem.h"
 #include "lk_time.h"
 #include "webhooks.h"
+#include "store.h"
 
 #define BATCH 64
 #define TICK_MS 1000
@@ -1090,10 +1091,34 @@ void webhooks_shutdown(void)
 
 /* ---- status and metrics ------------------------------------------------------------ */
 
-struct store_op *webhooks_status(store_reply_fn fn, void *ctx)
+static int status_render(redisReply *reply, enum lk_status st, struct lk_buf *out);
+
+struct webhooks_status_call {
+    struct store_op *op;
+    locks_done_fn fn;
+    void *ctx;
+};
+
+static void status_answer(locks_done_fn fn, void *ctx, redisReply *reply, enum lk_status st)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    struct locks_result res = {status_render(reply, st, &b), &b, NULL, NULL};
+    fn(ctx, &res);
+    lk_buf_free(&b);
+}
+
+static void status_cb(void *ctx, redisReply *reply, enum lk_status st)
+{
+    struct webhooks_status_call *c = ctx;
+    status_answer(c->fn, c->ctx, reply, st);
+    free(c);
+}
+
+struct webhooks_status_call *webhooks_status(locks_done_fn fn, void *ctx)
 {
     if (!wh.list) {
-        fn(ctx, NULL, LK_E_OK);
+        status_answer(fn, ctx, NULL, LK_E_OK);
         return NULL;
     }
     const char *argv[1 + MAX_WEBHOOKS];
@@ -1101,7 +1126,22 @@ struct store_op *webhooks_status(store_reply_fn fn, void *ctx)
     argv[argc++] = "status";
     for (struct webhook *w = wh.list; w && argc < 1 + MAX_WEBHOOKS; w = w->next)
         argv[argc++] = w->name;
-    return store_eval(SCRIPT_WEBHOOK, 0, argc, argv, NULL, fn, ctx);
+    struct webhooks_status_call *c = lk_xcalloc(1, sizeof(*c));
+    c->fn = fn;
+    c->ctx = ctx;
+    struct store_op *op = store_eval(SCRIPT_WEBHOOK, 0, argc, argv, NULL, status_cb, c);
+    if (!op)
+        return NULL; /* answered (and c freed) already */
+    c->op = op;
+    return c;
+}
+
+void webhooks_status_cancel(struct webhooks_status_call *c)
+{
+    if (!c)
+        return;
+    store_cancel(c->op);
+    free(c);
 }
 
 static void json_globs(struct lk_buf *b, const char *name, const struct globs *g)
@@ -1214,7 +1254,7 @@ static void status_one(struct lk_buf *b, const struct webhook *w, redisReply *ro
                   w->easy ? "true" : "false", w->delivered, w->failed, w->skipped, w->lost);
 }
 
-int webhooks_status_render(redisReply *reply, enum lk_status st, struct lk_buf *out)
+static int status_render(redisReply *reply, enum lk_status st, struct lk_buf *out)
 {
     int have = st == LK_E_OK && reply && reply->type == REDIS_REPLY_ARRAY;
     lk_buf_puts(out, "{\"broker_id\":");

@@ -8,7 +8,7 @@
 #include <uv.h>
 
 #include "lk_buf.h"
-#include "store.h"
+#include "locks.h"
 
 /* Reads the webhooks file (path borrowed) and makes it the configuration:
  * webhooks keep their delivery state across a reload by name; those no
@@ -30,14 +30,15 @@ void webhooks_kick(void);
 /* Number of webhooks configured. */
 unsigned webhooks_count(void);
 
-/* GET /api/webhooks: runs the status script; fn gets its reply (ctx passed
- * through) and hands it to webhooks_status_render. Returns the handle for
- * store_cancel, or NULL when fn already ran (Redis down, or no webhooks:
- * then reply is NULL with LK_E_OK). */
-struct store_op *webhooks_status(store_reply_fn fn, void *ctx);
-/* Writes the status JSON for a reply of webhooks_status into out; returns
- * the HTTP status. */
-int webhooks_status_render(redisReply *reply, enum lk_status st, struct lk_buf *out);
+/* GET /api/webhooks: each webhook's configuration (never its secret) and
+ * delivery state, as JSON (docs/webhooks.md), status 200 (Redis down:
+ * "redis_available": false). fn runs exactly once, possibly before the
+ * function returns (no webhooks, Redis down), unless the call is cancelled
+ * first. Returns the call, or NULL when fn has already run. */
+struct webhooks_status_call;
+struct webhooks_status_call *webhooks_status(locks_done_fn fn, void *ctx);
+/* The requester is gone: fn will not run. NULL is a no-op. */
+void webhooks_status_cancel(struct webhooks_status_call *c);
 /* Appends the webhook series to the /metrics text. */
 void webhooks_metrics(struct lk_buf *b);
 

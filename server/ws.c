@@ -45,7 +45,6 @@
 #include "locks.h"
 #include "metrics.h"
 #include "origin.h"
-#include "store.h"
 #include "http.h"
 #include "ws.h"
 
@@ -75,8 +74,7 @@ struct ws_call {
     struct ws_session *s;
     struct ws_call *next;
     enum call_kind kind;
-    struct locks_call *lc;  /* lock call in flight */
-    struct store_op *op;    /* or a script (resume) */
+    struct locks_call *lc;  /* lock call in flight (also resume, attach) */
     char *id_json;          /* the request's "id", serialised; NULL if none */
     char *since;            /* resume; attach: the resume's since, NULL for attach_session */
     char *target;           /* attach: the session taken over */
@@ -389,12 +387,6 @@ static void call_started(struct ws_call *c, struct locks_call *lc)
         c->lc = lc;
 }
 
-static void script_started(struct ws_call *c, struct store_op *op)
-{
-    if (op)
-        c->op = op;
-}
-
 static void call_free(struct ws_call *c)
 {
     struct ws_call **pp = &c->s->calls;
@@ -461,19 +453,18 @@ static void start_snapshot(struct ws_session *s)
     call_started(c, locks_status(NULL, -1, snapshot_done, c));
 }
 
-static void resume_done(void *ctx, redisReply *r, enum lk_status st)
+static void resume_done(void *ctx, const struct locks_resume_result *res)
 {
     struct ws_call *c = ctx;
     struct ws_session *s = c->s;
-    c->op = NULL;
-    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_STRING) {
+    c->lc = NULL;
+    if (res->status != LK_E_OK) {
         send_error(s, LK_E_UNAVAILABLE, "Redis is unavailable; resume again later", c->id_json);
         call_free(c);
         sync_next(s);
         return;
     }
-    if (strcmp(r->element[0]->str, "gap") == 0) {
+    if (res->gap) {
         /* the error, then a fresh initial_status, then live events */
         struct lk_buf b;
         lk_buf_init(&b, 0);
@@ -495,17 +486,14 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
     }
     /* Replay (since, last], then resume_result, then the held live events
      * newer than the replay. */
-    size_t n = (r->elements - 1) / 2;
     const char *last = c->since;
     struct lk_buf b;
     lk_buf_init(&b, 0);
-    for (size_t i = 0; i < n; i++) {
-        redisReply *id = r->element[1 + 2 * i], *j = r->element[2 + 2 * i];
-        if (id->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || j->len < 2)
-            continue;
-        last = id->str;
+    for (size_t i = 0; i < res->n; i++) {
+        const struct locks_event *e = &res->events[i];
+        last = e->id;
         if (s->filter) {
-            cJSON *ev = cJSON_ParseWithLength(j->str, j->len);
+            cJSON *ev = cJSON_ParseWithLength(e->json, e->len);
             const char *dev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "device_name"));
             int keep = dev && wants(s, dev);
             cJSON_Delete(ev);
@@ -513,9 +501,9 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
                 continue;
         }
         lk_buf_reset(&b);
-        lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", id->str);
-        lk_buf_append(&b, j->str + 1, j->len - 1);
-        sync_add(s, &b, id->str);
+        lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", e->id);
+        lk_buf_append(&b, e->json + 1, e->len - 1);
+        sync_add(s, &b, e->id);
     }
     sync_covers(s, last);
     lk_buf_reset(&b);
@@ -524,7 +512,7 @@ static void resume_done(void *ctx, redisReply *r, enum lk_status st)
         lk_buf_printf(&b, "\"id\":%s,", c->id_json);
     lk_buf_puts(&b, "\"since\":");
     lk_buf_json_str(&b, c->since);
-    lk_buf_printf(&b, ",\"replayed\":%zu,\"event_id\":", n);
+    lk_buf_printf(&b, ",\"replayed\":%zu,\"event_id\":", res->replayed);
     lk_buf_json_str(&b, last);
     lk_buf_putc(&b, '}');
     sync_add(s, &b, NULL);
@@ -540,10 +528,7 @@ static void start_resume(struct ws_session *s, const char *since, const char *id
     struct ws_call *c = call_new(s, CALL_RESUME, NULL);
     c->id_json = id_json ? lk_xstrdup(id_json) : NULL;
     c->since = lk_xstrdup(since);
-    char max[32];
-    snprintf(max, sizeof(max), "%ld", cfg.resume_max);
-    const char *argv[] = {since, max};
-    script_started(c, store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_done, c));
+    call_started(c, locks_resume(since, cfg.resume_max, resume_done, c));
 }
 
 /* A command's answer: {"type":"<kind>_result","id":..., <reply fields>}. */
@@ -707,39 +692,38 @@ static void session_moved_from(const char *session, const char *conn)
     }
 }
 
-static void attach_done(void *ctx, redisReply *r, enum lk_status st)
+static void attach_done(void *ctx, const struct locks_attach_result *res)
 {
     struct ws_call *c = ctx;
     struct ws_session *s = c->s;
-    c->op = NULL;
+    c->lc = NULL;
     s->attaching = 0;
-    const char *res = st == LK_E_OK && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-                              r->element[0]->type == REDIS_REPLY_STRING
-                          ? r->element[0]->str
-                          : NULL;
-    if (!res) {
+    switch (res->outcome) {
+    case LOCKS_ATTACH_UNAVAILABLE:
         /* it may still run: if it does, the session gets its grace period */
         locks_session_detach(c->target, s->conn_id);
         send_error(s, LK_E_UNAVAILABLE, "Redis is unavailable; attach again later", c->id_json);
-    } else if (!strcmp(res, "forbidden")) {
+        break;
+    case LOCKS_ATTACH_FORBIDDEN:
         metrics_refusal(REF_forbidden);
         send_error(s, LK_E_FORBIDDEN, "that session belongs to another user", c->id_json);
-    } else if (!strcmp(res, "busy")) {
+        break;
+    case LOCKS_ATTACH_BUSY:
         send_error(s, LK_E_VALIDATION,
                    "this socket's own session holds locks: release them first, or attach on a new socket",
                    c->id_json);
-    } else if (!strcmp(res, "ok")) {
-        if (r->elements >= 4 && r->element[2]->type == REDIS_REPLY_STRING &&
-            r->element[3]->type == REDIS_REPLY_STRING && !strcmp(r->element[2]->str, locks_broker_id()) &&
-            strcmp(r->element[3]->str, s->conn_id))
-            session_moved_from(c->target, r->element[3]->str);
+        break;
+    case LOCKS_ATTACH_OK:
+        if (res->moved_from && strcmp(res->moved_from, s->conn_id))
+            session_moved_from(c->target, res->moved_from);
         snprintf(s->session_id, sizeof(s->session_id), "%s", c->target);
         s->claimed = 1;
         if (c->since)
             resume_or_queue(s, c->since, c->id_json);
         else
             send_attach_result(s, c->id_json);
-    } else {
+        break;
+    default:
         send_error(s, LK_E_INTERNAL, "unexpected reply from the session script", c->id_json);
     }
     call_free(c);
@@ -774,8 +758,8 @@ static void attach_session(struct ws_session *s, const cJSON *sid, const char *s
     c->since = since ? lk_xstrdup(since) : NULL;
     c->target = lk_xstrdup(sid->valuestring);
     s->attaching = 1;
-    script_started(c, locks_session_attach(c->target, s->session_id, s->conn_id, s->user.user_id,
-                                           auth_active() && auth_is_admin(&s->user), attach_done, c));
+    call_started(c, locks_session_attach(c->target, s->session_id, s->conn_id, s->user.user_id,
+                                         auth_active() && auth_is_admin(&s->user), attach_done, c));
 }
 
 enum lk_status ws_decode(const char *text, size_t len, cJSON **msg, const char **type,
@@ -925,12 +909,11 @@ static void tick_cb(uv_timer_t *t)
 static void session_close(struct ws_session *s)
 {
     while (s->calls) {
+        /* an attach that still runs makes this socket the owner: undo that */
+        if (s->calls->kind == CALL_ATTACH && s->calls->lc)
+            locks_session_detach(s->calls->target, s->conn_id);
         if (s->calls->lc)
             locks_cancel(s->calls->lc);
-        store_cancel(s->calls->op);
-        /* an attach that still runs makes this socket the owner: undo that */
-        if (s->calls->kind == CALL_ATTACH && s->calls->op)
-            locks_session_detach(s->calls->target, s->conn_id);
         call_free(s->calls);
     }
     /* its session locks end after the grace period unless attached elsewhere */
