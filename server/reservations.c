@@ -53,7 +53,7 @@ static void answer(struct rsv_call *c, int status, struct lk_buf *b)
 {
     if (!c->fn)
         return;
-    struct locks_result res = {status, b, NULL, NULL};
+    struct locks_result res = {status, b, NULL, NULL, LK_E_OK};
     c->fn(c->ctx, &res);
 }
 
@@ -84,7 +84,10 @@ static void answer_conflict(struct rsv_call *c, const char *detail, const char *
         lk_buf_puts(&b, json);
         lk_buf_putc(&b, '}');
     }
-    answer(c, 409, &b);
+    if (c->fn) {
+        struct locks_result res = {409, &b, NULL, NULL, LK_E_CONFLICT};
+        c->fn(c->ctx, &res);
+    }
     lk_buf_free(&b);
 }
 
