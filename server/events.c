@@ -317,7 +317,7 @@ static void on_events(redisReply *entries)
             snprintf(ev.last_id, sizeof(ev.last_id), "%s", entries->element[i]->element[0]->str);
         }
         cJSON_Delete(l.root);
-        free(l.lock);
+        cJSON_free(l.lock);
     }
     if (batch_done)
         batch_done();
