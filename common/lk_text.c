@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "lk_text.h"
@@ -121,4 +122,21 @@ int lk_lock_type_parse(const char *s)
 const char *lk_lock_type_name(int type)
 {
     return type >= 0 && type < LK_LOCK_TYPE_COUNT ? type_names[type] : NULL;
+}
+
+static void stream_id_parse(const char *s, unsigned long long *ms, unsigned long long *seq)
+{
+    char *end;
+    *ms = strtoull(s, &end, 10);
+    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+int lk_stream_id_cmp(const char *a, const char *b)
+{
+    unsigned long long am, as, bm, bs;
+    stream_id_parse(a, &am, &as);
+    stream_id_parse(b, &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
 }

@@ -1,5 +1,5 @@
 /* lk_text.h - checks on untrusted text: UTF-8, JSON nesting, device names,
- * lock types. Pure functions, no allocation; used by the server's parsers,
+ * lock types, stream ids. Pure functions, no allocation; used by the server's parsers,
  * the client library and the fuzz targets. */
 #ifndef LK_TEXT_H
 #define LK_TEXT_H
@@ -21,6 +21,10 @@ int lk_json_has_nul(const char *s, size_t n);
 
 /* 1 if s[0..n) holds nothing but JSON whitespace. */
 int lk_json_only_space(const char *s, size_t n);
+
+/* Compares Redis stream ids "ms-seq" by number: <0, 0, >0 like strcmp; a
+ * missing "-seq" counts as 0, malformed ids sort first. */
+int lk_stream_id_cmp(const char *a, const char *b);
 
 /* 1 if name is 1..128 chars of A-Z a-z 0-9 _ . : - */
 int lk_device_name_valid(const char *name);

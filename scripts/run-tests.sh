@@ -1,7 +1,7 @@
 #!/bin/sh
 # run-tests.sh [SUITE...] - runs the test suites (all when none is named) and
 # prints each suite's closing line, then a total. Exit status 1 if any failed.
-#   unit         build/tests/test_* (no Redis, no sockets)
+#   unit         build/tests/test_* (no Redis, no sockets), after scripts/check-source.sh (suite "source")
 #   semantics    tests/semantics/run.js (waits, groups, idempotency, sessions, preemption, delays, paging)
 #   reservations tests/reservations/run.js (bookings: overlap, bumping, start/end, window refusals, cancel, move, faults)
 #   ops          tests/ops/run.js (auth, TLS, CORS, limits, metrics, catalogue, logs, config)
@@ -45,6 +45,7 @@ run_suite() {
 for s in $suites; do
     case $s in
     unit)
+        run_suite source sh -c 'sh scripts/check-source.sh --self-test && sh scripts/check-source.sh'
         [ -n "$(ls "$B"/tests/test_* 2>/dev/null)" ] || continue
         run_suite unit sh -c "p=0; f=0; for t in $B/tests/test_*; do
             case \$t in *.d) continue;; esac

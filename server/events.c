@@ -29,17 +29,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "config.h"
 #include "events.h"
 #include "locks.h"
-#include "metrics.h"
 #include "mirror.h"
 #include "lk_log.h"
 #include "lk_text.h"
 #include "lk_time.h"
 #include "store.h"
-#include "webhooks.h"
-#include "ws.h"
 
 #define EXPIRE_BATCH 200
 #define RETRY_MIN_MS 50
@@ -148,59 +147,153 @@ static void run_expire(void)
     store_eval(SCRIPT_EXPIRE, 0, 4, argv, NULL, expire_cb, NULL);
 }
 
-static const char *field(redisReply *fields, const char *name, size_t *len)
+/* ---- reading the stream: each entry parsed once, handed to the consumers ---- */
+
+#define MAX_CONSUMERS 8
+
+static event_fn consumers[MAX_CONSUMERS];
+static size_t nconsumers;
+static void (*batch_done)(void);
+
+void events_subscribe(event_fn fn)
+{
+    if (nconsumers == MAX_CONSUMERS)
+        abort(); /* a wiring mistake in main.c */
+    consumers[nconsumers++] = fn;
+}
+
+void events_on_batch(void (*fn)(void)) { batch_done = fn; }
+
+static redisReply *field(redisReply *fields, const char *name)
 {
     for (size_t i = 0; i + 1 < fields->elements; i += 2) {
         redisReply *k = fields->element[i], *v = fields->element[i + 1];
-        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && !strcmp(k->str, name)) {
-            if (len)
-                *len = v->len;
-            return v->str;
-        }
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && !strcmp(k->str, name))
+            return v;
     }
     return NULL;
 }
 
-/* The value of "key":"..." or "key":123 in our fixed-layout event JSON. */
-static const char *json_field(const char *j, const char *key, char *out, size_t n)
+static const char *field_str(redisReply *fields, const char *name)
 {
-    char pat[40];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(j, pat);
-    if (!p)
-        return NULL;
-    p += strlen(pat);
-    if (*p == 'n')
-        return NULL; /* null */
-    int quoted = *p == '"';
-    p += quoted;
-    size_t k = 0;
-    while (*p && k + 1 < n && (quoted ? *p != '"' : (*p != ',' && *p != '}'))) {
-        if (quoted && *p == '\\' && p[1])
-            p++;
-        out[k++] = *p++;
-    }
-    out[k] = '\0';
-    return out;
+    redisReply *v = field(fields, name);
+    return v ? v->str : NULL;
 }
 
-/* One log line per event: who, device, type, fence, cause (every broker
- * logs every event it reads; the event id ties them together). */
-static void log_event(const char *id, const char *j, size_t len)
+static enum event_action action_kind(const char *a)
 {
-    (void)len;
+    if (!strcmp(a, "acquired"))
+        return EV_ACQUIRED;
+    if (!strcmp(a, "renewed"))
+        return EV_RENEWED;
+    if (!strcmp(a, "released"))
+        return EV_RELEASED;
+    if (!strcmp(a, "force_released"))
+        return EV_FORCE_RELEASED;
+    return EV_OTHER;
+}
+
+/* What an entry written before the typed fields existed (a stream kept
+ * over an upgrade) needs: its JSON parsed once. The lock object is printed
+ * again by cJSON, which may escape differently from Lua's cjson ("/"): the
+ * read copy of such a lock shows it so until its next event. */
+struct legacy {
+    cJSON *root;
+    char *lock;
+    char fence[32];
+};
+
+static void from_json(struct event *e, struct legacy *l)
+{
+    l->root = cJSON_ParseWithLength(e->json, e->json_len);
+    const cJSON *lock = cJSON_GetObjectItemCaseSensitive(l->root, "lock");
+    const cJSON *rsv = cJSON_GetObjectItemCaseSensitive(l->root, "reservation");
+    const char *s;
+    if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l->root, "action"))))
+        e->action = s;
+    if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l->root, "cause"))))
+        e->cause = s;
+    if (cJSON_IsObject(lock)) {
+        if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "user_id"))))
+            e->user = s;
+        if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "lock_type"))))
+            e->lock_type = s;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(lock, "fence");
+        if (cJSON_IsNumber(f)) {
+            snprintf(l->fence, sizeof(l->fence), "%.0f", f->valuedouble);
+            e->fence = l->fence;
+        }
+        int64_t us;
+        if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(lock, "expires_at"))) &&
+            lk_time_parse_us(s, &us) == 0)
+            e->expiry_us = us;
+        l->lock = cJSON_PrintUnformatted(lock);
+        if (l->lock) {
+            e->lock = l->lock;
+            e->lock_len = strlen(l->lock);
+        }
+    } else if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rsv, "user_id")))) {
+        e->user = s;
+    }
+}
+
+/* An entry's fields into e; 0, or -1 when it has no JSON. */
+static int parse_entry(redisReply *entry, struct event *e, struct legacy *l)
+{
+    memset(e, 0, sizeof(*e));
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+        entry->element[0]->type != REDIS_REPLY_STRING || entry->element[1]->type != REDIS_REPLY_ARRAY)
+        return -1;
+    redisReply *f = entry->element[1], *j = field(f, "j");
+    if (!j)
+        return -1;
+    const char *s;
+    e->id = entry->element[0]->str;
+    e->json = j->str;
+    e->json_len = j->len;
+    e->device = (s = field_str(f, "dev")) ? s : "";
+    e->plan = (s = field_str(f, "plan")) ? s : "";
+    e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
+    e->waiter = field_str(f, "w");
+    e->action = e->user = e->cause = e->lock_type = e->fence = "";
+    const char *a = field_str(f, "a");
+    if (!a) {
+        from_json(e, l);
+    } else {
+        e->action = a;
+        e->user = (s = field_str(f, "u")) ? s : "";
+        e->cause = (s = field_str(f, "c")) ? s : "";
+        e->lock_type = (s = field_str(f, "t")) ? s : "";
+        e->fence = (s = field_str(f, "f")) ? s : "";
+        e->expiry_us = (s = field_str(f, "x")) && s[0] ? strtoll(s, NULL, 10) : 0;
+        const char *lo = field_str(f, "lo"), *ln = field_str(f, "ln");
+        if (lo && ln && lo[0] && ln[0]) {
+            unsigned long long off = strtoull(lo, NULL, 10), n = strtoull(ln, NULL, 10);
+            if (n >= 2 && off < j->len && n <= j->len - off && j->str[off] == '{' && j->str[off + n - 1] == '}') {
+                e->lock = j->str + off;
+                e->lock_len = (size_t)n;
+            }
+        }
+    }
+    e->kind = action_kind(e->action);
+    return 0;
+}
+
+/* One log line per event: who, device, type, fence, cause (every broker logs
+ * every event it reads; the event id ties them together). */
+static void log_event(const struct event *e)
+{
     if (LK_LOG_INFO < lk_log_threshold)
         return;
-    char action[32], dev[160], user[300], type[32], fence[32], cause[32], plan[160];
     const char *kv[] = {
-        "event_id", id,
-        "action", json_field(j, "action", action, sizeof(action)),
-        "device", json_field(j, "device_name", dev, sizeof(dev)),
-        "user", json_field(j, "user_id", user, sizeof(user)),
-        "type", json_field(j, "lock_type", type, sizeof(type)),
-        "fence", json_field(j, "fence", fence, sizeof(fence)),
-        "plan_uid", json_field(j, "plan_uid", plan, sizeof(plan)),
-        "cause", json_field(j, "cause", cause, sizeof(cause)),
+        "event_id", e->id,
+        "action", e->action,
+        "device", e->device[0] ? e->device : NULL,
+        "user", e->user[0] ? e->user : NULL,
+        "type", e->lock_type[0] ? e->lock_type : NULL,
+        "fence", e->fence[0] ? e->fence : NULL,
+        "plan_uid", e->plan[0] ? e->plan : NULL,
+        "cause", e->cause[0] ? e->cause : NULL,
     };
     lk_log_fields(LK_LOG_INFO, "event", kv, 8);
 }
@@ -208,29 +301,26 @@ static void log_event(const char *id, const char *j, size_t len)
 static void on_events(redisReply *entries)
 {
     for (size_t i = 0; i < entries->elements; i++) {
-        redisReply *e = entries->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-            e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
-            continue;
-        const char *id = e->element[0]->str;
-        size_t jlen = 0;
-        const char *dev = field(e->element[1], "dev", NULL);
-        const char *exp = field(e->element[1], "exp", NULL);
-        const char *j = field(e->element[1], "j", &jlen);
-        const char *waiter = field(e->element[1], "w", NULL);
-        snprintf(ev.last_id, sizeof(ev.last_id), "%s", id);
-        if (j) {
-            log_event(id, j, jlen);
-            metrics_event(j, jlen);
-            mirror_apply(id, j, jlen);
-            ws_broadcast(id, dev ? dev : "", j, jlen);
+        struct event e;
+        struct legacy l = {0};
+        if (parse_entry(entries->element[i], &e, &l) == 0) {
+            snprintf(ev.last_id, sizeof(ev.last_id), "%s", e.id);
+            log_event(&e);
+            for (size_t k = 0; k < nconsumers; k++)
+                consumers[k](&e);
+            if (e.deadline_us)
+                events_arm(e.deadline_us);
+            if (e.waiter)
+                locks_waiter_event(e.waiter);
+        } else if (entries->element[i]->type == REDIS_REPLY_ARRAY && entries->element[i]->elements == 2 &&
+                   entries->element[i]->element[0]->type == REDIS_REPLY_STRING) {
+            snprintf(ev.last_id, sizeof(ev.last_id), "%s", entries->element[i]->element[0]->str);
         }
-        if (exp)
-            events_arm(strtoll(exp, NULL, 10));
-        if (waiter)
-            locks_waiter_event(waiter);
+        cJSON_Delete(l.root);
+        cJSON_free(l.lock);
     }
-    webhooks_kick();
+    if (batch_done)
+        batch_done();
 }
 
 /* ---- the start-up snapshot, in pages (see the top of the file) ---- */

@@ -36,17 +36,13 @@
 
 
 /* Every answer is counted by status; a refusal (4xx) also by its wire
- * error code, read from the answer (a small object). */
-static void count_answer(struct http_req *r, int status, const struct lk_buf *body)
+ * error code, which comes with the answer (err; LK_E_OK for none). */
+static void count_answer(struct http_req *r, int status, enum lk_status err)
 {
     metrics_http(status, (double)(lk_time_now_us() - r->started_us) / 1e6);
-    if (status < 400 || status == 503)
+    if (status < 400 || status == 503 || err == LK_E_OK)
         return;
-    cJSON *j = cJSON_ParseWithLength(lk_buf_data(body), body->len);
-    const char *wire = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "error"));
-    if (wire)
-        metrics_refusal_wire(wire);
-    cJSON_Delete(j);
+    metrics_refusal_wire(lk_error_wire(err));
 }
 
 /* The answer is ready: ask for a WRITEABLE callback. lws ignores POLLOUT on
@@ -61,9 +57,9 @@ static void want_write(struct http_req *r)
     lws_callback_on_writable(r->wsi);
 }
 
-static void respond(struct http_req *r, int status, struct lk_buf *body)
+static void respond(struct http_req *r, int status, struct lk_buf *body, enum lk_status err)
 {
-    count_answer(r, status, body);
+    count_answer(r, status, err);
     r->status = status;
     r->ctype = "application/json";
     lk_buf_reset(&r->resp);
@@ -79,7 +75,7 @@ static void respond_error(struct http_req *r, enum lk_status s, const char *deta
     struct lk_buf b;
     lk_buf_init(&b, 0);
     locks_error_json(&b, s, detail);
-    respond(r, lk_error_http(s), &b);
+    respond(r, lk_error_http(s), &b, s);
     lk_buf_free(&b);
 }
 
@@ -108,7 +104,7 @@ static void done_cb(void *ctx, const struct locks_result *res)
                                            "delivered; it was given back (retry with the same request_id)");
         return;
     }
-    respond(r, res->status, res->body);
+    respond(r, res->status, res->body, res->error);
 }
 
 /* Starts a lock call; a NULL call means it has answered already. */
@@ -346,7 +342,7 @@ static void devices_done(void *ctx, const struct locks_result *res)
     struct http_req *r = ctx;
     r->call = NULL;
     if (res->status != 200) {
-        respond(r, res->status, res->body);
+        respond(r, res->status, res->body, res->error);
         return;
     }
     cJSON *st = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
@@ -392,7 +388,7 @@ static void devices_done(void *ctx, const struct locks_result *res)
     lk_buf_json_str(&b, ts);
     lk_buf_putc(&b, '}');
     cJSON_Delete(st);
-    respond(r, 200, &b);
+    respond(r, 200, &b, LK_E_OK);
     lk_buf_free(&b);
 }
 
@@ -408,12 +404,12 @@ static void rsv_done_cb(void *ctx, const struct locks_result *res)
     struct http_req *r = ctx;
     r->rcall = NULL;
     if (!r->ics || res->status != 200) {
-        respond(r, res->status, res->body);
+        respond(r, res->status, res->body, res->error);
         return;
     }
     /* the calendar feed: the list, as iCalendar */
     cJSON *j = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
-    count_answer(r, 200, res->body);
+    count_answer(r, 200, LK_E_OK);
     r->status = 200;
     r->ctype = "text/calendar; charset=utf-8";
     lk_buf_reset(&r->resp);
@@ -532,7 +528,7 @@ static void route_live(struct http_req *r)
     struct lk_buf b;
     lk_buf_init(&b, 0);
     lk_buf_printf(&b, "{\"status\":\"alive\",\"timestamp\":\"%s\"}", ts);
-    respond(r, 200, &b);
+    respond(r, 200, &b, LK_E_OK);
     lk_buf_free(&b);
 }
 
@@ -559,7 +555,7 @@ static void ready_done(void *ctx, const struct locks_result *res)
                   "\"websocket_clients\":%zu,\"redis_reconnects\":%lu}",
                   ok ? "ready" : "not_ready", ok ? "true" : "false", active, ws_client_count(),
                   locks_redis_connects());
-    respond(r, ok ? 200 : 503, &b);
+    respond(r, ok ? 200 : 503, &b, LK_E_OK);
     lk_buf_free(&b);
 }
 
@@ -572,7 +568,7 @@ static void metrics_done(void *ctx, const struct locks_result *res)
 {
     struct http_req *r = ctx;
     r->call = NULL;
-    respond(r, res->status, res->body);
+    respond(r, res->status, res->body, res->error);
     r->ctype = "text/plain; version=0.0.4; charset=utf-8";
 }
 
@@ -587,7 +583,7 @@ static void webhooks_done(void *ctx, const struct locks_result *res)
 {
     struct http_req *r = ctx;
     r->webhooks_call = NULL;
-    respond(r, res->status, res->body);
+    respond(r, res->status, res->body, res->error);
 }
 
 /* GET /api/webhooks: each webhook's configuration (never its secret) and
@@ -712,7 +708,7 @@ static void dispatch(struct http_req *r)
         struct lk_buf b;
         lk_buf_init(&b, 0);
         lk_buf_puts(&b, "{}");
-        respond(r, 204, &b);
+        respond(r, 204, &b, LK_E_OK);
         lk_buf_free(&b);
         return;
     }

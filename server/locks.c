@@ -121,7 +121,7 @@ void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detai
     struct lk_buf b;
     lk_buf_init(&b, 0);
     locks_error_json(&b, s, detail);
-    struct locks_result res = {lk_error_http(s), &b, NULL, NULL};
+    struct locks_result res = {lk_error_http(s), &b, NULL, NULL, s};
     fn(ctx, &res);
     lk_buf_free(&b);
 }
@@ -195,7 +195,7 @@ static int answer_to(struct locks_call *c, int status, struct lk_buf *b, const c
     locks_done_fn fn = c->fn;
     c->fn = NULL;
     int undelivered = 0;
-    struct locks_result res = {status, b, event_id, grant ? &undelivered : NULL};
+    struct locks_result res = {status, b, event_id, grant ? &undelivered : NULL, LK_E_OK};
     fn(c->ctx, &res);
     if (undelivered)
         lk_info("device=%s user=%s: the requester hung up before its grant was delivered", c->device,
@@ -682,7 +682,8 @@ static void request_reply(struct locks_call *c, redisReply *r)
         release_orphan(c, body);
     if (!strcmp(what, "granted")) {
         lk_debug("granted device=%s user=%s", c->device, c->user_id);
-        metrics_acquire(strstr(body, "\"preempted\":") ? ACQ_PREEMPTED : ACQ_GRANTED);
+        /* acquire.lua: {'granted', body, preempted_count, last_id} */
+        metrics_acquire(elem_int(r, 2) > 0 ? ACQ_PREEMPTED : ACQ_GRANTED);
     } else if (!strcmp(what, "denied")) {
         metrics_acquire(ACQ_DENIED);
     }
@@ -1283,7 +1284,7 @@ static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn,
         lk_buf_json_str(&b, next);
     }
     lk_buf_putc(&b, '}');
-    struct locks_result res = {200, &b, pos, NULL};
+    struct locks_result res = {200, &b, pos, NULL, LK_E_OK};
     fn(ctx, &res);
     lk_buf_free(&b);
 }

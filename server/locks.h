@@ -19,6 +19,9 @@ struct locks_result {
      * and the answer cannot reach it (the grant is then given back); else
      * NULL. */
     int *undelivered;
+    /* An error answer's code (its body's "error"; counted by http.c
+     * without reading the body); LK_E_OK for every other answer. */
+    enum lk_status error;
 };
 
 /* Called exactly once, possibly before the function returns (bad input,

@@ -18,6 +18,8 @@
 #include "http.h"
 #include "lk_log.h"
 #include "locks.h"
+#include "metrics.h"
+#include "mirror.h"
 #include "store.h"
 #include "webhooks.h"
 #include "ws.h"
@@ -168,6 +170,12 @@ int main(int argc, char **argv)
         return 2;
     }
     events_init(loop);
+    /* every event read, in this order: counted, into the read copy, to the
+     * WebSocket clients; then the webhook deliveries look for new work */
+    events_subscribe(metrics_event);
+    events_subscribe(mirror_apply);
+    events_subscribe(ws_broadcast);
+    events_on_batch(webhooks_kick);
     webhooks_init(loop);
     ws_init();
 

@@ -67,20 +67,17 @@ void metrics_http(int status, double seconds)
     m.hist_count++;
 }
 
-void metrics_event(const char *json, size_t len)
+void metrics_event(const struct event *e)
 {
     m.events++;
-    static const char released[] = "\"action\":\"released\"", forced[] = "\"action\":\"force_released\"";
-    if (memmem(json, len, released, sizeof(released) - 1)) {
+    if (e->kind == EV_RELEASED) {
         m.releases[0]++;
         return;
     }
-    if (!memmem(json, len, forced, sizeof(forced) - 1))
+    if (e->kind != EV_FORCE_RELEASED)
         return;
     for (size_t i = 1; i < NCAUSES; i++) {
-        char pat[48];
-        int n = snprintf(pat, sizeof(pat), "\"cause\":\"%s\"", causes[i]);
-        if (memmem(json, len, pat, (size_t)n)) {
+        if (!strcmp(e->cause, causes[i])) {
             m.releases[i]++;
             return;
         }

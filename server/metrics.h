@@ -2,6 +2,7 @@
 #ifndef METRICS_H
 #define METRICS_H
 
+#include "event.h"
 #include "lk_buf.h"
 
 enum metric_acquire { ACQ_GRANTED, ACQ_DENIED, ACQ_PREEMPTED, ACQ_QUEUED, ACQ_TIMED_OUT, ACQ__COUNT };
@@ -25,7 +26,7 @@ void metrics_refusal(enum metric_refusal why);
 /* Counts a refusal by its wire error code ("invalid_json", ...). */
 void metrics_refusal_wire(const char *wire);
 /* An event read from the stream (counts releases by cause). */
-void metrics_event(const char *json, size_t len);
+void metrics_event(const struct event *e);
 /* An HTTP request answered with status after seconds. */
 void metrics_http(int status, double seconds);
 /* Appends the text exposition; held: locks by priority (4), stream length. */

@@ -7,13 +7,16 @@
  * While a snapshot is staged, the events read meanwhile are kept (only
  * those that change the table, at most PENDING_MAX of them or
  * PENDING_MAX_BYTES) and applied in stream order by mirror_commit. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "lk_mem.h"
+#include "lk_text.h"
 #include "lk_time.h"
 #include "mirror.h"
-#include "ws.h"
 
 #define PENDING_MAX 200000
 #define PENDING_MAX_BYTES (64u << 20)
@@ -25,10 +28,13 @@ struct entry {
     int64_t exp_us;   /* lease end (Redis clock), 0 = none */
 };
 
-struct pending {
+struct pending {          /* an event that changes the table, kept while staging */
     char id[48];
-    char *json;
+    int kind;             /* 1 set the lock, -1 remove it */
+    char *name;
+    char *json;           /* the lock object (kind 1), else NULL */
     size_t len;
+    int64_t exp_us;
 };
 
 static struct {
@@ -67,15 +73,10 @@ static size_t find(const char *name, int *found)
     return lo;
 }
 
-static void set(const char *name, size_t name_len, const char *json, size_t len)
+static void set(const char *name, const char *json, size_t len, int64_t exp_us)
 {
-    char key[160];
-    if (name_len >= sizeof(key))
-        return;
-    memcpy(key, name, name_len);
-    key[name_len] = '\0';
     int found;
-    size_t i = find(key, &found);
+    size_t i = find(name, &found);
     if (found) {
         free(m.e[i].json);
     } else {
@@ -84,35 +85,18 @@ static void set(const char *name, size_t name_len, const char *json, size_t len)
             m.e = lk_xrealloc(m.e, m.cap * sizeof(*m.e));
         }
         memmove(&m.e[i + 1], &m.e[i], (m.n - i) * sizeof(*m.e));
-        m.e[i].name = lk_xstrdup(key);
+        m.e[i].name = lk_xstrdup(name);
         m.n++;
     }
     m.e[i].json = lk_xstrndup(json, len);
     m.e[i].len = len;
-    m.e[i].exp_us = 0;
-    const char *exp = memmem(json, len, "\"expires_at\":\"", 14);
-    if (exp) {
-        char ts[40];
-        const char *q = memchr(exp + 14, '"', (size_t)(json + len - exp - 14));
-        if (q && (size_t)(q - exp - 14) < sizeof(ts)) {
-            memcpy(ts, exp + 14, (size_t)(q - exp - 14));
-            ts[q - exp - 14] = '\0';
-            int64_t us;
-            if (lk_time_parse_us(ts, &us) == 0)
-                m.e[i].exp_us = us;
-        }
-    }
+    m.e[i].exp_us = exp_us;
 }
 
-static void del(const char *name, size_t name_len)
+static void del(const char *name)
 {
-    char key[160];
-    if (name_len >= sizeof(key))
-        return;
-    memcpy(key, name, name_len);
-    key[name_len] = '\0';
     int found;
-    size_t i = find(key, &found);
+    size_t i = find(name, &found);
     if (!found)
         return;
     free(m.e[i].name);
@@ -134,8 +118,10 @@ static void table_free(void)
 
 static void pending_free(void)
 {
-    for (size_t i = 0; i < m.np; i++)
+    for (size_t i = 0; i < m.np; i++) {
+        free(m.p[i].name);
         free(m.p[i].json);
+    }
     free(m.p);
     m.p = NULL;
     m.np = m.pcap = m.pbytes = 0;
@@ -149,20 +135,6 @@ void mirror_free(void)
     memset(&m, 0, sizeof(m));
 }
 
-/* The string value of "key":"..." at the top of a lock object. */
-static const char *str_field(const char *json, size_t len, const char *pat, size_t *vlen)
-{
-    const char *p = memmem(json, len, pat, strlen(pat));
-    if (!p)
-        return NULL;
-    p += strlen(pat);
-    const char *q = memchr(p, '"', (size_t)(json + len - p));
-    if (!q)
-        return NULL;
-    *vlen = (size_t)(q - p);
-    return p;
-}
-
 void mirror_begin(void)
 {
     table_free();
@@ -171,19 +143,26 @@ void mirror_begin(void)
     m.staging = 1;
 }
 
+/* A snapshot page's lock objects are read with a parser (its device and
+ * lease end); the text kept is the one Redis answered. */
 void mirror_stage(const char *const *locks, const size_t *lens, size_t n)
 {
     if (!m.staging)
         return;
     for (size_t i = 0; i < n; i++) {
-        size_t nl;
-        const char *name = str_field(locks[i], lens[i], "\"device_name\":\"", &nl);
-        if (name)
-            set(name, nl, locks[i], lens[i]);
+        cJSON *l = cJSON_ParseWithLength(locks[i], lens[i]);
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l, "device_name"));
+        const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l, "expires_at"));
+        int64_t exp_us = 0;
+        if (exp && lk_time_parse_us(exp, &exp_us) != 0)
+            exp_us = 0;
+        if (name && lk_device_name_valid(name))
+            set(name, locks[i], lens[i], exp_us);
+        cJSON_Delete(l);
     }
 }
 
-static void apply_event(const char *j, size_t len);
+static void apply_event(int kind, const char *name, const char *lock, size_t len, int64_t exp_us);
 
 int mirror_commit(const char *at)
 {
@@ -198,10 +177,10 @@ int mirror_commit(const char *at)
     snprintf(m.at, sizeof(m.at), "%s", at);
     snprintf(m.pos, sizeof(m.pos), "%s", at);
     for (size_t i = 0; i < m.np; i++) {
-        if (ws_event_id_cmp(m.p[i].id, m.at) <= 0)
+        if (lk_stream_id_cmp(m.p[i].id, m.at) <= 0)
             continue; /* the pages include it */
-        apply_event(m.p[i].json, m.p[i].len);
-        if (ws_event_id_cmp(m.p[i].id, m.pos) > 0)
+        apply_event(m.p[i].kind, m.p[i].name, m.p[i].json, m.p[i].len, m.p[i].exp_us);
+        if (lk_stream_id_cmp(m.p[i].id, m.pos) > 0)
             snprintf(m.pos, sizeof(m.pos), "%s", m.p[i].id);
     }
     pending_free();
@@ -211,73 +190,35 @@ int mirror_commit(const char *at)
     return 0;
 }
 
-/* The end of the JSON value starting at p (an object or array), strings
- * and escapes respected; NULL if it does not end within len. */
-static const char *value_end(const char *p, const char *end)
-{
-    int depth = 0, in_str = 0;
-    for (; p < end; p++) {
-        if (in_str) {
-            if (*p == '\\')
-                p++;
-            else if (*p == '"')
-                in_str = 0;
-        } else if (*p == '"') {
-            in_str = 1;
-        } else if (*p == '{' || *p == '[') {
-            depth++;
-        } else if (*p == '}' || *p == ']') {
-            if (--depth == 0)
-                return p + 1;
-        }
-    }
-    return NULL;
-}
-
 /* What an event does to the table: 1 set the lock it carries, -1 remove
- * it, 0 nothing (expiring, preempt_requested). */
-static int event_kind(const char *j, size_t len)
+ * it, 0 nothing (expiring, preempt_requested, reservation_*). */
+static int event_kind(const struct event *e)
 {
-    size_t nl;
-    const char *action = str_field(j, len, "\"action\":\"", &nl);
-    if (!action)
+    if (!lk_device_name_valid(e->device))
         return 0;
-    if ((nl == 8 && !memcmp(action, "acquired", 8)) || (nl == 7 && !memcmp(action, "renewed", 7)))
-        return 1;
-    if ((nl == 8 && !memcmp(action, "released", 8)) || (nl == 14 && !memcmp(action, "force_released", 14)))
+    if (e->kind == EV_ACQUIRED || e->kind == EV_RENEWED)
+        return e->lock ? 1 : 0;
+    if (e->kind == EV_RELEASED || e->kind == EV_FORCE_RELEASED)
         return -1;
     return 0;
 }
 
 /* Every event that changes the table carries the whole lock (or names the
  * one removed), so applying one twice leaves the table as once. */
-static void apply_event(const char *j, size_t len)
+static void apply_event(int kind, const char *name, const char *lock, size_t len, int64_t exp_us)
 {
-    int kind = event_kind(j, len);
-    if (!kind)
-        return;
-    const char *lock = memmem(j, len, "\"lock\":{", 8);
-    if (!lock)
-        return;
-    lock += 7;
-    const char *end = value_end(lock, j + len);
-    if (!end)
-        return;
-    size_t nl;
-    const char *name = str_field(lock, (size_t)(end - lock), "\"device_name\":\"", &nl);
-    if (!name)
-        return;
     if (kind > 0)
-        set(name, nl, lock, (size_t)(end - lock));
-    else
-        del(name, nl);
+        set(name, lock, len, exp_us);
+    else if (kind < 0)
+        del(name);
 }
 
-static void keep_pending(const char *id, const char *j, size_t len)
+static void keep_pending(const struct event *e, int kind)
 {
-    if (m.overflow || !event_kind(j, len))
+    size_t len = kind > 0 ? e->lock_len : 0;
+    if (m.overflow || !kind)
         return;
-    if (m.np >= PENDING_MAX || m.pbytes + len > PENDING_MAX_BYTES || strlen(id) >= sizeof(m.p[0].id)) {
+    if (m.np >= PENDING_MAX || m.pbytes + len > PENDING_MAX_BYTES || strlen(e->id) >= sizeof(m.p[0].id)) {
         m.overflow = 1;
         return;
     }
@@ -285,39 +226,43 @@ static void keep_pending(const char *id, const char *j, size_t len)
         m.pcap = m.pcap ? m.pcap * 2 : 256;
         m.p = lk_xrealloc(m.p, m.pcap * sizeof(*m.p));
     }
-    struct pending *e = &m.p[m.np++];
-    snprintf(e->id, sizeof(e->id), "%s", id);
-    e->json = lk_xstrndup(j, len);
-    e->len = len;
+    struct pending *p = &m.p[m.np++];
+    snprintf(p->id, sizeof(p->id), "%s", e->id);
+    p->kind = kind;
+    p->name = lk_xstrdup(e->device);
+    p->json = kind > 0 ? lk_xstrndup(e->lock, len) : NULL;
+    p->len = len;
+    p->exp_us = e->expiry_us;
     m.pbytes += len;
 }
 
-void mirror_apply(const char *id, const char *j, size_t len)
+void mirror_apply(const struct event *e)
 {
+    int kind = event_kind(e);
     if (m.staging) {
-        keep_pending(id, j, len);
+        keep_pending(e, kind);
         return;
     }
     if (!m.valid)
         return;
     int was_ready = mirror_ready();
-    if (ws_event_id_cmp(id, m.at) > 0) /* else already in the snapshot */
-        apply_event(j, len);
-    if (ws_event_id_cmp(id, m.pos) > 0)
-        snprintf(m.pos, sizeof(m.pos), "%s", id);
+    if (lk_stream_id_cmp(e->id, m.at) > 0) /* else already in the snapshot */
+        apply_event(kind, e->device, e->lock, e->lock_len, e->expiry_us);
+    if (lk_stream_id_cmp(e->id, m.pos) > 0)
+        snprintf(m.pos, sizeof(m.pos), "%s", e->id);
     if (on_ready && !was_ready && mirror_ready())
         on_ready();
 }
 
 void mirror_note_write(const char *id)
 {
-    if (id && id[0] && (!m.barrier[0] || ws_event_id_cmp(id, m.barrier) > 0))
+    if (id && id[0] && (!m.barrier[0] || lk_stream_id_cmp(id, m.barrier) > 0))
         snprintf(m.barrier, sizeof(m.barrier), "%s", id);
 }
 
 int mirror_ready(void)
 {
-    return m.valid && (!m.barrier[0] || ws_event_id_cmp(m.pos, m.barrier) >= 0);
+    return m.valid && (!m.barrier[0] || lk_stream_id_cmp(m.pos, m.barrier) >= 0);
 }
 
 /* A lease past its end is left out, as the Redis reads do: its expiry

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "event.h"
 #include "lk_buf.h"
 
 /* Starts over: empties the copy (not valid until mirror_commit) and stages
@@ -28,8 +29,8 @@ void mirror_stage(const char *const *locks, const size_t *lens, size_t n);
  * too many events came meanwhile to keep them all (nothing is valid: begin
  * again). */
 int mirror_commit(const char *at);
-/* Applies one stream event (its JSON) read at id. */
-void mirror_apply(const char *id, const char *event_json, size_t len);
+/* Applies one stream event (an events_subscribe consumer). */
+void mirror_apply(const struct event *e);
 /* A change this broker acknowledged produced event `id`. */
 void mirror_note_write(const char *id);
 /* 1 when reads can be served: valid, and caught up with every

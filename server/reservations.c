@@ -49,13 +49,16 @@ static struct rsv_call *call_new(enum rsv_kind kind, locks_done_fn fn, void *ctx
     return c;
 }
 
-static void answer(struct rsv_call *c, int status, struct lk_buf *b)
+/* error: the answer's wire code when it is an error answer, else LK_E_OK */
+static void answer_as(struct rsv_call *c, int status, struct lk_buf *b, enum lk_status error)
 {
     if (!c->fn)
         return;
-    struct locks_result res = {status, b, NULL, NULL};
+    struct locks_result res = {status, b, NULL, NULL, error};
     c->fn(c->ctx, &res);
 }
+
+static void answer(struct rsv_call *c, int status, struct lk_buf *b) { answer_as(c, status, b, LK_E_OK); }
 
 static void answer_text(struct rsv_call *c, int status, const char *text)
 {
@@ -84,7 +87,7 @@ static void answer_conflict(struct rsv_call *c, const char *detail, const char *
         lk_buf_puts(&b, json);
         lk_buf_putc(&b, '}');
     }
-    answer(c, 409, &b);
+    answer_as(c, 409, &b, LK_E_CONFLICT);
     lk_buf_free(&b);
 }
 

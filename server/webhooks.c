@@ -1103,7 +1103,8 @@ static void status_answer(locks_done_fn fn, void *ctx, redisReply *reply, enum l
 {
     struct lk_buf b;
     lk_buf_init(&b, 0);
-    struct locks_result res = {status_render(reply, st, &b), &b, NULL, NULL};
+    int status = status_render(reply, st, &b);
+    struct locks_result res = {status, &b, NULL, NULL, LK_E_OK};
     fn(ctx, &res);
     lk_buf_free(&b);
 }

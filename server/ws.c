@@ -112,23 +112,6 @@ void ws_shutdown(void)
 size_t ws_client_count(void) { return all.count; }
 unsigned long ws_dropped_count(void) { return all.dropped; }
 
-static void parse_id(const char *s, unsigned long long *ms, unsigned long long *seq)
-{
-    char *end;
-    *ms = strtoull(s, &end, 10);
-    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
-}
-
-int ws_event_id_cmp(const char *a, const char *b)
-{
-    unsigned long long am, as, bm, bs;
-    parse_id(a, &am, &as);
-    parse_id(b, &bm, &bs);
-    if (am != bm)
-        return am < bm ? -1 : 1;
-    return as < bs ? -1 : as > bs;
-}
-
 /* ---- frames and queues ---------------------------------------------------- */
 
 static struct ws_msg *msg_new(const char *data, size_t len, const char *event_id)
@@ -228,7 +211,7 @@ static void q_drop_events(struct ws_session *s, const char *upto)
     for (size_t i = 0; i < n; i++) {
         int big = q_at(s, 0) == s->qbig;
         struct ws_msg *m = q_pop(s);
-        if (m->is_event && (!upto[0] || ws_event_id_cmp(m->id, upto) <= 0)) {
+        if (m->is_event && (!upto[0] || lk_stream_id_cmp(m->id, upto) <= 0)) {
             msg_unref(m);
             continue;
         }
@@ -293,7 +276,7 @@ static void sync_add(struct ws_session *s, struct lk_buf *b, const char *event_i
 
 static void sync_covers(struct ws_session *s, const char *id)
 {
-    if (id && (!s->sync_upto[0] || ws_event_id_cmp(id, s->sync_upto) > 0))
+    if (id && (!s->sync_upto[0] || lk_stream_id_cmp(id, s->sync_upto) > 0))
         snprintf(s->sync_upto, sizeof(s->sync_upto), "%s", id);
 }
 
@@ -301,7 +284,7 @@ static void release_queue(struct ws_session *s)
 {
     if (s->sync_upto[0]) {
         q_drop_events(s, s->sync_upto);
-        if (!s->floor[0] || ws_event_id_cmp(s->sync_upto, s->floor) > 0)
+        if (!s->floor[0] || lk_stream_id_cmp(s->sync_upto, s->floor) > 0)
             snprintf(s->floor, sizeof(s->floor), "%s", s->sync_upto);
     }
     for (size_t i = s->nsync; i-- > 0;) {
@@ -328,41 +311,32 @@ static int wants(const struct ws_session *s, const char *device)
     return 0;
 }
 
-void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len)
+void ws_broadcast(const struct event *e)
 {
-    if (!all.head || json_len < 2 || json[0] != '{')
+    const char *event_id = e->id;
+    if (!all.head || e->json_len < 2 || e->json[0] != '{')
         return;
     struct lk_buf b;
     lk_buf_init(&b, 0);
     lk_buf_printf(&b, "{\"type\":\"lock_update\",\"event_id\":\"%s\",", event_id);
-    lk_buf_append(&b, json + 1, json_len - 1);
+    lk_buf_append(&b, e->json + 1, e->json_len - 1);
     struct ws_msg *m = msg_new(lk_buf_data(&b), b.len, event_id), *hidden = NULL;
-    struct lk_buf owner;
-    lk_buf_init(&owner, 0);
     if (auth_active()) { /* one copy with the key hidden, for everyone but its owner */
         struct lk_buf r;
         lk_buf_init(&r, 0);
         auth_redact(lk_buf_data(&b), b.len, NULL, &r);
         hidden = msg_new(lk_buf_data(&r), r.len, event_id);
         lk_buf_free(&r);
-        const char *u = strstr(lk_buf_data(&b), "\"user_id\":");
-        if (u) {
-            cJSON *v = cJSON_ParseWithLength(u + 10, strcspn(u + 10, ",}"));
-            if (cJSON_IsString(v))
-                lk_buf_puts(&owner, v->valuestring);
-            cJSON_Delete(v);
-        }
     }
     lk_buf_free(&b);
     for (struct ws_session *s = all.head; s; s = s->next) {
-        if (!wants(s, device) || (s->floor[0] && ws_event_id_cmp(event_id, s->floor) <= 0))
+        if (!wants(s, e->device) || (s->floor[0] && lk_stream_id_cmp(event_id, s->floor) <= 0))
             continue; /* or the sync before it covered it: the reader lags */
-        int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, lk_buf_data(&owner));
+        int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, e->user);
         q_push(s, full ? m : hidden, 0);
     }
     msg_unref(m);
     msg_unref(hidden);
-    lk_buf_free(&owner);
 }
 
 /* ---- calls in flight ------------------------------------------------------- */

@@ -8,8 +8,10 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "event.h"
 #include "lk_buf.h"
 #include "lk_error.h"
+#include "lk_text.h"
 
 struct cJSON;
 
@@ -55,8 +57,9 @@ void ws_shutdown(void);
 /* lws callback for reasons of WebSocket connections. */
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
                 void *in, size_t len);
-/* Sends one stream event to every session (serialised once, shared). */
-void ws_broadcast(const char *event_id, const char *device, const char *json, size_t json_len);
+/* Sends one stream event to every session (serialised once, shared); an
+ * events_subscribe consumer. */
+void ws_broadcast(const struct event *e);
 size_t ws_client_count(void);
 unsigned long ws_dropped_count(void);
 
@@ -67,7 +70,7 @@ unsigned long ws_dropped_count(void);
 enum lk_status ws_decode(const char *text, size_t len, struct cJSON **msg, const char **type,
                          const char **detail);
 
-/* Stream ids "ms-seq": <0, 0, >0 like strcmp; malformed ids sort first. */
-int ws_event_id_cmp(const char *a, const char *b);
+/* Kept for the unit and fuzz tests that call it: lk_stream_id_cmp. */
+static inline int ws_event_id_cmp(const char *a, const char *b) { return lk_stream_id_cmp(a, b); }
 
 #endif

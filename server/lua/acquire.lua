@@ -4,7 +4,8 @@
 --       9 client JSON (opt), 10 stream maxlen, 11 wait_ms (0 = no wait),
 --       12 idempotency key ('' = none), 13 broker id, 14 session (opt),
 --       15 default preempt grace ms, 16 default lock-delay ms
--- Returns {'granted'|'denied'|'replay', body} | {'queued', waiter_id, deadline_us}
+-- Returns {'granted', body, preempted_count} | {'denied'|'replay', body} |
+--         {'queued', waiter_id, deadline_us}, each with the last stream id appended
 local devs = split(ARGV[1])
 local maxlen = ARGV[10]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[16])
@@ -164,4 +165,4 @@ local body = granted_body(locks, preempted)
 if rid ~= '' then
     redis.call('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))
 end
-return {'granted', body, S.last_id}
+return {'granted', body, #preempted, S.last_id}

@@ -45,7 +45,7 @@ local floor = math.floor
 -- The broker (store.c) appends one argument to every script, its fence-clock
 -- setting ('1' or '0'), taken off here so each script sees only its own.
 local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
-    fence_clock = table.remove(ARGV) == '1'}
+    fence_clock = table.remove(ARGV) == '1', lock_of = {}}
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact.
@@ -129,7 +129,9 @@ local function lock_json(h)
     if h.group then s = s .. ',"group":' .. h.group end
     if h.session then s = s .. ',"session":true' end
     if h.client then s = s .. ',"client":' .. h.client end
-    return s .. '}'
+    s = s .. '}'
+    S.lock_of[s] = h -- emit's typed fields come from the hash, not the text
+    return s
 end
 
 -- Every deadline a script adds goes through here: its events then carry the
@@ -145,31 +147,51 @@ local function earliest()
     return '0'
 end
 
--- Appends an event; returns its stream id. members: the event's own raw
--- JSON members ("lock":{...}); extra: more raw JSON members after them.
-local function emit_members(action, dev, plan, members, now, cause, maxlen, waiter, extra)
-    local j = '{"action":"' .. action .. '","device_name":' .. jstr(dev) ..
-        ',' .. members .. ',"timestamp":"' .. iso(now) .. '"'
+-- Appends an event; returns its stream id. lj: the lock object's JSON text
+-- (a lock_json result) or 'null'; rest: more raw JSON members after "lock"
+-- (or nil); extra: more after the cause; user: the user_id of an event
+-- without a lock (a booking's).
+--
+-- Besides the event's JSON (j, what clients get), each entry carries its
+-- facts as fields, so no reader searches j: a action, u user_id, c cause,
+-- t lock_type, f fence, x the lock's expiry (us), lo/ln where the lock object lies in j
+-- (byte offset and length); '' when the event has none. dev, plan, exp
+-- (the earliest deadline) and w (a served waiter) as before.
+local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, waiter, extra, user)
+    local head = '{"action":"' .. action .. '","device_name":' .. jstr(dev) .. ',"lock":'
+    local j = head .. lj
+    if rest then j = j .. ',' .. rest end
+    j = j .. ',"timestamp":"' .. iso(now) .. '"'
     if cause then j = j .. ',"cause":"' .. cause .. '"' end
     if extra then j = j .. ',' .. extra end
     j = j .. '}'
+    local h = S.lock_of[lj]
+    local u, t, f, x, lo, ln = user or '', '', '', '', '', ''
+    if h then
+        local exp = tonumber(h.exp)
+        u, t, f = h.user_id or '', h.lock_type or '', tostring(h.fence)
+        if exp > 0 then x = int(exp) end
+    end
+    if lj ~= 'null' then lo, ln = int(#head), int(#lj) end
     -- retention: a positive maxlen keeps that many events, a negative one
     -- keeps -maxlen milliseconds of history
     local how, limit = 'MAXLEN', maxlen
     if tonumber(maxlen) < 0 then how, limit = 'MINID', int(floor(now / 1000) + tonumber(maxlen)) end
+    local args = {'XADD', 'dl:events', how, '~', limit, '*', 'dev', dev, 'plan', plan or '',
+        'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln}
     if waiter then
-        S.last_id = redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
-            'plan', plan or '', 'exp', earliest(), 'w', waiter, 'j', j)
-    else
-        S.last_id = redis.call('XADD', 'dl:events', how, '~', limit, '*', 'dev', dev,
-            'plan', plan or '', 'exp', earliest(), 'j', j)
+        args[#args + 1] = 'w'
+        args[#args + 1] = waiter
     end
+    args[#args + 1] = 'j'
+    args[#args + 1] = j
+    S.last_id = redis.call(unpack(args))
     return S.last_id
 end
 
 -- A lock's event: the lock object as "lock".
 local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
-    return emit_members(action, dev, plan, '"lock":' .. lj, now, cause, maxlen, waiter, extra)
+    return emit_members(action, dev, plan, lj, nil, now, cause, maxlen, waiter, extra)
 end
 
 local function expired(h, now)
@@ -508,8 +530,8 @@ local function rsv_emit(action, b, now, maxlen, cause, extra, locks)
     for _, d in ipairs(split(b.devices)) do
         local lj = 'null'
         if locks and locks[d] then lj = lock_json(locks[d]) end
-        emit_members(action, d, nz(b.plan_uid), '"lock":' .. lj .. ',"reservation":' .. rj, now, cause,
-            maxlen, nil, extra)
+        emit_members(action, d, nz(b.plan_uid), lj, '"reservation":' .. rj, now, cause, maxlen, nil,
+            extra, b.user_id)
     end
 end
 

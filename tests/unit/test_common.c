@@ -1,4 +1,4 @@
-/* Unit tests of common/: JSON output codec, text checks, time, error table. */
+/* Unit tests of common/: JSON output codec, text checks, stream ids, time, error table. */
 #include <stdlib.h>
 
 #include <cjson/cJSON.h>
@@ -120,6 +120,18 @@ static void timestamps(void)
     CHECK_STR(s, "1970-01-01T00:00:00.000000Z");
 }
 
+static void stream_ids(void)
+{
+    CHECK(lk_stream_id_cmp("1-0", "1-0") == 0);
+    CHECK(lk_stream_id_cmp("1-1", "1-0") > 0);
+    CHECK(lk_stream_id_cmp("9-0", "10-0") < 0); /* by number, not by text */
+    CHECK(lk_stream_id_cmp("1795441672014-2", "1795441672014-10") < 0);
+    CHECK(lk_stream_id_cmp("1795441672014", "1795441672014-0") == 0); /* no -seq: 0 */
+    CHECK(lk_stream_id_cmp("18446744073709551615-18446744073709551615", "1-0") > 0);
+    CHECK(lk_stream_id_cmp("junk", "0-1") < 0); /* malformed sorts first */
+    CHECK(lk_stream_id_cmp("", "1-0") < 0);
+}
+
 static void error_table(void)
 {
     CHECK_STR(lk_error_wire(LK_E_INVALID_JSON), "invalid_json");
@@ -141,6 +153,7 @@ int main(void)
     RUN(device_names);
     RUN(lock_types);
     RUN(timestamps);
+    RUN(stream_ids);
     RUN(error_table);
     DONE();
 }
