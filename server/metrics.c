@@ -9,7 +9,6 @@
 #include "mirror.h"
 #include "store.h"
 #include "webhooks.h"
-#include "ws.h"
 
 static const double buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
@@ -32,9 +31,13 @@ static struct {
     unsigned long long hist[NBUCKETS + 1];
     double hist_sum;
     unsigned long long hist_count;
+    long ws_clients;                      /* pushed by ws.c */
+    unsigned long ws_dropped;
 } m;
 
 void metrics_acquire(enum metric_acquire what) { m.acquires[what]++; }
+void metrics_ws_clients(int delta) { m.ws_clients += delta; }
+void metrics_ws_dropped(void) { m.ws_dropped++; }
 void metrics_refusal(enum metric_refusal why) { m.refusals[why]++; }
 
 void metrics_refusal_wire(const char *wire)
@@ -103,11 +106,11 @@ void metrics_render(struct lk_buf *b, const long long held[4], long long stream_
     lk_buf_printf(b, "# HELP devlock_stream_length Events kept in the Redis stream.\n"
                      "# TYPE devlock_stream_length gauge\ndevlock_stream_length %lld\n", stream_len);
     lk_buf_printf(b, "# HELP devlock_websocket_clients WebSocket clients connected to this broker.\n"
-                     "# TYPE devlock_websocket_clients gauge\ndevlock_websocket_clients %zu\n",
-                  ws_client_count());
+                     "# TYPE devlock_websocket_clients gauge\ndevlock_websocket_clients %ld\n",
+                  m.ws_clients);
     lk_buf_printf(b, "# HELP devlock_websocket_dropped_total Slow WebSocket clients dropped.\n"
                      "# TYPE devlock_websocket_dropped_total counter\ndevlock_websocket_dropped_total %lu\n",
-                  ws_dropped_count());
+                  m.ws_dropped);
     lk_buf_printf(b, "# HELP devlock_redis_up 1 while Redis is connected and answering.\n"
                      "# TYPE devlock_redis_up gauge\ndevlock_redis_up %d\n", store_ready());
     lk_buf_printf(b, "# HELP devlock_read_copy_ready 1 while this broker's copy of the lock table serves reads.\n"

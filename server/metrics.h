@@ -22,6 +22,10 @@ enum metric_refusal {
 };
 
 void metrics_acquire(enum metric_acquire what);
+/* Pushed by ws.c: a WebSocket client came (1) or went (-1); one was dropped
+ * as too slow. */
+void metrics_ws_clients(int delta);
+void metrics_ws_dropped(void);
 void metrics_refusal(enum metric_refusal why);
 /* Counts a refusal by its wire error code ("invalid_json", ...). */
 void metrics_refusal_wire(const char *wire);

@@ -166,6 +166,7 @@ static void q_push(struct ws_session *s, struct ws_msg *m, int front)
     if (over_bytes || q_grow(s) != 0) {
         s->doomed = 1;
         all.dropped++;
+        metrics_ws_dropped();
         metrics_refusal(REF_slow_client);
         lk_warn("ws: client fell %zu frames (%zu bytes) behind; dropping it", s->qlen, s->qbytes);
         /* it may never become writeable again (it does not read): close it
@@ -846,6 +847,7 @@ static void drop_silent(struct ws_session *s)
 {
     s->doomed = 2;
     all.dropped++;
+    metrics_ws_dropped();
     lk_info("ws: client did not answer a ping within %ld s; dropping it", cfg.ws_ping_timeout);
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     lws_callback_on_writable(s->wsi);
@@ -918,6 +920,7 @@ static void session_close(struct ws_session *s)
     if (s->next)
         s->next->prev = s->prev;
     all.count--;
+    metrics_ws_clients(-1);
 }
 
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
@@ -975,6 +978,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             all.head->prev = s;
         all.head = s;
         all.count++;
+        metrics_ws_clients(1);
         /* ?since=<event_id>: resume at connect time, replay before anything live */
         char since[64];
         const char *sv = lws_get_urlarg_by_name(wsi, "since=", since, sizeof(since));
