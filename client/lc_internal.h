@@ -136,5 +136,7 @@ void lc__put_request(struct lk_buf *b, const lc_request *req, const char *type, 
                      const char *request_id, const char *client_name);
 /* URL-escapes s into b. */
 void lc__buf_urlenc(struct lk_buf *b, const char *s);
+/* Appends ?name=v (or &name=v) to a path, URL-encoded; nothing when v is NULL. */
+void lc__query_param(struct lk_buf *b, const char *name, const char *v);
 
 #endif

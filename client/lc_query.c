@@ -141,7 +141,7 @@ void lc_event_list_free(lc_event_list *l)
     free(l);
 }
 
-static void query_param(struct lk_buf *b, const char *name, const char *v)
+void lc__query_param(struct lk_buf *b, const char *name, const char *v)
 {
     if (!v)
         return;
@@ -165,10 +165,10 @@ lc_status lc_history(lc_client *c, const lc_history_query *q, lc_event_list **ou
     lk_buf_puts(&p, "/api/events");
     char lim[24];
     snprintf(lim, sizeof(lim), "%d", q->limit);
-    query_param(&p, "since", q->since);
-    query_param(&p, "limit", q->limit > 0 ? lim : NULL);
-    query_param(&p, "device", q->device);
-    query_param(&p, "plan_uid", q->plan_uid);
+    lc__query_param(&p, "since", q->since);
+    lc__query_param(&p, "limit", q->limit > 0 ? lim : NULL);
+    lc__query_param(&p, "device", q->device);
+    lc__query_param(&p, "plan_uid", q->plan_uid);
     if (p.oom) {
         lk_buf_free(&p);
         return LC_ERR_NOMEM;

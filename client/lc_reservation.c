@@ -254,25 +254,36 @@ lc_status lc_book(lc_client *c, const lc_booking_request *req, lc_booking **out)
     return reply_booking(c, j, "book", out);
 }
 
+/* GET or DELETE /api/reservations/{id}; what names the call in errors. A
+ * cancel sends the caller's user_id (the owner check of a broker without
+ * auth; with auth the token's user counts). */
+static lc_status by_id(lc_client *c, const char *method, const char *id, const char *what,
+                       lc_booking **out)
+{
+    struct lk_buf p;
+    lk_buf_init(&p, 0);
+    booking_path(&p, id);
+    if (!strcmp(method, "DELETE"))
+        lc__query_param(&p, "user_id", c->o.user_id);
+    if (p.oom) {
+        lk_buf_free(&p);
+        return LC_ERR_NOMEM;
+    }
+    cJSON *j = NULL;
+    lc_status st = lc__http(c, method, lk_buf_data(&p), NULL, 0, &j);
+    lk_buf_free(&p);
+    if (st != LC_OK)
+        return st;
+    return reply_booking(c, j, what, out);
+}
+
 lc_status lc_booking_get(lc_client *c, const char *id, lc_booking **out)
 {
     if (out)
         *out = NULL;
     if (!c || !id || !*id || !out)
         return LC_ERR_BAD_REQUEST;
-    struct lk_buf p;
-    lk_buf_init(&p, 0);
-    booking_path(&p, id);
-    if (p.oom) {
-        lk_buf_free(&p);
-        return LC_ERR_NOMEM;
-    }
-    cJSON *j = NULL;
-    lc_status st = lc__http(c, "GET", lk_buf_data(&p), NULL, 0, &j);
-    lk_buf_free(&p);
-    if (st != LC_OK)
-        return st;
-    return reply_booking(c, j, "booking", out);
+    return by_id(c, "GET", id, "booking", out);
 }
 
 lc_status lc_booking_cancel(lc_client *c, const char *id, lc_booking **out)
@@ -281,22 +292,7 @@ lc_status lc_booking_cancel(lc_client *c, const char *id, lc_booking **out)
         *out = NULL;
     if (!c || !id || !*id)
         return LC_ERR_BAD_REQUEST;
-    struct lk_buf p;
-    lk_buf_init(&p, 0);
-    booking_path(&p, id);
-    /* the caller, for a broker without auth (with auth: the token's user) */
-    lk_buf_puts(&p, "?user_id=");
-    lc__buf_urlenc(&p, c->o.user_id);
-    if (p.oom) {
-        lk_buf_free(&p);
-        return LC_ERR_NOMEM;
-    }
-    cJSON *j = NULL;
-    lc_status st = lc__http(c, "DELETE", lk_buf_data(&p), NULL, 0, &j);
-    lk_buf_free(&p);
-    if (st != LC_OK)
-        return st;
-    return reply_booking(c, j, "cancel", out);
+    return by_id(c, "DELETE", id, "cancel", out);
 }
 
 lc_status lc_booking_move(lc_client *c, const char *id, int64_t start_us, int64_t end_us,
@@ -348,16 +344,6 @@ void lc_booking_list_free(lc_booking_list *l)
     free(l);
 }
 
-static void query_param(struct lk_buf *b, const char *name, const char *v)
-{
-    if (!v)
-        return;
-    lk_buf_putc(b, strchr(lk_buf_data(b), '?') ? '&' : '?');
-    lk_buf_puts(b, name);
-    lk_buf_putc(b, '=');
-    lc__buf_urlenc(b, v);
-}
-
 lc_status lc_bookings(lc_client *c, const lc_booking_query *q, lc_booking_list **out)
 {
     if (out)
@@ -376,13 +362,13 @@ lc_status lc_bookings(lc_client *c, const lc_booking_query *q, lc_booking_list *
     struct lk_buf p;
     lk_buf_init(&p, 0);
     lk_buf_puts(&p, "/api/reservations");
-    query_param(&p, "device", q->device);
-    query_param(&p, "user", q->user);
-    query_param(&p, "state", q->state);
-    query_param(&p, "from", q->from_us ? from : NULL);
-    query_param(&p, "to", q->to_us ? to : NULL);
-    query_param(&p, "limit", q->limit ? lim : NULL);
-    query_param(&p, "cursor", q->cursor);
+    lc__query_param(&p, "device", q->device);
+    lc__query_param(&p, "user", q->user);
+    lc__query_param(&p, "state", q->state);
+    lc__query_param(&p, "from", q->from_us ? from : NULL);
+    lc__query_param(&p, "to", q->to_us ? to : NULL);
+    lc__query_param(&p, "limit", q->limit ? lim : NULL);
+    lc__query_param(&p, "cursor", q->cursor);
     if (p.oom) {
         lk_buf_free(&p);
         return LC_ERR_NOMEM;
