@@ -60,8 +60,12 @@ $(B)/server/%.o: server/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iserver $(PKG_CFLAGS) -c $< -o $@
 
+# pollset.c's uv_poll_start, uv_poll_stop and uv_close stand in for libuv's,
+# also for lws's dlopen()ed libuv plugin: they must be in the dynamic table
+POLLSET_EXPORTS := -Wl,--export-dynamic-symbol=uv_poll_start -Wl,--export-dynamic-symbol=uv_poll_stop \
+                   -Wl,--export-dynamic-symbol=uv_close
 $(B)/devlockd: $(SERVER_OBJ) $(B)/libcommon.a
-	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm $(LDFLAGS)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm $(POLLSET_EXPORTS) $(LDFLAGS)
 
 # ---- client/: liblockclient (.so + .a), lockctl, examples ------------------
 LC_MAJOR   := 1

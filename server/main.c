@@ -20,6 +20,7 @@
 #include "locks.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "pollset.h"
 #include "store.h"
 #include "webhooks.h"
 #include "ws.h"
@@ -162,6 +163,7 @@ int main(int argc, char **argv)
     if (load_files(1) != 0)
         return 2;
     uv_loop_t *loop = uv_default_loop();
+    pollset_init(loop); /* before any socket: every uv_poll_t on one epoll set (pollset.h) */
     void *foreign[1] = {loop};
     locks_init();
     if (store_init(loop, cfg.redis_url, locks_broker_id()) != 0) {
@@ -237,6 +239,7 @@ int main(int argc, char **argv)
     ws_shutdown();
     store_shutdown();
     events_shutdown();
+    pollset_shutdown();
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
