@@ -12,17 +12,19 @@
  * restarted and lost its script cache) is answered by resending as EVAL,
  * which also reloads the cache.
  *
- * Dead links: every TCP link (master and Sentinel) has keepalive probes and
- * TCP_USER_TIMEOUT, so a master that vanished from the network (the usual
- * cause of a failover) is dropped within LINK_DEAD_MS instead of at the
- * kernel's retransmission timeout (a stalled Redis still acknowledges TCP
- * and is not dropped: the deadlines answer for it). Connecting, greeting and
- * each Sentinel query are bounded by one timer per connection
- * (link_timeout_ms): past it the attempt is abandoned and retried, on the
- * next Sentinel of the list when there are several, forever. */
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
+ * Dead links: every link is opened through redis_link.c (keepalive probes
+ * and TCP_USER_TIMEOUT, so a master that vanished from the network, the
+ * usual cause of a failover, is dropped within seconds; a stalled Redis
+ * still acknowledges TCP and is not dropped: the deadlines answer for it).
+ * Connecting and greeting are bounded by one timer per connection
+ * (redis_link_timeout_ms): past it the attempt is abandoned and retried.
+ *
+ * With --redis-sentinel, where to connect is sentinel.c's answer: each
+ * connection has its own struct sentinel, asked again before every
+ * (re)connect and after every failed query (with the same backoff, capped
+ * lower), and a master it names is checked with sentinel_check_master
+ * before it is greeted. A master answering nothing for twice the link
+ * timeout is dropped so that the Sentinels are asked again. */
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +36,8 @@
 #include "lk_log.h"
 #include "lk_mem.h"
 #include "lk_time.h"
-#include "redis_uv.h"
+#include "redis_link.h"
+#include "sentinel.h"
 #include "store.h"
 
 #define BACKOFF_MIN_MS 100
@@ -43,10 +46,6 @@
 #define HEARTBEAT_MS 250
 #define OVERLOAD_FACTOR 8
 #define READ_COUNT "1000"
-#define KEEPALIVE_IDLE_S 5
-#define KEEPALIVE_INTERVAL_S 1
-#define KEEPALIVE_PROBES 3
-#define LINK_DEAD_MS 10000
 
 /* The script table (scripts.def): file, ARGV and KEYS counts, writes. */
 struct script_row {
@@ -105,14 +104,13 @@ struct store_op {
 struct conn {
     const char *name;
     redisAsyncContext *ac;
-    redisAsyncContext *sentinel;  /* asking a Sentinel for the master */
+    struct sentinel *sentinel;  /* finds the master (with --redis-sentinel), else NULL */
     int up;                  /* connected and greeted */
-    unsigned attempts;       /* failed connects since the last success */
-    unsigned next_sentinel;
-    char host[256];          /* the master, as a Sentinel named it */
+    unsigned attempts;       /* failed connects and Sentinel queries since the last success */
+    char host[256];          /* where ac connects */
     int port;
     uv_timer_t retry;
-    uv_timer_t link;         /* bounds a connect + greeting, or a Sentinel query */
+    uv_timer_t link;         /* bounds a connect + greeting */
 };
 
 static struct {
@@ -141,7 +139,6 @@ static void deadline_cb(uv_timer_t *t);
 static void schedule_retry(struct conn *c);
 static void conn_drop(struct conn *c, const char *why);
 static void link_timeout_cb(uv_timer_t *t);
-static uint64_t link_timeout_ms(void);
 static void conn_kill(struct conn *c);
 
 /* ---- URL ------------------------------------------------------------ */
@@ -589,7 +586,7 @@ static void heartbeat_cb(uv_timer_t *t)
         /* A master that keeps its TCP alive but answers nothing (a frozen
          * process or host) may have been failed over meanwhile: drop both
          * links and ask the Sentinels again (they name it again if not). */
-        if (cfg.redis_sentinel[0] && st.stalled && now - st.last_reply_ms > (int64_t)(2 * link_timeout_ms())) {
+        if (cfg.redis_sentinel[0] && st.stalled && now - st.last_reply_ms > (int64_t)(2 * redis_link_timeout_ms())) {
             lk_warn("redis: no reply for %ld ms; asking the Sentinels where the master is",
                     (long)(now - st.last_reply_ms));
             conn_kill(&st.cmd);
@@ -654,32 +651,8 @@ void store_on_stream_up(void (*fn)(void)) { st.on_stream_up = fn; }
 
 /* ---- connections ---------------------------------------------------------- */
 
-static uint64_t link_timeout_ms(void)
-{
-    return (uint64_t)(cfg.redis_timeout_ms > 250 ? 2 * cfg.redis_timeout_ms : 500);
-}
-
-static void link_start(struct conn *c) { uv_timer_start(&c->link, link_timeout_cb, link_timeout_ms(), 0); }
+static void link_start(struct conn *c) { uv_timer_start(&c->link, link_timeout_cb, redis_link_timeout_ms(), 0); }
 static void link_done(struct conn *c) { uv_timer_stop(&c->link); }
-
-/* Keepalive and a bound on unacknowledged data for a TCP link (a unix
- * socket refuses the options: nothing to do there). */
-static void link_keepalive(const redisAsyncContext *ac)
-{
-    int fd = ac->c.fd, on = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S, cnt = KEEPALIVE_PROBES;
-    unsigned user_timeout = LINK_DEAD_MS;
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof(sa);
-    if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &len) != 0 ||
-        (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
-        return;
-    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) != 0)
-        lk_warn("redis: cannot set TCP keepalive on the Redis link");
-}
 
 static void retry_cb(uv_timer_t *t)
 {
@@ -732,19 +705,13 @@ static void greet_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void greet(redisAsyncContext *a, struct conn *c);
 
-static void role_cb(redisAsyncContext *ac, void *reply, void *privdata)
+/* What sentinel_check_master found (it logged a "no"). */
+static void master_checked(void *ctx, redisAsyncContext *ac, int is_master)
 {
-    struct conn *c = privdata;
-    redisReply *r = reply;
-    if (!r)
-        return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING ||
-        strcmp(r->element[0]->str, "master")) {
-        lk_warn("redis: %s: %s:%d is not the master (yet); asking the Sentinels again", c->name, c->host, c->port);
+    if (is_master)
+        greet(ac, ctx);
+    else
         redisAsyncDisconnect(ac);
-        return;
-    }
-    greet(ac, c);
 }
 
 static void connect_cb(const redisAsyncContext *ac, int status)
@@ -757,12 +724,12 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         schedule_retry(c);
         return;
     }
-    link_keepalive(ac);
+    redis_link_keepalive(ac);
     redisAsyncContext *a = (redisAsyncContext *)ac;
     if (st.password)
         redisAsyncCommand(a, NULL, NULL, "AUTH %s", st.password);
-    if (cfg.redis_sentinel[0]) { /* make sure it is the master before using it */
-        redisAsyncCommand(a, role_cb, c, "ROLE");
+    if (c->sentinel) { /* make sure it is the master before using it */
+        sentinel_check_master(c->sentinel, a, master_checked, c);
         return;
     }
     greet(a, c);
@@ -823,134 +790,34 @@ static void conn_kill(struct conn *c)
 
 static void conn_open(struct conn *c, const char *host, int port);
 
-/* ---- Sentinel ------------------------------------------------------------- */
-
-/* Each Sentinel query ends in exactly one of: an answer (the master is
- * opened, or the next Sentinel asked), the Sentinel going away or refusing
- * the connection, or link_timeout_cb abandoning it; each clears
- * c->sentinel and schedules what follows, so the asking never stops. A
- * callback for a context that is no longer c->sentinel has been dealt with. */
-static void sentinel_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct conn *c = privdata;
-    redisReply *r = reply;
-    if (c->sentinel != ac)
-        return;
-    c->sentinel = NULL;
-    link_done(c);
-    if (!r) { /* the Sentinel went away; hiredis is freeing the context */
-        lk_warn("redis: %s: a Sentinel closed the connection before answering; asking again", c->name);
-        schedule_retry(c);
-        return;
-    }
-    redisAsyncDisconnect(ac);
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
-        snprintf(c->host, sizeof(c->host), "%s", r->element[0]->str);
-        c->port = atoi(r->element[1]->str);
-        lk_debug("redis: %s: Sentinel says the master is %s:%d", c->name, c->host, c->port);
-        conn_open(c, c->host, c->port);
-    } else {
-        lk_warn("redis: %s: Sentinel does not know master '%s'%s%s", c->name, cfg.redis_master,
-                r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-        schedule_retry(c);
-    }
-}
-
-static void sentinel_connect_cb(const redisAsyncContext *ac, int status)
-{
-    struct conn *c = ac->data;
-    if (status != REDIS_OK) {
-        if (c->sentinel == ac) { /* hiredis frees it */
-            c->sentinel = NULL;
-            link_done(c);
-            schedule_retry(c);
-        }
-        return;
-    }
-    link_keepalive(ac);
-    if (redisAsyncCommand((redisAsyncContext *)ac, sentinel_reply_cb, c, "SENTINEL get-master-addr-by-name %s",
-                          cfg.redis_master) != REDIS_OK && c->sentinel == ac) {
-        c->sentinel = NULL;
-        link_done(c);
-        redisAsyncDisconnect((redisAsyncContext *)ac);
-        schedule_retry(c);
-    }
-}
-
-static void sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
-{
-    struct conn *c = ac->data;
-    (void)status;
-    if (c->sentinel == ac) { /* dropped before answering */
-        c->sentinel = NULL;
-        link_done(c);
-        schedule_retry(c);
-    }
-}
-
-/* A connect, greeting or Sentinel query took too long: abandon it (freeing
- * the context answers its callbacks, which see it is no longer ours) and
- * try again. */
+/* A connect or greeting took too long: abandon it and try again. */
 static void link_timeout_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (c->sentinel) {
-        lk_warn("redis: %s: no answer from a Sentinel within %llu ms; asking again", c->name,
-                (unsigned long long)link_timeout_ms());
-        redisAsyncContext *ac = c->sentinel;
-        c->sentinel = NULL;
-        redisAsyncFree(ac);
-        schedule_retry(c);
-    } else if (c->ac && !c->up) {
+    if (c->ac && !c->up) {
         lk_warn("redis: %s: %s:%d did not connect and answer within %llu ms; trying again", c->name,
-                st.unix_path && !cfg.redis_sentinel[0] ? st.unix_path : c->host, c->port,
-                (unsigned long long)link_timeout_ms());
+                st.unix_path && !c->sentinel ? st.unix_path : c->host, c->port,
+                (unsigned long long)redis_link_timeout_ms());
         conn_kill(c);
     }
 }
 
-/* Asks the next Sentinel of the list where the master is. */
-static void sentinel_ask(struct conn *c)
+/* What sentinel_find answered (it logged a failure). */
+static void master_found(void *ctx, const char *host, int port)
 {
-    const char *list = cfg.redis_sentinel;
-    unsigned n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    unsigned pick = c->next_sentinel++ % n;
-    const char *p = list;
-    for (unsigned i = 0; i < pick; i++)
-        p = strchr(p, ',') + 1;
-    size_t len = strcspn(p, ",");
-    char host[256];
-    const char *colon = memrchr(p, ':', len);
-    if (!colon || (size_t)(colon - p) >= sizeof(host)) {
-        lk_error("redis: bad --redis-sentinel entry '%.*s' (host:port)", (int)len, p);
+    struct conn *c = ctx;
+    if (host)
+        conn_open(c, host, port);
+    else
         schedule_retry(c);
-        return;
-    }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - p), p);
-    redisAsyncContext *ac = redisAsyncConnect(host, atoi(colon + 1));
-    if (!ac || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_retry(c);
-        return;
-    }
-    ac->data = c;
-    c->sentinel = ac;
-    link_start(c);
-    redis_uv_attach(ac, st.loop);
-    redisAsyncSetConnectCallback(ac, sentinel_connect_cb);
-    redisAsyncSetDisconnectCallback(ac, sentinel_disconnect_cb);
 }
 
 static void conn_start(struct conn *c)
 {
     if (st.shutting_down)
         return;
-    if (cfg.redis_sentinel[0]) {
-        sentinel_ask(c);
+    if (c->sentinel) {
+        sentinel_find(c->sentinel, master_found, c);
         return;
     }
     conn_open(c, st.host, st.port);
@@ -960,25 +827,18 @@ static void conn_open(struct conn *c, const char *host, int port)
 {
     if (st.shutting_down)
         return;
-    if (host != c->host)
-        snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
+    snprintf(c->host, sizeof(c->host), "%s", host ? host : "");
     c->port = port;
     lk_debug("redis: %s connecting to %s:%d", c->name, c->host, c->port);
-    redisAsyncContext *ac = st.unix_path && !cfg.redis_sentinel[0] ? redisAsyncConnectUnix(st.unix_path)
-                                                                   : redisAsyncConnect(host, port);
-    if (!ac || ac->err) {
-        lk_warn("redis: %s connect failed: %s", c->name, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
+    char why[128];
+    c->ac = redis_link_open(st.loop, host, port, st.unix_path && !c->sentinel ? st.unix_path : NULL, c,
+                            connect_cb, disconnect_cb, why, sizeof(why));
+    if (!c->ac) {
+        lk_warn("redis: %s connect failed: %s", c->name, why);
         schedule_retry(c);
         return;
     }
-    ac->data = c;
-    c->ac = ac;
     link_start(c);
-    redis_uv_attach(ac, st.loop);
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
 }
 
 /* ---- set-up ------------------------------------------------------------------ */
@@ -1025,6 +885,10 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
     uv_timer_init(loop, &st.sub.link);
     st.cmd.retry.data = st.cmd.link.data = &st.cmd;
     st.sub.retry.data = st.sub.link.data = &st.sub;
+    if (cfg.redis_sentinel[0]) {
+        st.cmd.sentinel = sentinel_new(loop, st.cmd.name);
+        st.sub.sentinel = sentinel_new(loop, st.sub.name);
+    }
     uv_timer_init(loop, &st.deadline_timer);
     uv_timer_init(loop, &st.heartbeat);
     uv_timer_start(&st.heartbeat, heartbeat_cb, HEARTBEAT_MS, HEARTBEAT_MS);
@@ -1035,17 +899,14 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
 
 static void close_conn(struct conn *c)
 {
-    if (c->sentinel) {
-        redisAsyncContext *ac = c->sentinel;
-        c->sentinel = NULL;
-        redisAsyncFree(ac);
-    }
     if (c->ac) {
         redisAsyncContext *ac = c->ac;
         c->ac = NULL;
         c->up = 0;
         redisAsyncFree(ac);
     }
+    sentinel_free(c->sentinel);
+    c->sentinel = NULL;
     uv_timer_stop(&c->retry);
     uv_close((uv_handle_t *)&c->retry, NULL);
     uv_timer_stop(&c->link);

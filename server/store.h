@@ -5,7 +5,9 @@
  * caller is answered LK_E_UNAVAILABLE at once, although the script may
  * still run: its late reply is dropped, or handed to a "late" handler
  * (store_eval_late) for scripts whose effect must not be lost.
- * While Redis is down or not answering, store_eval fails at once. */
+ * While Redis is down or not answering, store_eval fails at once.
+ * With --redis-sentinel each connection asks sentinel.h where the master is
+ * before every (re)connect. */
 #ifndef STORE_H
 #define STORE_H
 
