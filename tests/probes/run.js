@@ -795,6 +795,131 @@ async function main() {
         c.destroy();
     });
 
+    // ------------------------------------------------------------ socket churn
+    // Random connections from a seed (PROBES_SEED, printed): keep-alive
+    // reads, pipelined bursts, readers that stop reading a large answer for
+    // a while (the broker's socket fills, so it must wait for the kernel to
+    // say writable), readers that reset the connection in the middle of an
+    // answer, half-closes, WebSocket clients killed after initial_status.
+    // Each complete answer must be whole and right, and once they are all
+    // gone the broker has no more fds open than before. This drives every
+    // path of server/pollset.c (writable without asking, a full socket,
+    // fds closed and their numbers reused within one loop turn).
+    probe('socket churn', async () => {
+        const seed = Number(process.env.PROBES_SEED || (Date.now() % 1000000007));
+        let st = seed >>> 0;
+        const rnd = () => { st = (st + 0x6D2B79F5) >>> 0; let t = st; t = Math.imul(t ^ (t >>> 15), t | 1);
+            t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+        const HELD = 400; // ~130 KB of status: more than a paused loopback reader takes
+        const held = [];
+        for (let i = 0; i < HELD; i += 20) {
+            const got = await Promise.all(Array.from({ length: Math.min(20, HELD - i) }, (_, k) =>
+                P.httpJson(port, 'POST', '/api/lock/request', { device_name: `churn-${i + k}`, lock_type: 'MANUAL_OPERATOR',
+                    user_id: 'churn', timeout: 300, reason: 'x'.repeat(100) }, 5000)));
+            for (const [k, r] of got.entries()) if (r.json && r.json.success) held.push({ d: `churn-${i + k}`, key: r.json.lock_key });
+        }
+        const fds = () => { try { return require('fs').readdirSync(`/proc/${broker.pid}/fd`).length; } catch (e) { return -1; } };
+        const fdsBefore = fds();
+        const problems = [];
+        const counts = {};
+        const statusReq = 'GET /api/locks/status HTTP/1.1\r\nHost: churn\r\n\r\n';
+        const devReq = (d) => `GET /api/locks/device/${d} HTTP/1.1\r\nHost: churn\r\n\r\n`;
+        const statusOk = (r) => r && r.status === 200 && r.json && r.json.total_count === held.length && r.json.locks.length === held.length;
+        const devOk = (r, d) => r && r.status === 200 && r.json && r.json.device_name === d && r.json.locked === true;
+        let statusBytes = 0;
+        const kinds = {
+            async keepalive(c) {
+                for (let i = 0; i < 3; i++) {
+                    const d = held[Math.floor(rnd() * held.length)].d;
+                    c.send(devReq(d));
+                    await c.wait(() => c.closed || parseResponses(c.buf).length > i, 5000);
+                    const r = parseResponses(c.buf)[i];
+                    if (!devOk(r, d)) return `answer ${i} for ${d}: ${describeHttp(c)}`;
+                }
+                return null;
+            },
+            async pipeline(c) {
+                const d = held[Math.floor(rnd() * held.length)].d;
+                c.send(statusReq + devReq(d) + 'GET /api/health/live HTTP/1.1\r\nHost: churn\r\n\r\n' + statusReq);
+                await c.wait(() => c.closed || parseResponses(c.buf).length >= 4, 8000);
+                const rs = parseResponses(c.buf);
+                if (rs.length !== 4 || !statusOk(rs[0]) || !devOk(rs[1], d) || rs[2].status !== 200 || !statusOk(rs[3]))
+                    return `4 pipelined: ${describeHttp(c)}`;
+                return null;
+            },
+            async pause(c) {
+                c.sock.pause();
+                c.send(statusReq);
+                await P.delay(50 + Math.floor(rnd() * 300)); // the slow reader being tested, not a synchronisation
+                c.sock.resume();
+                await c.wait(() => c.closed || parseResponses(c.buf).length >= 1, 8000);
+                const r = parseResponses(c.buf)[0];
+                if (!statusOk(r)) return `paused reader: ${describeHttp(c)}`;
+                statusBytes = Math.max(statusBytes, r.body.length);
+                return null;
+            },
+            async reset(c) {
+                c.send(statusReq);
+                await c.wait(() => c.closed || c.buf.length > 0, 5000);
+                c.sock.resetAndDestroy();
+                return null;
+            },
+            async halfclose(c) {
+                const d = held[Math.floor(rnd() * held.length)].d;
+                c.send(devReq(d));
+                c.end();
+                await c.wait(() => c.closed || parseResponses(c.buf).length >= 1, 5000);
+                return devOk(parseResponses(c.buf)[0], d) ? null : `half-closed: ${describeHttp(c)}`;
+            },
+            async wskill() {
+                const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+                const ok = await new Promise((res) => {
+                    const t = setTimeout(() => res(false), 5000);
+                    ws.once('message', (m) => { clearTimeout(t); res(JSON.parse(m.toString()).type === 'initial_status'); });
+                    ws.once('error', () => { clearTimeout(t); res(false); });
+                });
+                ws.terminate();
+                return ok ? null : 'WebSocket: no initial_status';
+            },
+        };
+        const names = Object.keys(kinds);
+        const N = 240;
+        let next = 0;
+        const t0 = Date.now();
+        async function worker() {
+            while (next < N && Date.now() - t0 < 60000) {
+                next++;
+                const kind = names[Math.floor(rnd() * names.length)];
+                counts[kind] = (counts[kind] || 0) + 1;
+                let c = null;
+                try {
+                    if (kind !== 'wskill') { c = new Raw(port); await c.connected; }
+                    const why = await kinds[kind](c);
+                    if (why) problems.push(`${kind}: ${why}`);
+                } catch (e) { problems.push(`${kind}: ${e.message}`); }
+                if (c) c.destroy();
+            }
+        }
+        await Promise.all(Array.from({ length: 16 }, worker));
+        // every connection is gone: the broker's fds come back (closes are asynchronous: poll)
+        await P.until("the broker's fds back to their count before", 5000, () => fds() <= fdsBefore).catch(() => {});
+        const fdsAfter = fds();
+        report(`socket churn (seed ${seed}): ${next} connections, each answer whole and right`, problems.length === 0 && next === N,
+            `${JSON.stringify(counts)}, status ${statusBytes} B${problems.length ? '; ' + problems.slice(0, 3).join('; ') : ''}`);
+        report('socket churn: no fd left open after the connections closed', fdsAfter >= 0 && fdsAfter <= fdsBefore,
+            `${fdsBefore} fds before, ${fdsAfter} after`);
+        // the checker bites: one byte short of a whole status answer is no answer
+        const c = new Raw(port);
+        await c.connected;
+        c.send(statusReq);
+        await c.wait(() => parseResponses(c.buf).length >= 1, 5000);
+        const whole = c.buf;
+        c.destroy();
+        report('socket churn self-test: a whole answer passes, one byte short does not',
+            statusOk(parseResponses(whole)[0]) && parseResponses(whole.slice(0, whole.length - 1)).length === 0, `${whole.length} B`);
+        await Promise.all(held.map((h) => P.httpJson(port, 'POST', '/api/lock/release', { device_name: h.d, lock_key: h.key, user_id: 'churn' }, 5000)));
+    });
+
     // ------------------------------------------------------------ slow clients
     // These run alongside every other probe; each waits at most 30 s.
 
