@@ -88,7 +88,7 @@ for _, dev in ipairs(devs) do
         -- a free device: serve() drops queue entries of dead waiters (past
         -- their deadline, broker dead, hash gone) and hands it to a live
         -- waiter ranked first that can have it now
-        seen = serve(dev, now, maxlen)
+        seen = serve(dev, now, maxlen, true)
         if not seen then h = hload(lock_key(dev)) end
     end
     if win then

@@ -297,7 +297,8 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
     if h.rsv then rsv_after_end(h, action, cause, now, maxlen) end
-    if not hold then serve(dev, now, maxlen) end
+    -- D's lock is gone unless a booking's end (rsv_after_end) served it
+    if not hold then serve(dev, now, maxlen, not h.rsv) end
     return id
 end
 
@@ -472,10 +473,13 @@ local window_blocks, rsv_granted
 -- Returns what it found when it stopped without granting, if that was D
 -- itself: 'delay' (D free but in lock-delay) or 'idle' (D free, out of
 -- lock-delay, nobody waiting), so a caller need not ask Redis again.
-serve = function(dev, now, maxlen)
+-- gone: the caller knows D has no lock (it has just ended or looked), which
+-- saves asking. D's lock and lock-delay are asked once: dropping dead
+-- waiters (the only thing the loop does before it returns) changes neither.
+serve = function(dev, now, maxlen, gone)
+    if not gone and redis.call('EXISTS', lock_key(dev)) == 1 then return end
+    if in_delay(dev) then return 'delay' end
     for _ = 1, 64 do
-        if redis.call('EXISTS', lock_key(dev)) == 1 then return end
-        if in_delay(dev) then return 'delay' end
         local top = redis.call('ZRANGE', waitq_key(dev), '0', '0')
         if #top == 0 then return 'idle' end
         local wid = top[1]
