@@ -258,8 +258,8 @@ end
 -- ZADD and ZREM answer whether the device joined or left, which saves the
 -- ZSCORE each used to ask first.
 -- (Constant arguments of redis.call are written as text, '0' not 0, here
--- and on the other hot paths: Redis formats a number argument with
--- snprintf("%.17g"), the same digits at a cost.)
+-- and on the other hot paths: Redis turns a number argument into text with
+-- snprintf, the same digits at a cost.)
 local function held_add(dev, prio)
     if redis.call('ZADD', 'dl:held', '0', dev) == 1 then count_held(dev, prio, 1) end
 end
