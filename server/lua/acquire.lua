@@ -74,6 +74,10 @@ local preempt, graceful, blocker, blocker_json, booking_json = {}, 0, nil, nil, 
 for _, dev in ipairs(devs) do
     local win = window_blocks(dev, prio, r.user_id, nil, now)
     local h = not win and live_lock(dev, now, maxlen)
+    -- seen: what serve() found D to be when it granted nothing ('idle' or
+    -- 'delay'): D's lock, lock-delay and queue then need no asking again
+    -- (saves an HGETALL, an EXISTS and a ZRANGE per free device)
+    local seen
     if win then
         -- inside another user's booking of equal or higher priority
         if not blocker then
@@ -84,8 +88,8 @@ for _, dev in ipairs(devs) do
         -- a free device: serve() drops queue entries of dead waiters (past
         -- their deadline, broker dead, hash gone) and hands it to a live
         -- waiter ranked first that can have it now
-        serve(dev, now, maxlen)
-        h = hload(lock_key(dev))
+        seen = serve(dev, now, maxlen, true)
+        if not seen then h = hload(lock_key(dev)) end
     end
     if win then
         -- refused above
@@ -99,10 +103,10 @@ for _, dev in ipairs(devs) do
             blocker = 'Device ' .. dev .. ' is locked by ' .. h.user_id .. ' (' .. h.lock_type .. ')'
             blocker_json = lock_json(h)
         end
-    elseif in_delay(dev) then
+    elseif seen == 'delay' or (not seen and in_delay(dev)) then
         blocker = blocker or ('Device ' .. dev .. ' is in lock-delay after an abnormal release')
-    else
-        local top = redis.call('ZRANGE', waitq_key(dev), 0, 0, 'WITHSCORES')
+    elseif seen ~= 'idle' then
+        local top = redis.call('ZRANGE', waitq_key(dev), '0', '0', 'WITHSCORES')
         if #top > 0 and floor(tonumber(top[2]) / RANK) <= prio then
             blocker = blocker or ('Device ' .. dev .. ' is reserved for a waiting request of equal or higher priority')
         end
@@ -132,7 +136,7 @@ if blocker then
     end
     local body = denied_body(devs[1], blocker_json, blocker)
     if booking_json then body = string.sub(body, 1, -2) .. ',"reservation":' .. booking_json .. '}' end
-    if rid ~= '' then redis.call('SET', rid, body, 'PX', 300000) end
+    if rid ~= '' then redis.call('SET', rid, body, 'PX', '300000') end
     return {'denied', body, S.last_id}
 end
 

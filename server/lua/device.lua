@@ -7,7 +7,7 @@ local h = hload(lock_key(dev))
 local lj = false
 if h and not expired(h, now) then lj = lock_json(h) end
 local ws = {}
-local ids = redis.call('ZRANGE', waitq_key(dev), 0, 99)
+local ids = redis.call('ZRANGE', waitq_key(dev), '0', '99')
 for _, wid in ipairs(ids) do
     local w = hload('dl:waiter:' .. wid)
     if w and waiter_alive(w, now) then

@@ -25,7 +25,7 @@ for _, m in ipairs(due) do
         serve(name, now, maxlen)
     elseif kind == '!' then
         local h = live_lock(name, now, maxlen)
-        local top = redis.call('ZRANGE', waitq_key(name), 0, 0)
+        local top = redis.call('ZRANGE', waitq_key(name), '0', '0')
         local w = top[1] and hload('dl:waiter:' .. top[1])
         if h and w and waiter_alive(w, now) and tonumber(w.prio) < tonumber(h.prio) then
             end_lock(h, 'force_released', 'preempted', now, maxlen)
@@ -93,7 +93,7 @@ for _, m in ipairs(due) do
     end
     done = done + 1
 end
-local nxt = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
+local nxt = redis.call('ZRANGE', 'dl:expiry', '0', '0', 'WITHSCORES')
 local deadline = -1
 if #nxt > 0 then deadline = tonumber(nxt[2]) end
 return {done, deadline, now}

@@ -48,8 +48,18 @@ local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline
     fence_clock = table.remove(ARGV) == '1', lock_of = {}}
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
--- microsecond times through int() to keep them exact.
-local function int(n) return string.format('%d', n) end
+-- microsecond times through int() to keep them exact. A transition formats
+-- the same few times over and over (now, a lease's end as the lock's exp,
+-- its deadline and its event's x): each is formatted once per call.
+local int_memo = {}
+local function int(n)
+    local s = int_memo[n]
+    if not s then
+        s = string.format('%d', n)
+        int_memo[n] = s
+    end
+    return s
+end
 
 local function now_us()
     local t = redis.call('TIME')
@@ -61,7 +71,15 @@ local function fence_key(dev) return 'dl:{' .. dev .. '}:fence' end
 local function waitq_key(dev) return 'dl:{' .. dev .. '}:waitq' end
 local function delay_key(dev) return 'dl:{' .. dev .. '}:delay' end
 
+-- A transition formats the same instant several times (a grant: its
+-- acquired_at, its event's timestamp, the reply's expires_at twice), and
+-- string.format is most of iso's cost: each instant is formatted once per
+-- call. The table lives for one call only.
+local iso_memo = {}
+
 local function iso(us)
+    local memo = iso_memo[us]
+    if memo then return memo end
     local s = floor(us / 1000000)
     local frac = us - s * 1000000
     local days = floor(s / 86400)
@@ -76,8 +94,10 @@ local function iso(us)
     local d = doy - floor((153 * mp + 2) / 5) + 1
     local m = mp < 10 and mp + 3 or mp - 9
     if m <= 2 then y = y + 1 end
-    return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
+    memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
         floor(rem / 3600), floor((rem % 3600) / 60), rem % 60, frac)
+    iso_memo[us] = memo
+    return memo
 end
 
 local function jstr(v)
@@ -159,12 +179,10 @@ end
 -- (the earliest deadline) and w (a served waiter) as before.
 local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, waiter, extra, user)
     local head = '{"action":"' .. action .. '","device_name":' .. jstr(dev) .. ',"lock":'
-    local j = head .. lj
-    if rest then j = j .. ',' .. rest end
-    j = j .. ',"timestamp":"' .. iso(now) .. '"'
-    if cause then j = j .. ',"cause":"' .. cause .. '"' end
-    if extra then j = j .. ',' .. extra end
-    j = j .. '}'
+    -- one concatenation: each step of a longer chain would copy (and intern)
+    -- the whole event text again
+    local j = head .. lj .. (rest and (',' .. rest) or '') .. ',"timestamp":"' .. iso(now) .. '"' ..
+        (cause and (',"cause":"' .. cause .. '"') or '') .. (extra and (',' .. extra) or '') .. '}'
     local h = S.lock_of[lj]
     local u, t, f, x, lo, ln = user or '', '', '', '', '', ''
     if h then
@@ -218,16 +236,16 @@ local function lex_le(a, b)
     return #a <= #b
 end
 
--- Counts a lock into (delta 1, before it joins dl:held) or out of (-1,
--- before it leaves) the held counters. Until they are full, a device the
--- count (stats.lua) has not reached yet is left to it; with nothing held
--- they start full.
+-- Counts a lock into (delta 1, just after it joined dl:held) or out of (-1,
+-- just after it left) the held counters. Until they are full, a device the
+-- count (stats.lua) has not reached yet is left to it; with nothing else
+-- held when a lock joins (it is dl:held's only member), they start full.
 local function count_held(dev, prio, delta)
     local st = redis.call('HMGET', 'dl:stats', 'full', 'scan')
     if not st[1] then
         if st[2] then
             if not lex_le(dev, st[2]) then return end
-        elseif redis.call('ZCARD', 'dl:held') == 0 then
+        elseif delta > 0 and redis.call('ZCARD', 'dl:held') == 1 then
             redis.call('HSET', 'dl:stats', 'full', '1')
         else
             return
@@ -237,14 +255,17 @@ local function count_held(dev, prio, delta)
 end
 
 -- Every change to dl:held goes through these two, so the counters follow.
+-- ZADD and ZREM answer whether the device joined or left, which saves the
+-- ZSCORE each used to ask first.
+-- (Constant arguments of redis.call are written as text, '0' not 0, here
+-- and on the other hot paths: Redis turns a number argument into text with
+-- snprintf, the same digits at a cost.)
 local function held_add(dev, prio)
-    if not redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, 1) end
-    redis.call('ZADD', 'dl:held', 0, dev)
+    if redis.call('ZADD', 'dl:held', '0', dev) == 1 then count_held(dev, prio, 1) end
 end
 
 local function held_remove(dev, prio)
-    if redis.call('ZSCORE', 'dl:held', dev) then count_held(dev, prio, -1) end
-    redis.call('ZREM', 'dl:held', dev)
+    if redis.call('ZREM', 'dl:held', dev) == 1 then count_held(dev, prio, -1) end
 end
 
 local serve, rsv_after_end
@@ -276,7 +297,8 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
     if h.rsv then rsv_after_end(h, action, cause, now, maxlen) end
-    if not hold then serve(dev, now, maxlen) end
+    -- D's lock is gone unless a booking's end (rsv_after_end) served it
+    if not hold then serve(dev, now, maxlen, not h.rsv) end
     return id
 end
 
@@ -326,6 +348,9 @@ local function grant(dev, r, now, maxlen, group, waiter)
             redis.call('SET', fence_key(dev), int(fence))
         end
     end
+    -- as text from here on (the same digits): the hash, the lock object and
+    -- the event's f each took a number-to-text conversion of it
+    fence = int(fence)
     local lease = tonumber(r.lease)
     local exp = 0
     if lease > 0 then exp = now + lease * 1000 end
@@ -357,7 +382,11 @@ local function grant(dev, r, now, maxlen, group, waiter)
     -- first, nobody would ever answer (or release) this grant
     if wbroker then add_deadline(now + 3000000, '^' .. dev) end
     if h.session then redis.call('SADD', 'dl:sess:' .. h.session, dev) end
-    h.id = emit('acquired', dev, h.plan_uid, lock_json(h), now, nil, maxlen, waiter)
+    -- json: the lock object as granted, which the reply (granted_body) and a
+    -- booking's start event (rsv_granted) show again: encoded once. Set after
+    -- the HSET above, so it is no field of the hash.
+    h.json = lock_json(h)
+    h.id = emit('acquired', dev, h.plan_uid, h.json, now, nil, maxlen, waiter)
     return h
 end
 
@@ -392,7 +421,7 @@ local function granted_body(locks, preempted)
     local names, ls, fences = {}, {}, {}
     for i, h in ipairs(locks) do
         names[i] = h.device_name
-        ls[i] = lock_json(h)
+        ls[i] = h.json -- the grant's own (grant(), unchanged since)
         fences[i] = jstr(h.device_name) .. ':' .. h.fence
     end
     local exp = tonumber(first.exp)
@@ -441,11 +470,18 @@ local window_blocks, rsv_granted
 -- device it asked for is free, out of lock-delay, and has it as the
 -- best-ranked waiter too. Ranks are global (priority, then arrival), so
 -- overlapping groups always agree on who goes first: no deadlock.
-serve = function(dev, now, maxlen)
+-- Returns what it found when it stopped without granting, if that was D
+-- itself: 'delay' (D free but in lock-delay) or 'idle' (D free, out of
+-- lock-delay, nobody waiting), so a caller need not ask Redis again.
+-- gone: the caller knows D has no lock (it has just ended or looked), which
+-- saves asking. D's lock and lock-delay are asked once: dropping dead
+-- waiters (the only thing the loop does before it returns) changes neither.
+serve = function(dev, now, maxlen, gone)
+    if not gone and redis.call('EXISTS', lock_key(dev)) == 1 then return end
+    if in_delay(dev) then return 'delay' end
     for _ = 1, 64 do
-        if redis.call('EXISTS', lock_key(dev)) == 1 or in_delay(dev) then return end
-        local top = redis.call('ZRANGE', waitq_key(dev), 0, 0)
-        if #top == 0 then return end
+        local top = redis.call('ZRANGE', waitq_key(dev), '0', '0')
+        if #top == 0 then return 'idle' end
         local wid = top[1]
         local w = hload('dl:waiter:' .. wid)
         if not w or not waiter_alive(w, now) then
@@ -456,7 +492,7 @@ serve = function(dev, now, maxlen)
             for _, d in ipairs(devs) do
                 if d ~= dev then
                     if redis.call('EXISTS', lock_key(d)) == 1 or in_delay(d) then return end
-                    local t = redis.call('ZRANGE', waitq_key(d), 0, 0)
+                    local t = redis.call('ZRANGE', waitq_key(d), '0', '0')
                     if t[1] ~= wid then return end
                 end
                 -- inside another user's booking of equal or higher priority:
@@ -477,7 +513,7 @@ serve = function(dev, now, maxlen)
             end
             for i, d in ipairs(devs) do locks[i] = grant(d, w, now, maxlen, group, wid) end
             local body = granted_body(locks, {})
-            redis.call('SET', 'dl:wres:' .. wid, body, 'PX', 120000)
+            redis.call('SET', 'dl:wres:' .. wid, body, 'PX', '120000')
             if w.rid and w.rid ~= '' then
                 redis.call('SET', w.rid, body, 'PX', math.max(tonumber(w.lease), 300000))
             end
@@ -529,7 +565,7 @@ local function rsv_emit(action, b, now, maxlen, cause, extra, locks)
     local rj = rsv_json(b)
     for _, d in ipairs(split(b.devices)) do
         local lj = 'null'
-        if locks and locks[d] then lj = lock_json(locks[d]) end
+        if locks and locks[d] then lj = locks[d].json or lock_json(locks[d]) end
         emit_members(action, d, nz(b.plan_uid), lj, '"reservation":' .. rj, now, cause, maxlen, nil,
             extra, b.user_id)
     end
@@ -547,7 +583,7 @@ end
 
 -- The live booking in force on D at now, if any.
 local function window_in_force(dev, now)
-    local top = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(dev), int(now), '-inf', 'LIMIT', 0, 1)
+    local top = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(dev), int(now), '-inf', 'LIMIT', '0', '1')
     if #top == 0 then return nil end
     local b = hload(rsv_key(top[1]))
     if not b or not LIVE[b.state] or tonumber(b['end']) <= now then return nil end

@@ -16,7 +16,10 @@ local devs = {dev}
 if h.group then devs = cjson.decode(h.group) end
 local names = {}
 for _, d in ipairs(devs) do
-    local x = hload(lock_key(d))
+    -- D's lock is h, loaded above and unchanged while no lock has ended yet:
+    -- one HGETALL fewer
+    local x
+    if d == dev and #names == 0 then x = h else x = hload(lock_key(d)) end
     if x and x.lock_key == key then
         end_lock(x, 'released', nil, now, maxlen)
         names[#names + 1] = d
