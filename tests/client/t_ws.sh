@@ -29,11 +29,11 @@ rm -f "$ws/tls.portfile"
 "$B/devlockd" --host 127.0.0.1 --port 0 --port-file "$ws/tls.portfile" \
     --redis-url "redis://127.0.0.1:$(cat "$dir/redis.port")" \
     --tls-cert "$ws/srv.pem" --tls-key "$ws/srv.key" --ws-ping-interval 1 --ws-ping-timeout 1 \
-    >>"$dir/tls.log" 2>&1 &
-echo $! >"$dir/tls.pid"      # run.sh's cleanup stops every $dir/*.pid
+    >>"$dir/wstls.log" 2>&1 &
+echo $! >"$dir/wstls.pid"      # not tls.pid: t_fence.sh has that name for its own broker
 until_ok 10 test -s "$ws/tls.portfile" &&
     until_ok 10 curl -s -o /dev/null -m 2 --cacert "$ws/ca.pem" "https://localhost:$(cat "$ws/tls.portfile")/api/health/ready"
-check "a devlockd with --tls-cert answers https://localhost with the test CA" || tail -n 20 "$dir/tls.log"
+check "a devlockd with --tls-cert answers https://localhost with the test CA" || tail -n 20 "$dir/wstls.log"
 PT=$(cat "$ws/tls.portfile" 2>/dev/null)
 
 export LC_T_URL_C="$UC" LC_T_TLS_URL="https://localhost:$PT" LC_T_TLS_URL_IP="https://127.0.0.1:$PT" \
@@ -55,7 +55,7 @@ if [ "${NO_ASAN:-0}" != 1 ]; then
     check "ASan+UBSan report nothing for lc_ws"
 fi
 unset LC_T_URL_C LC_T_TLS_URL LC_T_TLS_URL_IP LC_T_CA LC_T_CA_OTHER LC_T_TLS_DIR
-[ "$fail" = "$ws_fail_before" ] || { echo "--- devlockd tls log (tail)"; tail -n 20 "$dir/tls.log"; }
+[ "$fail" = "$ws_fail_before" ] || { echo "--- devlockd tls log (tail)"; tail -n 20 "$dir/wstls.log"; }
 $CTL cont-a >/dev/null 2>&1    # in case a test left broker A stopped
-kill "$(cat "$dir/tls.pid")" 2>/dev/null
-rm -f "$dir/tls.pid"
+kill "$(cat "$dir/wstls.pid")" 2>/dev/null
+rm -f "$dir/wstls.pid"
