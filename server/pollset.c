@@ -118,11 +118,13 @@ static void set_want(int fd, unsigned want)
     struct slot *s = &ps.slot[fd];
     unsigned was = s->want;
     s->want = want;
-    if (!was && want)
-        ps.started++;
-    else if (was && !want)
-        ps.started--;
-    keep_alive();
+    if (!was != !want) {
+        if (want)
+            ps.started++;
+        else
+            ps.started--;
+        keep_alive();
+    }
     if (!s->dirty) {
         s->dirty = 1;
         list_add(&ps.dirty, fd);
@@ -132,6 +134,20 @@ static void set_want(int fd, unsigned want)
         s->trying = 1;
         list_add(&ps.trying, fd);
     }
+}
+
+/* The slot passes to handle h (NULL: to nobody, the old one is closing):
+ * the old handle counts as stopped, and the new generation makes the set
+ * drop events already read for it. The fd stays on the dirty and trying
+ * lists it is on, so those flags stay; the rest starts afresh. */
+static void slot_hand_over(struct slot *s, uv_poll_t *h)
+{
+    if (s->handle && s->want) {
+        ps.started--;
+        keep_alive();
+    }
+    struct slot fresh = {.handle = h, .gen = s->gen + 1, .dirty = s->dirty, .trying = s->trying};
+    *s = fresh;
 }
 
 /* The kernel gets the masks wanted now. A MOD that finds no entry means the
@@ -316,15 +332,7 @@ int uv_poll_start(uv_poll_t *h, int events, uv_poll_cb cb)
     if (s->handle != h) {
         /* a new handle on this fd: an earlier one was closed, or its fd was
          * closed and the number reused (its entry then left the set with it) */
-        if (s->handle && s->want)
-            ps.started--;
-        unsigned char dirty = s->dirty;
-        uint32_t gen = s->gen + 1;
-        memset(s, 0, sizeof(*s));
-        s->handle = h;
-        s->gen = gen;
-        s->dirty = dirty;
-        keep_alive();
+        slot_hand_over(s, h);
     }
     s->cb = cb;
     set_want(fd, (unsigned)events);
@@ -352,15 +360,7 @@ void uv_close(uv_handle_t *h, uv_close_cb cb)
                 if (epoll_ctl(ps.epfd, EPOLL_CTL_DEL, fd, &ev) != 0)
                     lk_debug("pollset: epoll_ctl DEL on fd %d: %s", fd, strerror(errno));
             }
-            if (s->want)
-                ps.started--;
-            unsigned char dirty = s->dirty, trying = s->trying;
-            uint32_t gen = s->gen + 1;
-            memset(s, 0, sizeof(*s));
-            s->gen = gen;
-            s->dirty = dirty;
-            s->trying = trying;
-            keep_alive();
+            slot_hand_over(s, NULL);
         }
     }
     libuv_close(h, cb);
