@@ -8,9 +8,21 @@
  * its deadline is answered UNAVAILABLE and Redis is marked stalled until
  * any reply comes back (a heartbeat PING keeps one command in flight so
  * recovery is noticed). Every script gets this broker's fence-clock
- * setting as a last argument (prelude.lua takes it off). Scripts are sent with EVALSHA; NOSCRIPT (Redis
- * restarted and lost its script cache) is answered by resending as EVAL,
- * which also reloads the cache.
+ * setting as a last argument (prelude.lua takes it off).
+ *
+ * Scripts: every script of scripts.def is a function of one Functions
+ * library (Redis 7), built at start-up from prelude.lua and the scripts and
+ * loaded with FUNCTION LOAD on every (re)connect, before the greeting; a
+ * call is FCALL. The library's name and its functions' carry a hash of its
+ * text, so brokers of two versions share a Redis. "Function not found"
+ * (Redis restarted without persistence, FUNCTION FLUSH, a master that
+ * lacks it) means the call did not run: the library is loaded again and the
+ * call resent once, pipelined behind the load; a second not-found is resent
+ * as EVAL. Without Functions (DEVLOCK_FUNCTIONS=0, or a Redis that refuses
+ * FUNCTION LOAD as an unknown command or by ACL) scripts are sent with
+ * EVALSHA of prelude + begin(ARGV) + script; NOSCRIPT (Redis restarted and
+ * lost its script cache) is answered by resending as EVAL, which also
+ * reloads the cache.
  *
  * Dead links: every link is opened through redis_link.c (keepalive probes
  * and TCP_USER_TIMEOUT, so a master that vanished from the network, the
@@ -78,10 +90,16 @@ static const struct script_mode script_modes[] = {
 #define NMODES (sizeof(script_modes) / sizeof(script_modes[0]))
 
 struct script {
-    char *body;       /* prelude + script */
+    char *body;       /* prelude + begin(ARGV) + script, for EVAL(SHA) */
     size_t len;
     char sha[41];
+    char fname[80];   /* its function in the library: dl_<hash>_<file stem> */
 };
+
+/* The Functions library: its name carries the first 12 hex digits of the
+ * SHA-1 of its text (built with a placeholder for them). */
+#define LIB_HASH_LEN 12
+#define LIB_PLACEHOLDER "000000000000"
 
 struct store_op {
     int refs;                /* the script's reply, plus each WAIT in flight */
@@ -97,7 +115,8 @@ struct store_op {
     char **argv;             /* keys then args, for the NOSCRIPT resend */
     size_t *argvlen;
     int64_t deadline_ms;
-    int retried;
+    int retried;             /* resends: after NOSCRIPT, or after a function not found */
+    unsigned load_gen;       /* st.load_gen when it was last sent */
     struct store_op *prev, *next;  /* deadline list, while fn is set */
 };
 
@@ -118,6 +137,12 @@ static struct {
     char *host, *unix_path, *password;
     int port, db;
     struct script scripts[SCRIPT__COUNT];
+    char *library;             /* the Functions library's text */
+    size_t library_len;
+    char library_name[32];     /* devlock_<hash> */
+    int functions_wanted;      /* not DEVLOCK_FUNCTIONS=0 */
+    int functions;             /* calls are FCALL (this connection loaded the library) */
+    unsigned load_gen;         /* FUNCTION LOADs sent on this connection */
     struct conn cmd, sub;
     struct store_op *head, *tail;   /* deadline list, oldest first */
     uv_timer_t deadline_timer, heartbeat;
@@ -295,6 +320,27 @@ static void got_reply(void)
 }
 
 static int send_script(struct store_op *op, int as_eval);
+static void send_library(void);
+
+/* A script that did not run because Redis lacks it: sends it again (once
+ * after NOSCRIPT, as EVAL; after "Function not found", behind a FUNCTION
+ * LOAD, then as EVAL if still not found). 1 if it was resent. Neither
+ * error runs anything, so a resend cannot double a write. */
+static int resend(struct store_op *op, const redisReply *r)
+{
+    if (!op->retried && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        op->retried = 1;
+        return send_script(op, 1) == 0;
+    }
+    if (op->retried >= 2 || strcmp(r->str, "ERR Function not found") != 0)
+        return 0;
+    if (op->retried++ == 0) {
+        if (op->load_gen == st.load_gen) /* no FUNCTION LOAD sent since this call */
+            send_library();
+        return send_script(op, 0) == 0;
+    }
+    return send_script(op, 1) == 0;
+}
 
 
 static redisReply *reply_dup(const redisReply *r)
@@ -336,13 +382,9 @@ static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     if (r)
         got_reply();
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !op->retried &&
-        op->fn) {
-        op->retried = 1;
-        if (send_script(op, 1) == 0) {
-            op_free(op);
-            return;
-        }
+    if (r && r->type == REDIS_REPLY_ERROR && op->fn && resend(op, r)) {
+        op_free(op);
+        return;
     }
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
         /* a replica now (failover): find the new master */
@@ -395,10 +437,20 @@ static int send_script(struct store_op *op, int as_eval)
     size_t *al = lk_xmalloc(sizeof(*al) * (size_t)n);
     char nk[16];
     struct script *s = &st.scripts[op->script];
-    av[0] = as_eval ? "EVAL" : "EVALSHA";
+    if (as_eval) {
+        av[0] = "EVAL";
+        av[1] = s->body;
+        al[1] = s->len;
+    } else if (st.functions) {
+        av[0] = "FCALL";
+        av[1] = s->fname;
+        al[1] = strlen(s->fname);
+    } else {
+        av[0] = "EVALSHA";
+        av[1] = s->sha;
+        al[1] = 40;
+    }
     al[0] = strlen(av[0]);
-    av[1] = as_eval ? s->body : s->sha;
-    al[1] = as_eval ? s->len : 40;
     snprintf(nk, sizeof(nk), "%d", op->nkeys);
     av[2] = nk;
     al[2] = strlen(nk);
@@ -414,11 +466,57 @@ static int send_script(struct store_op *op, int as_eval)
     if (rc != REDIS_OK)
         return -1;
     op->refs++;
-    op->wait_for = script_rows[op->script].writes ? wait_target() : 0;
+    op->load_gen = st.load_gen;
+    op->wait_for = script_rows[op->script].writes == 1 ? wait_target() : 0;
     if (op->wait_for > 0 &&
         redisAsyncCommand(st.cmd.ac, wait_cb, op, "WAIT %ld %ld", op->wait_for, cfg.redis_wait_ms) == REDIS_OK)
         op->refs++;
     return 0;
+}
+
+/* What FUNCTION LOAD answered. The load sent with the greeting (first set)
+ * decides how this connection's calls are sent: FCALL once the library is
+ * there (loaded now, or already: "already exists" is success), else EVALSHA
+ * (a Redis without Functions, an ACL without FUNCTION, or a failure, which
+ * is logged). */
+static void library_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    redisReply *r = reply;
+    int first = privdata != NULL;
+    if (!r)
+        return; /* disconnected: the next greeting loads it again */
+    got_reply();
+    char exists[96];
+    snprintf(exists, sizeof(exists), "ERR Library '%s' already exists", st.library_name);
+    if (r->type != REDIS_REPLY_ERROR || !strcmp(r->str, exists)) {
+        if (first && !st.functions)
+            lk_debug("redis: scripts are functions of library %s", st.library_name);
+        if (first)
+            st.functions = 1;
+        return;
+    }
+    if (first && (!strncmp(r->str, "ERR unknown command", 19) || !strncmp(r->str, "NOPERM", 6)))
+        lk_info("redis: FUNCTION LOAD refused (%s); scripts are sent with EVALSHA", r->str);
+    else
+        lk_error("redis: FUNCTION LOAD of %s failed: %s%s", st.library_name, r->str,
+                 first ? "; scripts are sent with EVALSHA" : "");
+}
+
+static void send_library_on(redisAsyncContext *ac, int first)
+{
+    const char *av[3] = {"FUNCTION", "LOAD", st.library};
+    size_t al[3] = {8, 4, st.library_len};
+    if (redisAsyncCommandArgv(ac, library_cb, first ? &st : NULL, 3, av, al) == REDIS_OK)
+        st.load_gen++;
+}
+
+/* Loads the library again (a call found its function missing); the calls
+ * sent after it find it. */
+static void send_library(void)
+{
+    if (st.cmd.ac)
+        send_library_on(st.cmd.ac, 0);
 }
 
 int store_ready(void) { return st.cmd.up && !st.stalled; }
@@ -506,7 +604,7 @@ struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, 
         op->argvlen[i] = len;
     }
     op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms +
-                      (cfg.redis_wait_replicas > 0 && script_rows[script].writes ? cfg.redis_wait_ms : 0);
+                      (cfg.redis_wait_replicas > 0 && script_rows[script].writes == 1 ? cfg.redis_wait_ms : 0);
     op->refs = 1; /* ours, until it is queued */
     if (send_script(op, 0) != 0) {
         fn(ctx, NULL, LK_E_UNAVAILABLE);
@@ -741,6 +839,12 @@ static void greet(redisAsyncContext *a, struct conn *c)
         redisAsyncCommand(a, NULL, NULL, "SELECT %d", st.db);
     if (c == &st.cmd && cfg.redis_wait_replicas > 0)
         redisAsyncCommand(a, role_count_cb, NULL, "ROLE");
+    if (c == &st.cmd) { /* answered before the greeting, so before any call */
+        st.functions = 0;
+        st.load_gen = 0;
+        if (st.functions_wanted)
+            send_library_on(a, 1);
+    }
     if (c == &st.cmd)
         redisAsyncCommand(a, greet_cb, c, "SET dl:broker:%s 1 PX 5000", st.broker_id);
     else
@@ -843,30 +947,101 @@ static void conn_open(struct conn *c, const char *host, int port)
 
 /* ---- set-up ------------------------------------------------------------------ */
 
+/* Between the prelude and a script: the call's state (prelude.lua). */
+#define BEGIN_CALL "begin(ARGV)\n"
+
+static const struct embedded_file *embedded(const char *name)
+{
+    const struct embedded_file *f = embedded_lua;
+    while (f->name && strcmp(f->name, name))
+        f++;
+    if (!f->name) {
+        lk_error("internal: script %s not embedded", name);
+        abort();
+    }
+    return f;
+}
+
+struct text {
+    char *s;
+    size_t len, cap;
+};
+
+static void text_add(struct text *t, const char *s, size_t len)
+{
+    if (t->len + len + 1 > t->cap) {
+        t->cap = (t->len + len + 1) * 2;
+        t->s = lk_xrealloc(t->s, t->cap);
+    }
+    memcpy(t->s + t->len, s, len);
+    t->len += len;
+    t->s[t->len] = '\0';
+}
+
+static void text_str(struct text *t, const char *s) { text_add(t, s, strlen(s)); }
+
+/* The Functions library, its hash being hash: the prelude once, then each
+ * script as the body of its function, which first sets the call's state.
+ * Scripts that write nothing (scripts.def's writes 0) are flagged no-writes. */
+static void build_library(struct text *t, const char *hash)
+{
+    t->len = 0;
+    text_str(t, "#!lua name=devlock_");
+    text_str(t, hash);
+    text_str(t, "\n");
+    const struct embedded_file *prelude = embedded("prelude.lua");
+    text_add(t, prelude->data, prelude->len);
+    for (int i = 0; i < SCRIPT__COUNT; i++) {
+        const struct embedded_file *f = embedded(script_rows[i].file);
+        const char *stem = script_rows[i].file;
+        text_str(t, "redis.register_function{function_name = 'dl_");
+        text_str(t, hash);
+        text_str(t, "_");
+        text_add(t, stem, strcspn(stem, "."));
+        text_str(t, script_rows[i].writes ? "', flags = {}," : "', flags = {'no-writes'},");
+        text_str(t, " callback = function(KEYS, ARGV) " BEGIN_CALL);
+        text_add(t, f->data, f->len);
+        text_str(t, "\nend}\n");
+    }
+}
+
 static void load_scripts(void)
 {
-    const struct embedded_file *prelude = NULL;
-    for (const struct embedded_file *f = embedded_lua; f->name; f++)
-        if (!strcmp(f->name, "prelude.lua"))
-            prelude = f;
+    const struct embedded_file *prelude = embedded("prelude.lua");
     for (int i = 0; i < SCRIPT__COUNT; i++) {
-        const struct embedded_file *f = embedded_lua;
-        while (f->name && strcmp(f->name, script_rows[i].file))
-            f++;
-        if (!f->name || !prelude) {
-            lk_error("internal: script %s not embedded", script_rows[i].file);
-            abort();
-        }
+        const struct embedded_file *f = embedded(script_rows[i].file);
         struct script *s = &st.scripts[i];
-        s->len = prelude->len + f->len;
+        s->len = prelude->len + strlen(BEGIN_CALL) + f->len;
         s->body = lk_xmalloc(s->len + 1);
         memcpy(s->body, prelude->data, prelude->len);
-        memcpy(s->body + prelude->len, f->data, f->len + 1);
+        memcpy(s->body + prelude->len, BEGIN_CALL, strlen(BEGIN_CALL));
+        memcpy(s->body + prelude->len + strlen(BEGIN_CALL), f->data, f->len + 1);
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)s->body, s->len, md);
         for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
             snprintf(s->sha + 2 * k, 3, "%02x", md[k]);
     }
+    /* the hash of the text built with a placeholder names the real one */
+    struct text t = {0};
+    build_library(&t, LIB_PLACEHOLDER);
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)t.s, t.len, md);
+    char hash[LIB_HASH_LEN + 1];
+    for (int k = 0; k < LIB_HASH_LEN / 2; k++)
+        snprintf(hash + 2 * k, 3, "%02x", md[k]);
+    build_library(&t, hash);
+    st.library = t.s;
+    st.library_len = t.len;
+    snprintf(st.library_name, sizeof(st.library_name), "devlock_%s", hash);
+    for (int i = 0; i < SCRIPT__COUNT; i++) {
+        const char *stem = script_rows[i].file;
+        snprintf(st.scripts[i].fname, sizeof(st.scripts[i].fname), "dl_%s_%.*s", hash,
+                 (int)strcspn(stem, "."), stem);
+    }
+    const char *env = getenv("DEVLOCK_FUNCTIONS");
+    st.functions_wanted = !(env && !strcmp(env, "0"));
+    if (!st.functions_wanted)
+        lk_info("redis: DEVLOCK_FUNCTIONS=0: scripts are sent with EVALSHA");
 }
 
 int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
@@ -926,6 +1101,7 @@ void store_shutdown(void)
     uv_close((uv_handle_t *)&st.deadline_timer, NULL);
     for (int i = 0; i < SCRIPT__COUNT; i++)
         free(st.scripts[i].body);
+    free(st.library);
     free(st.host);
     free(st.unix_path);
     free(st.password);

@@ -39,19 +39,32 @@
 -- Every transition changes the state and XADDs its events in the same
 -- script: an event exists if and only if its change does.
 
-local floor = math.floor
+-- One call's state, set by begin(ARGV) before the script's own code runs.
+-- Sent with EVAL, the prelude runs on every call and begin(ARGV) follows it;
+-- in the Functions library (store.c, "the Functions library" in design.md)
+-- the prelude runs once, at FUNCTION LOAD, where Redis 7.0 allows neither
+-- `math` nor redis.call, and every function calls begin(ARGV) first. So
+-- nothing at the top level of the prelude may read a global or keep state
+-- of one call: what does is here.
+--   S        settings a script receives in ARGV and sets before calling the
+--            helpers. The broker appends one argument to every script, its
+--            fence-clock setting ('1' or '0'), taken off here so each script
+--            sees only its own.
+--   int_memo, iso_memo  the formatting memos of int() and iso() below
+local floor, S, int_memo, iso_memo
 
--- Settings a script receives in ARGV and sets before calling the helpers.
--- The broker (store.c) appends one argument to every script, its fence-clock
--- setting ('1' or '0'), taken off here so each script sees only its own.
-local S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
-    fence_clock = table.remove(ARGV) == '1', lock_of = {}}
+local function begin(argv)
+    floor = math.floor
+    S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
+        fence_clock = table.remove(argv) == '1', lock_of = {}}
+    int_memo = {}
+    iso_memo = {}
+end
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact. A transition formats
 -- the same few times over and over (now, a lease's end as the lock's exp,
 -- its deadline and its event's x): each is formatted once per call.
-local int_memo = {}
 local function int(n)
     local s = int_memo[n]
     if not s then
@@ -74,8 +87,7 @@ local function delay_key(dev) return 'dl:{' .. dev .. '}:delay' end
 -- A transition formats the same instant several times (a grant: its
 -- acquired_at, its event's timestamp, the reply's expires_at twice), and
 -- string.format is most of iso's cost: each instant is formatted once per
--- call. The table lives for one call only.
-local iso_memo = {}
+-- call. The table (iso_memo, set by begin) lives for one call only.
 
 local function iso(us)
     local memo = iso_memo[us]
