@@ -47,8 +47,8 @@ function actions(redis, dev) {
   return out;
 }
 
-async function withServers(fn, env) {
-  const redis = await Redis.start();
+async function withServers(fn, env, redisArgs = []) {
+  const redis = await Redis.start({ args: redisArgs });
   let b;
   try {
     b = await Broker.start(redis.url, [], { env });
@@ -158,4 +158,15 @@ test('functions: DEVLOCK_FUNCTIONS=0 sends EVALSHA and loads no library', async 
     const a = actions(redis, 'e1');
     check(a.acquired === 1 && a.released === 1, `one event each: ${JSON.stringify(a)}`);
   }, { DEVLOCK_FUNCTIONS: '0' });
+});
+
+test('functions: a Redis that refuses FUNCTION LOAD as an unknown command (Redis 6) gets EVALSHA', async () => {
+  await withServers(async (redis, b) => {
+    const r = await b.acquire({ device_name: 'r6', lock_type: T, user_id: 'u', timeout: 60 });
+    check(r.status === 200 && r.body.success, `acquired: ${r.text}`);
+    const x = await b.release({ device_name: 'r6', lock_key: r.body.lock_key, user_id: 'u' });
+    check(x.status === 200 && x.body.success, `released: ${x.text}`);
+    check(cmdstat(redis, 'fcall').calls === 0 && cmdstat(redis, 'evalsha').calls > 0, 'calls are EVALSHA');
+    check(/FUNCTION LOAD refused \(ERR unknown command/.test(b.log()), 'the fallback is logged');
+  }, {}, ['--rename-command', 'FUNCTION', '']);
 });
