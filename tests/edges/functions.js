@@ -170,3 +170,19 @@ test('functions: a Redis that refuses FUNCTION LOAD as an unknown command (Redis
     check(/FUNCTION LOAD refused \(ERR unknown command/.test(b.log()), 'the fallback is logged');
   }, {}, ['--rename-command', 'FUNCTION', '']);
 });
+
+test('functions: a library that cannot be loaded again (ACL without FUNCTION): the call is resent as EVAL, once', async () => {
+  await withServers(async (redis, b) => {
+    check(redis.cli('ACL', 'SETUSER', 'admin', 'on', '>pw', '~*', '&*', '+@all') === 'OK', 'admin user');
+    check(redis.cli('ACL', 'SETUSER', 'default', '-function') === 'OK', 'the broker may no longer load');
+    const admin = (...a) => execFileSync('redis-cli', ['-p', String(redis.port), '--user', 'admin', '--pass', 'pw', '--no-auth-warning', ...a], { encoding: 'utf8' }).trim();
+    check(admin('FUNCTION', 'FLUSH') === 'OK', 'flushed');
+    const r = await b.acquire({ device_name: 'ev', lock_type: T, user_id: 'u', timeout: 60 });
+    check(r.status === 200 && r.body.success && r.body.fence === 1, `granted by the EVAL resend: ${r.text}`);
+    const f = cmdstat(redis, 'fcall'), e = cmdstat(redis, 'eval');
+    check(f.failed === 2 && e.calls === 1, `two not-founds, then one EVAL: fcall ${JSON.stringify(f)} eval ${JSON.stringify(e)}`);
+    const a = actions(redis, 'ev');
+    check(a.acquired === 1 && Object.keys(a).length === 1, `one acquired event: ${JSON.stringify(a)}`);
+    check(/FUNCTION LOAD of devlock_\w+ failed: NOPERM/.test(b.log()), 'the failed load is logged');
+  });
+});
