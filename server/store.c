@@ -112,7 +112,7 @@ struct store_op {
     void *ctx;
     enum store_script script;
     int nkeys, argc;
-    char **argv;             /* keys then args, for the NOSCRIPT resend */
+    char **argv;             /* keys then args, for a resend (NOSCRIPT, function not found) */
     size_t *argvlen;
     int64_t deadline_ms;
     int retried;             /* resends: after NOSCRIPT, or after a function not found */
