@@ -18,6 +18,7 @@ enum event_action {
     EV_FORCE_RELEASED,
     EV_QUEUED,           /* queue facts: internal entries (no "j"), for the mirror only */
     EV_UNQUEUED,
+    EV_LOCK,             /* internal too: a lock's text changed without an event */
 };
 
 /* A queue fact (prelude.lua "queue facts"): a waiter put on (EV_QUEUED) or

@@ -247,6 +247,20 @@ static int parse_fact(redisReply *f, const char *q, struct event *e, struct wait
 {
     const char *s;
     memset(w, 0, sizeof(*w));
+    if (!strcmp(q, "L")) { /* a lock's text again: as an event's lock */
+        redisReply *l = field(f, "l");
+        e->kind = EV_LOCK;
+        e->action = "lock";
+        e->device = (s = field_str(f, "dev")) ? s : "";
+        e->plan = e->user = e->cause = e->lock_type = e->fence = "";
+        e->expiry_us = (s = field_str(f, "x")) && s[0] ? strtoll(s, NULL, 10) : 0;
+        e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
+        if (!l || l->len < 2 || l->str[0] != '{')
+            return -1;
+        e->lock = l->str;
+        e->lock_len = l->len;
+        return 1;
+    }
     if (!(w->id = field_str(f, "id")) || !(w->devices = field_str(f, "d")))
         return -1;
     e->kind = !strcmp(q, "+") ? EV_QUEUED : !strcmp(q, "-") ? EV_UNQUEUED : EV_OTHER;

@@ -481,17 +481,17 @@ int mirror_commit(const char *at)
     return 0;
 }
 
-/* What an event does to the table: 1 set the lock it carries, -1 remove
- * it, 0 nothing (expiring, preempt_requested, reservation_*). */
+/* What an event does to the table: -1 remove the lock (released,
+ * force_released), 1 set the lock it carries (acquired, renewed, and
+ * preempt_requested, whose lock shows the window opened; expiring and
+ * reservation_started carry the lock as it is), 0 nothing (no lock). */
 static int event_kind(const struct event *e)
 {
     if (!lk_device_name_valid(e->device))
         return 0;
-    if (e->kind == EV_ACQUIRED || e->kind == EV_RENEWED)
-        return e->lock ? 1 : 0;
     if (e->kind == EV_RELEASED || e->kind == EV_FORCE_RELEASED)
         return -1;
-    return 0;
+    return e->lock ? 1 : 0;
 }
 
 /* Every event that changes the table carries the whole lock (or names the

@@ -465,6 +465,7 @@ end
 --         dl (deadline, us) pl (plan_uid) b (broker) exp
 --         the waiter as device.lua shows it; it replaces any earlier one
 --   q '-' id d (the queues it left) exp
+--   q 'L' dev x l: a lock whose text changed without an event (lock_fact)
 -- dl:bwait:<B>  SET the waiters whose requester is on broker B: a broker
 --               that reaps B's sessions drops them too (session.lua), so
 --               the copies learn that B's waiters are gone.
@@ -478,6 +479,14 @@ local function queue_fact(fields)
     args[#args + 1] = 'exp'
     args[#args + 1] = earliest()
     S.last_id = redis.call(unpack(args))
+end
+
+-- A lock's hash changed in what lock_json shows without an event (a
+-- graceful-preemption window closed, a booking's mark dropped): the copies
+-- get the lock again, as an internal entry: q 'L' dev x l (the lock object).
+local function lock_fact(h)
+    local exp = tonumber(h.exp)
+    queue_fact({'q', 'L', 'dev', h.device_name, 'x', exp > 0 and int(exp) or '', 'l', lock_json(h)})
 end
 
 local function waiter_fact(wid, w, score)
