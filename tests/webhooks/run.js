@@ -92,7 +92,8 @@ async function expected(hook, after = '-') {
   for (const [id, fields] of rows) {
     const f = {};
     for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-    if (matches(hook, JSON.parse(f.j), f.dev)) ids.push(id);
+    // entries without j are queue facts for the brokers' read copies, no events
+    if (f.j !== undefined && matches(hook, JSON.parse(f.j), f.dev)) ids.push(id);
   }
   return ids;
 }
