@@ -1,8 +1,9 @@
 'use strict';
 // devreads.js - issue 14: GET /api/locks/device/{name} from the broker's
 // read copy. A seeded, bounded generative test drives two brokers (A, B)
-// with random waits, group waits, grants, releases, lease timeouts,
-// requesters that leave (unwait) and a broker SIGKILL, and after each step
+// with random waits, group waits, grants, preemptions (with a grace window),
+// releases, lease timeouts, bookings, requesters that leave (unwait) and a
+// broker SIGKILL, and after each step
 // compares every device's answer of A and B (read copy) with a third
 // broker's R (DEVLOCK_DEVICE_READS=redis: device.lua) byte for byte, but
 // for "timestamp". Answers may differ for a moment (an event on its way, a
@@ -91,14 +92,14 @@ async function generate(redis, brokers, ref, seed, steps, { killB = true } = {})
     const user = pick(USERS), type = pick(TYPES), plan = pick(PLANS);
     const one = { device_name: pick(DEVICES), lock_type: type, user_id: user, ...(plan ? { plan_uid: plan } : {}) };
     let settleMs = 4000;
-    if (r < 0.18) { // a grant or a denial, sometimes with a short lease
+    if (r < 0.16) { // a grant, a preemption or a denial, sometimes with a short lease
       count('acquire');
       await request(b, { ...one, ...(rand() < 0.4 ? { timeout: 0.5 + rand() * 1.5 } : {}) });
-    } else if (r < 0.45) { // a wait on one device
+    } else if (r < 0.40) { // a wait on one device
       count('wait');
       const ctl = new AbortController();
       inflight.push({ ctl, done: request(b, { ...one, wait: 0.4 + rand() * 4, timeout: 1 + rand() * 3 }, ctl) });
-    } else if (r < 0.58) { // a group wait
+    } else if (r < 0.52) { // a group wait
       count('group wait');
       const a = pick(DEVICES);
       let c = pick(DEVICES);
@@ -106,22 +107,37 @@ async function generate(redis, brokers, ref, seed, steps, { killB = true } = {})
       const ctl = new AbortController();
       const { device_name, ...rest } = one; // eslint-disable-line no-unused-vars
       inflight.push({ ctl, done: request(b, { ...rest, device_names: [a, c], wait: 0.4 + rand() * 4, timeout: 1 + rand() * 3 }, ctl) });
-    } else if (r < 0.76) { // a release
+    } else if (r < 0.68) { // a release
       count('release');
       if (held.length) {
         const h = held.splice(Math.floor(rand() * held.length), 1)[0];
         await brokers[rand() < 0.5 ? 'A' : 'B'].release({ device_name: h.dev, lock_key: h.key, user_id: h.user }).catch(() => null);
       }
-    } else if (r < 0.92) { // a requester leaves its wait (unwait)
+    } else if (r < 0.82) { // a requester leaves its wait (unwait)
       count('leave');
       if (inflight.length) inflight.splice(Math.floor(rand() * inflight.length), 1)[0].ctl.abort();
+    } else if (r < 0.92) { // a booking soon: its window queues it at the head (waiter 'b<id>')
+      count('booking');
+      const start = Date.now() + 300 + rand() * 1000, end = start + 800 + rand() * 2500;
+      const devs = rand() < 0.3 ? [pick(DEVICES), pick(DEVICES)].filter((d, i, a) => a.indexOf(d) === i) : [pick(DEVICES)];
+      await b.post('/api/reservations', { device_names: devs, lock_type: type, user_id: user, ...(plan ? { plan_uid: plan } : {}),
+        start: new Date(start).toISOString(), end: new Date(end).toISOString() }).catch(() => null);
     } else if (killB && !killed && step > steps / 3) { // broker B dies with its waiters
       count('kill B');
       killed = true;
+      // a waiter of B's that outlives B's liveness key: only the reap ends it
+      const dev = pick(DEVICES);
+      const hold = await request(brokers.A, { device_name: dev, lock_type: 'MAINTENANCE', user_id: 'keeper', timeout: 60 });
+      if (hold && hold.body && hold.body.success) held.push({ dev, key: hold.body.lock_key, user: 'keeper', b: brokers.A });
+      const victim = request(brokers.B, { device_name: dev, lock_type: 'QUEUE_QUEUED', user_id: 'victim', wait: 60 });
+      await poll(async () => /"victim"/.test(await deviceText(ref, dev)), 4000, 'B\'s long waiter to queue');
+      await agree(Object.entries(brokers), ref, 4000, `step ${step} (seed ${seed}): before B dies`);
       await brokers.B.stop('SIGKILL').catch(() => {});
+      await victim;
       // device.lua hides B's waiters once dl:broker:<B> is gone (5 s); the
       // copies once a broker reaps B (1.5 s later, checked every second)
-      await agree([['A', brokers.A]], ref, 15000, `step ${step} (seed ${seed}): after B died`);
+      await poll(async () => !/"victim"/.test(await deviceText(ref, dev)), 8000, 'device.lua to hide B\'s waiter');
+      await agree([['A', brokers.A]], ref, 6000, `step ${step} (seed ${seed}): after B died`);
       await brokers.B.restart();
       await poll(() => copyReady(brokers.B), 10000, 'B\'s read copy');
       settleMs = 8000;
@@ -137,13 +153,15 @@ async function generate(redis, brokers, ref, seed, steps, { killB = true } = {})
   return counts;
 }
 
+// (a grace, so higher priorities wait as the top waiter and holders get a window)
+const ARGS = ['--preempt-grace', '1'];
 async function setup(faultEnv) {
   const redis = await Redis.start();
   const brokers = {
-    A: await Broker.start(redis.url, [], { env: faultEnv }),
-    B: await Broker.start(redis.url, [], { env: faultEnv }),
+    A: await Broker.start(redis.url, ARGS, { env: faultEnv }),
+    B: await Broker.start(redis.url, ARGS, { env: faultEnv }),
   };
-  const ref = await Broker.start(redis.url, [], { env: { DEVLOCK_DEVICE_READS: 'redis' } });
+  const ref = await Broker.start(redis.url, ARGS, { env: { DEVLOCK_DEVICE_READS: 'redis' } });
   for (const b of Object.values(brokers)) await poll(() => copyReady(b), 10000, 'a read copy');
   return { redis, brokers, ref };
 }
