@@ -199,6 +199,28 @@ test('device reads from the read copy answer as device.lua: seeded random waits,
   }
 }, { timeoutMs: 240000 });
 
+test('device reads from the read copy escape as Lua cjson: every ASCII character and UTF-8 in user_id and plan_uid', async () => {
+  let s;
+  try {
+    s = await setup();
+    let all = '';
+    for (let c = 1; c < 128; c++) all += String.fromCharCode(c);
+    const held = await s.brokers.A.acquire({ device_name: 'dr0', lock_type: 'MAINTENANCE', user_id: `h${all}` });
+    check(held.body && held.body.success, `held: ${held.text}`);
+    const ctl = new AbortController();
+    const waits = [all.slice(0, 64), all.slice(64), 'caf\u00e9 \u2603 \ud83d\ude00'].map((u, i) => s.brokers[i % 2 ? 'B' : 'A']
+      .post('/api/lock/request', { device_names: i === 2 ? ['dr0', 'dr1'] : ['dr0'], lock_type: 'QUEUE_QUEUED', user_id: u,
+        plan_uid: `p/${u}`, wait: 30 }, {}, { signal: ctl.signal }).catch(() => null));
+    await poll(async () => JSON.parse(await deviceText(s.ref, 'dr0')).waiters.length === 3, 5000, 'three waiters');
+    await agree(Object.entries(s.brokers), s.ref, 3000, 'waiters with every character');
+    ctl.abort();
+    await Promise.all(waits);
+    await agree(Object.entries(s.brokers), s.ref, 4000, 'the waiters gone');
+  } finally {
+    await teardown(s);
+  }
+}, { timeoutMs: 60000 });
+
 test('self-test: a copy that ignores unqueued facts (planted) is caught by the same comparison', async () => {
   let s;
   try {
