@@ -221,6 +221,48 @@ test('device reads from the read copy escape as Lua cjson: every ASCII character
   }
 }, { timeoutMs: 60000 });
 
+// Queue facts are stream entries no client sees: no frame, no history entry,
+// nothing replayed by a resume (webhooks: tests/webhooks expected()).
+test('queue facts are invisible to clients: /ws frames, /api/events and a resume show the same events as before', async () => {
+  let s;
+  try {
+    s = await setup();
+    const { A, B } = s.brokers;
+    const w = await A.ws();
+    await w.waitFor(f => f.type === 'initial_status', 5000);
+    const len = () => Number(s.redis.cli('XLEN', 'dl:events'));
+    const len0 = len();
+    const since = (s.redis.cli('XREVRANGE', 'dl:events', '+', '-', 'COUNT', '1') || '0-0').split('\n')[0] || '0-0';
+    const g = await A.acquire({ device_name: 'dr3', lock_type: 'MAINTENANCE', user_id: 'own' });
+    check(g.body && g.body.success, `held: ${g.text}`);
+    const ctl = new AbortController();
+    const waiting = B.post('/api/lock/request', { device_name: 'dr3', lock_type: 'QUEUE_QUEUED', user_id: 'inv', wait: 30 },
+      {}, { signal: ctl.signal }).catch(() => null);
+    await poll(() => len() === len0 + 2, 5000, 'the queued fact');
+    check(/"inv"/.test(await deviceText(A, 'dr3')), 'A\'s copy shows the waiter');
+    ctl.abort();
+    await waiting;
+    await poll(() => len() === len0 + 3, 5000, 'the unqueued fact');
+    await A.release({ device_name: 'dr3', lock_key: g.body.lock_key, user_id: 'own' });
+    await w.waitFor(f => f.type === 'lock_update' && f.device_name === 'dr3' && f.action === 'released', 5000);
+    check(len() === len0 + 4, `two events and two facts in the stream: ${len() - len0} entries`);
+    const frames = w.frames.filter(f => f.type !== 'initial_status').map(f => `${f.type}:${f.action || ''}`);
+    check(frames.join() === 'lock_update:acquired,lock_update:released', `frames: ${frames.join()}`);
+    const hist = (await B.get('/api/events?limit=100')).body.events.map(e => e.action);
+    check(hist.join() === 'acquired,released', `history: ${hist.join()}`);
+    // a limit counts events, not the facts between them
+    const two = (await B.get('/api/events?limit=2')).body.events.map(e => e.action);
+    check(two.join() === 'acquired,released', `history, limit 2: ${two.join()}`);
+    const r = await B.ws(`?since=${since}`);
+    const done = await r.waitFor(f => f.type === 'resume_result', 5000);
+    check(done.replayed === 2, `a resume replays the two events: ${done.replayed}`);
+    w.close();
+    r.close();
+  } finally {
+    await teardown(s);
+  }
+}, { timeoutMs: 60000 });
+
 test('self-test: a copy that ignores unqueued facts (planted) is caught by the same comparison', async () => {
   let s;
   try {
