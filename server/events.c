@@ -24,8 +24,12 @@
  * reads while the pages come in are kept by the mirror and applied after
  * the last page. A page read later than L may already show some of those
  * events; applying them again is harmless, as each carries the whole lock
- * (acquired, renewed) or its removal. A snapshot that fails is started
- * again, with backoff, until one succeeds. */
+ * (acquired, renewed) or its removal. After the locks, the pages of the
+ * device queues (a SCAN over dl:{D}:waitq, whole queues per page) are
+ * read the same way; the queue facts kept meanwhile name each waiter
+ * whole (queued) or the queues it left (unqueued), so they too are
+ * harmless to apply again. A snapshot that fails is started again, with
+ * backoff, until one succeeds. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +48,7 @@
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 1000
 #define SNAPSHOT_PAGE "500"
+#define SNAPSHOT_QUEUES_PAGE "200" /* queue keys a SCAN step examines */
 
 static struct {
     uv_timer_t timer;
@@ -58,7 +63,7 @@ static struct {
     int snap_restart;        /* start over when it returns */
     unsigned snap_failures;
     char snap_at[48];        /* the stream position the snapshot is built at */
-    char snap_cursor[LK_DEVICE_NAME_MAX + 2];
+    char snap_cursor[LK_DEVICE_NAME_MAX + 2]; /* or the SCAN cursor of the queues */
     uv_timer_t snap_retry;
     int counting;            /* a stats.lua count page is in flight */
     uv_timer_t count_retry;
@@ -237,18 +242,57 @@ static void from_json(struct event *e, struct legacy *l)
     }
 }
 
-/* An entry's fields into e; 0, or -1 when it has no JSON. */
-static int parse_entry(redisReply *entry, struct event *e, struct legacy *l)
+/* A queue fact's fields (an entry with q and no j) into e and w. */
+static int parse_fact(redisReply *f, const char *q, struct event *e, struct waiter_fact *w)
+{
+    const char *s;
+    memset(w, 0, sizeof(*w));
+    if (!strcmp(q, "L")) { /* a lock's text again: as an event's lock */
+        redisReply *l = field(f, "l");
+        e->kind = EV_LOCK;
+        e->action = "lock";
+        e->device = (s = field_str(f, "dev")) ? s : "";
+        e->plan = e->user = e->cause = e->lock_type = e->fence = "";
+        e->expiry_us = (s = field_str(f, "x")) && s[0] ? strtoll(s, NULL, 10) : 0;
+        e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
+        if (!l || l->len < 2 || l->str[0] != '{')
+            return -1;
+        e->lock = l->str;
+        e->lock_len = l->len;
+        return 1;
+    }
+    if (!(w->id = field_str(f, "id")) || !(w->devices = field_str(f, "d")))
+        return -1;
+    e->kind = !strcmp(q, "+") ? EV_QUEUED : !strcmp(q, "-") ? EV_UNQUEUED : EV_OTHER;
+    if (e->kind == EV_OTHER)
+        return -1;
+    w->score = (s = field_str(f, "s")) ? s : "0";
+    w->user = (s = field_str(f, "u")) ? s : "";
+    w->lock_type = (s = field_str(f, "t")) ? s : "";
+    w->prio = (s = field_str(f, "p")) ? s : "0";
+    w->queued = (s = field_str(f, "at")) ? s : "0";
+    w->deadline = (s = field_str(f, "dl")) ? s : "0";
+    w->plan = (s = field_str(f, "pl")) ? s : "";
+    e->action = e->kind == EV_QUEUED ? "queued" : "unqueued";
+    e->device = e->plan = e->user = e->cause = e->lock_type = e->fence = "";
+    e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
+    e->queue = w;
+    return 1;
+}
+
+/* An entry's fields into e; 0, 1 for a queue fact (w filled in), or -1
+ * when it is neither an event nor a fact. */
+static int parse_entry(redisReply *entry, struct event *e, struct waiter_fact *w, struct legacy *l)
 {
     memset(e, 0, sizeof(*e));
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
         entry->element[0]->type != REDIS_REPLY_STRING || entry->element[1]->type != REDIS_REPLY_ARRAY)
         return -1;
     redisReply *f = entry->element[1], *j = field(f, "j");
-    if (!j)
-        return -1;
     const char *s;
     e->id = entry->element[0]->str;
+    if (!j)
+        return (s = field_str(f, "q")) ? parse_fact(f, s, e, w) : -1;
     e->json = j->str;
     e->json_len = j->len;
     e->device = (s = field_str(f, "dev")) ? s : "";
@@ -302,8 +346,15 @@ static void on_events(redisReply *entries)
 {
     for (size_t i = 0; i < entries->elements; i++) {
         struct event e;
+        struct waiter_fact w;
         struct legacy l = {0};
-        if (parse_entry(entries->element[i], &e, &l) == 0) {
+        int got = parse_entry(entries->element[i], &e, &w, &l);
+        if (got == 1) { /* a queue fact: the read copy's only */
+            snprintf(ev.last_id, sizeof(ev.last_id), "%s", e.id);
+            mirror_apply(&e);
+            if (e.deadline_us)
+                events_arm(e.deadline_us);
+        } else if (got == 0) {
             snprintf(ev.last_id, sizeof(ev.last_id), "%s", e.id);
             log_event(&e);
             for (size_t k = 0; k < nconsumers; k++)
@@ -341,6 +392,7 @@ static void snapshot_failed(const char *why)
 }
 
 static void snapshot_page(void);
+static void queues_page(void);
 
 /* One page: {now, last_event_id, total, next_cursor ('' = the end), lock...} */
 static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
@@ -383,12 +435,48 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
         snapshot_page();
         return;
     }
+    /* then the waiters, from the first SCAN cursor */
+    snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "0");
+    queues_page();
+}
+
+/* A page of the queues: {now, last_event_id, 0, next_cursor ('' = the
+ * end), then QUEUE_FIELDS strings per queue entry (snapshot.lua)}. */
+#define QUEUE_FIELDS 11
+static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
+{
+    (void)ctx;
+    ev.snapshotting = 0;
+    if (ev.snap_restart) {
+        ev.snap_restart = 0;
+        take_snapshot();
+        return;
+    }
+    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+        (r->elements - 4) % QUEUE_FIELDS || r->element[3]->type != REDIS_REPLY_STRING) {
+        snapshot_failed(st == LK_E_UNAVAILABLE ? "Redis unavailable" : "bad reply");
+        return;
+    }
+    for (size_t i = 4; i < r->elements; i += QUEUE_FIELDS) {
+        const char *v[QUEUE_FIELDS];
+        for (size_t k = 0; k < QUEUE_FIELDS; k++)
+            v[k] = r->element[i + k]->type == REDIS_REPLY_STRING ? r->element[i + k]->str : "";
+        struct waiter_fact w = {v[1], v[3], v[2], v[4], v[5], v[6], v[7], v[8], v[9]};
+        mirror_stage_waiter(v[0], &w);
+    }
+    const char *next = r->element[3]->str;
+    if (next[0] && strlen(next) < sizeof(ev.snap_cursor) - 1) {
+        snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "%s", next);
+        queues_page();
+        return;
+    }
     if (mirror_commit(ev.snap_at) != 0) {
         snapshot_failed("too many events while it was read");
         return;
     }
     ev.snap_failures = 0;
-    lk_info("events: read copy built: %zu locks at event %s", mirror_count(), ev.snap_at);
+    lk_info("events: read copy built: %zu locks, %zu queued at event %s", mirror_count(), mirror_waiter_count(),
+            ev.snap_at);
 }
 
 static void snapshot_page(void)
@@ -396,6 +484,13 @@ static void snapshot_page(void)
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_PAGE, "page"};
     ev.snapshotting = 1;
     store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, snapshot_cb, NULL);
+}
+
+static void queues_page(void)
+{
+    const char *argv[] = {ev.snap_cursor, SNAPSHOT_QUEUES_PAGE, "queues"};
+    ev.snapshotting = 1;
+    store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, queues_cb, NULL);
 }
 
 /* Starts building the read copy over (once the page in flight, if any,

@@ -23,13 +23,17 @@ void mirror_begin(void);
 /* Adds a page of the snapshot: locks are lock-object JSON texts (copied),
  * in device-name order. */
 void mirror_stage(const char *const *locks, const size_t *lens, size_t n);
+/* Adds one entry of a device's queue from a snapshot page (strings
+ * copied); a waiter whose hash is gone has deadline "0" (never shown). */
+void mirror_stage_waiter(const char *device, const struct waiter_fact *w);
 /* Ends the staging: the pages were read after stream position `at`
  * (possibly well after: each page is its own script), so the kept events
  * after `at` are applied on top, in order, and the copy is valid. -1 when
  * too many events came meanwhile to keep them all (nothing is valid: begin
  * again). */
 int mirror_commit(const char *at);
-/* Applies one stream event (an events_subscribe consumer). */
+/* Applies one stream event (an events_subscribe consumer), or a queue
+ * fact (events.c hands those to the mirror only). */
 void mirror_apply(const struct event *e);
 /* A change this broker acknowledged produced event `id`. */
 void mirror_note_write(const char *id);
@@ -48,6 +52,15 @@ const char *mirror_get(const char *device, int64_t now_us, size_t *len);
  * when more remain. */
 size_t mirror_list(struct lk_buf *out, const char *cursor, long limit, int64_t now_us, const char **next);
 size_t mirror_count(void);
+/* Appends the device's waiters as device.lua answers them: of the first
+ * MIRROR_WAITERS_MAX in rank order, those whose deadline is after now_us
+ * (Redis clock), as a JSON array; returns how many. Unlike device.lua it
+ * still shows the waiters of a broker that died until a broker reaps it
+ * (session.lua drops them, docs/design.md "Queue facts"). */
+#define MIRROR_WAITERS_MAX 100
+size_t mirror_waiters(struct lk_buf *out, const char *device, int64_t now_us);
+/* Queue entries held (a group's waiter counts once per device). */
+size_t mirror_waiter_count(void);
 /* The stream position of the copy. */
 const char *mirror_position(void);
 void mirror_free(void);

@@ -958,7 +958,11 @@ static void step(struct webhook *w)
     }
     while (w->pos < w->nbatch) {
         struct entry *e = &w->batch[w->pos];
-        cJSON *j = e->j ? cJSON_ParseWithLength(e->j, e->jlen) : NULL;
+        if (!e->j) { /* a queue fact for the read copies (prelude.lua), no event */
+            w->pos++;
+            continue;
+        }
+        cJSON *j = cJSON_ParseWithLength(e->j, e->jlen);
         int object = cJSON_IsObject(j);
         int hit = object && matches(w, e, j);
         cJSON_Delete(j);

@@ -44,7 +44,7 @@ if rid ~= '' then
         if res then
             prev = res
         elseif w and waiter_alive(w, now) then
-            redis.call('HSET', 'dl:waiter:' .. wid, 'owner', ARGV[5], 'broker', ARGV[13])
+            waiter_move(wid, w, ARGV[13], ARGV[5])
             return {'queued', wid, w.deadline, S.last_id}
         elseif w and tonumber(w.deadline) <= now then
             return {'replay', timed_out_body(), S.last_id}
@@ -116,13 +116,11 @@ end
 local function enqueue(deadline)
     local seq = redis.call('INCR', 'dl:seq')
     local wid = 'w' .. seq
-    redis.call('HSET', 'dl:waiter:' .. wid, 'devices', ARGV[1], 'lock_type', r.lock_type,
-        'prio', r.prio, 'user_id', r.user_id, 'lock_key', r.lock_key, 'owner', r.owner, 'lease', r.lease,
-        'deadline', int(deadline), 'broker', ARGV[13], 'rid', rid, 'queued', int(now),
-        'reason', r.reason or '', 'plan_uid', r.plan_uid or '', 'client', r.client or '',
-        'session', r.session or '')
-    redis.call('PEXPIRE', 'dl:waiter:' .. wid, floor((deadline - now) / 1000) + 60000)
-    for _, dev in ipairs(devs) do redis.call('ZADD', waitq_key(dev), prio * RANK + seq, wid) end
+    waiter_add(wid, {devices = ARGV[1], lock_type = r.lock_type,
+        prio = r.prio, user_id = r.user_id, lock_key = r.lock_key, owner = r.owner, lease = r.lease,
+        deadline = int(deadline), broker = ARGV[13], rid = rid, queued = int(now),
+        reason = r.reason or '', plan_uid = r.plan_uid or '', client = r.client or '',
+        session = r.session or ''}, int(prio * RANK + seq), floor((deadline - now) / 1000) + 60000)
     if rid ~= '' then
         redis.call('SET', rid, 'W:' .. wid, 'PX', floor((deadline - now) / 1000) + 300000)
     end

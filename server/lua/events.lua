@@ -13,7 +13,8 @@ while examined < cap do
         last = e[1]
         local f = {}
         for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
-        if (ARGV[3] == '' or f.dev == ARGV[3]) and (ARGV[4] == '' or f.plan == ARGV[4]) then
+        -- entries without j are queue facts for the read copies, no events
+        if f.j and (ARGV[3] == '' or f.dev == ARGV[3]) and (ARGV[4] == '' or f.plan == ARGV[4]) then
             out[#out + 1] = e[1]
             out[#out + 1] = f.j
             if (#out - 1) / 2 >= limit then

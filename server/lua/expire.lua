@@ -34,7 +34,11 @@ for _, m in ipairs(due) do
             end_group_rest(h, taking, 'preempted', now, maxlen)
         else
             -- nobody to preempt for any more: the lock stays, its window closes
-            if h then redis.call('HDEL', lock_key(name), 'preempt_until', 'preempt_grace', 'preempt_by') end
+            if h then
+                redis.call('HDEL', lock_key(name), 'preempt_until', 'preempt_grace', 'preempt_by')
+                h.preempt_until, h.preempt_grace, h.preempt_by = nil, nil, nil
+                lock_fact(h)
+            end
             serve(name, now, maxlen)
         end
     elseif kind == '^' then
@@ -75,6 +79,8 @@ for _, m in ipairs(due) do
                         end_lock(h, 'released', 'reservation_end', now, maxlen)
                     else
                         redis.call('HDEL', lock_key(d), 'rsv', 'rsv_end')
+                        h.rsv, h.rsv_end = nil, nil
+                        lock_fact(h)
                     end
                 end
             end

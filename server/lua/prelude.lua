@@ -466,14 +466,103 @@ local function waiter_alive(w, now)
     return true
 end
 
+-- ---- queue facts --------------------------------------------------------------
+-- Waiters enter the device queues only through waiter_add and leave them
+-- only through drop_waiter; waiter_move and waiter_refresh change what a
+-- read shows of one. Each appends a queue fact to dl:events: an internal
+-- entry, without "j", that only the brokers' read copies (mirror.c) apply;
+-- every public reader (events.c's consumers, events.lua, resume.lua,
+-- webhooks) skips entries without "j" (docs/design.md "Queue facts").
+--   q '+' id d (devices) s (rank) u t p (priority) at (queued, us)
+--         dl (deadline, us) pl (plan_uid) b (broker) exp
+--         the waiter as device.lua shows it; it replaces any earlier one
+--   q '-' id d (the queues it left) exp
+--   q 'L' dev x l: a lock whose text changed without an event (lock_fact)
+-- dl:bwait:<B>  SET the waiters whose requester is on broker B: a broker
+--               that reaps B's sessions drops them too (session.lua), so
+--               the copies learn that B's waiters are gone.
+local function queue_fact(fields)
+    local args = {'XADD', 'dl:events'}
+    if tonumber(S.maxlen) > 0 then
+        args[3], args[4], args[5] = 'MAXLEN', '~', S.maxlen
+    end
+    args[#args + 1] = '*'
+    for _, v in ipairs(fields) do args[#args + 1] = v end
+    args[#args + 1] = 'exp'
+    args[#args + 1] = earliest()
+    S.last_id = redis.call(unpack(args))
+end
+
+-- A lock's hash changed in what lock_json shows without an event (a
+-- graceful-preemption window closed, a booking's mark dropped): the copies
+-- get the lock again, as an internal entry: q 'L' dev x l (the lock object).
+local function lock_fact(h)
+    local exp = tonumber(h.exp)
+    queue_fact({'q', 'L', 'dev', h.device_name, 'x', exp > 0 and int(exp) or '', 'l', lock_json(h)})
+end
+
+local function waiter_fact(wid, w, score)
+    queue_fact({'q', '+', 'id', wid, 'd', w.devices, 's', score, 'u', w.user_id or '',
+        't', w.lock_type or '', 'p', w.prio or '0', 'at', w.queued or '0', 'dl', w.deadline or '0',
+        'pl', w.plan_uid or '', 'b', w.broker or ''})
+end
+
+-- Queues waiter wid on its devices at rank score (text); w: its hash
+-- fields (strings), kept ttl_ms.
+local function waiter_add(wid, w, score, ttl_ms)
+    local f = {}
+    for k, v in pairs(w) do
+        f[#f + 1] = k
+        f[#f + 1] = v
+    end
+    redis.call('HSET', 'dl:waiter:' .. wid, unpack(f))
+    redis.call('PEXPIRE', 'dl:waiter:' .. wid, ttl_ms)
+    for _, d in ipairs(split(w.devices)) do redis.call('ZADD', waitq_key(d), score, wid) end
+    if w.broker ~= '' then
+        redis.call('SADD', 'dl:bwait:' .. w.broker, wid)
+        redis.call('SADD', 'dl:sessbrokers', w.broker)
+    end
+    waiter_fact(wid, w, score)
+end
+
+local function waiter_score(wid, w)
+    local d = split(w.devices)[1]
+    return d and redis.call('ZSCORE', waitq_key(d), wid)
+end
+
+-- A retry on broker `broker` takes waiter wid over (owner: its token).
+local function waiter_move(wid, w, broker, owner)
+    redis.call('HSET', 'dl:waiter:' .. wid, 'owner', owner, 'broker', broker)
+    if w.broker == broker then return end
+    if w.broker and w.broker ~= '' then redis.call('SREM', 'dl:bwait:' .. w.broker, wid) end
+    w.broker = broker
+    if broker ~= '' then
+        redis.call('SADD', 'dl:bwait:' .. broker, wid)
+        redis.call('SADD', 'dl:sessbrokers', broker)
+    end
+    local score = waiter_score(wid, w)
+    if score then waiter_fact(wid, w, score) end
+end
+
+-- Waiter wid's hash changed (w: as it is now): the copies follow.
+local function waiter_refresh(wid, w)
+    local score = waiter_score(wid, w)
+    if score then waiter_fact(wid, w, score) end
+end
+
 -- Removes a waiter from its queues (from dev's at least, when its hash is
 -- already gone) and deletes it.
 local function drop_waiter(wid, w, dev)
+    local left = {}
     if w then
-        for _, d in ipairs(split(w.devices)) do redis.call('ZREM', waitq_key(d), wid) end
+        for _, d in ipairs(split(w.devices)) do
+            if redis.call('ZREM', waitq_key(d), wid) == 1 then left[#left + 1] = d end
+        end
+        if w.broker and w.broker ~= '' then redis.call('SREM', 'dl:bwait:' .. w.broker, wid) end
     end
-    if dev then redis.call('ZREM', waitq_key(dev), wid) end
+    if dev and redis.call('ZREM', waitq_key(dev), wid) == 1 then left[#left + 1] = dev end
     redis.call('DEL', 'dl:waiter:' .. wid)
+    if #left > 0 then queue_fact({'q', '-', 'id', wid, 'd', table.concat(left, ',')}) end
 end
 
 local window_blocks, rsv_granted
@@ -636,14 +725,11 @@ end
 -- queues (ahead of every waiter of its priority), waiting until its end.
 local function rsv_enqueue(b, now)
     local wid = 'b' .. b.id
-    redis.call('HSET', 'dl:waiter:' .. wid, 'devices', b.devices, 'lock_type', b.lock_type,
-        'prio', b.prio, 'user_id', b.user_id, 'lock_key', b.lock_key, 'owner', b.lock_key, 'lease', '0',
-        'deadline', b['end'], 'broker', '', 'rid', '', 'queued', int(now),
-        'reason', b.reason or '', 'plan_uid', b.plan_uid or '', 'client', '', 'session', '', 'rsv', b.id)
-    redis.call('PEXPIRE', 'dl:waiter:' .. wid, floor((tonumber(b['end']) - now) / 1000) + 60000)
-    for _, d in ipairs(split(b.devices)) do
-        redis.call('ZADD', waitq_key(d), tonumber(b.prio) * RANK, wid)
-    end
+    waiter_add(wid, {devices = b.devices, lock_type = b.lock_type,
+        prio = b.prio, user_id = b.user_id, lock_key = b.lock_key, owner = b.lock_key, lease = '0',
+        deadline = b['end'], broker = '', rid = '', queued = int(now),
+        reason = b.reason or '', plan_uid = b.plan_uid or '', client = '', session = '', rsv = b.id},
+        int(tonumber(b.prio) * RANK), floor((tonumber(b['end']) - now) / 1000) + 60000)
     b.state, b.waiter = 'waiting', wid
     rsv_save(b, now, 'state', 'waiter')
 end

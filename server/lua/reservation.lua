@@ -83,6 +83,8 @@ add_deadline(stop, '%' .. id)
 if b.state == 'waiting' and nz(b.waiter) then
     redis.call('HSET', 'dl:waiter:' .. b.waiter, 'deadline', b['end'])
     redis.call('PEXPIRE', 'dl:waiter:' .. b.waiter, floor((stop - now) / 1000) + 60000)
+    local w = hload('dl:waiter:' .. b.waiter)
+    if w then waiter_refresh(b.waiter, w) end
 end
 if b.state == 'active' and stop ~= old_stop then
     -- the lock's lease follows the window, unless renewed past the old end

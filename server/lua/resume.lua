@@ -27,14 +27,27 @@ if tonumber(f['entries-added'] or 0) > tonumber(f['length']) and f['first-entry'
     local fms, fseq = parse(f['first-entry'][1])
     if less(sms, sseq, fms, fseq) then return {'gap'} end
 end
+-- Entries without j (queue facts for the read copies) are no events: they
+-- are skipped and do not count towards max; the entries examined are
+-- bounded (8 * (max + 1)) and more is answered as a gap.
 local max = tonumber(ARGV[2])
-local batch = redis.call('XRANGE', 'dl:events', '(' .. ARGV[1], '+', 'COUNT', max + 1)
-if #batch > max then return {'gap'} end
-local out = {'ok'}
-for _, e in ipairs(batch) do
-    out[#out + 1] = e[1]
-    for i = 1, #e[2], 2 do
-        if e[2][i] == 'j' then out[#out + 1] = e[2][i + 1] end
+local out, n, examined, start = {'ok'}, 0, 0, '(' .. ARGV[1]
+while true do
+    local batch = redis.call('XRANGE', 'dl:events', start, '+', 'COUNT', max + 1)
+    if #batch == 0 then break end
+    for _, e in ipairs(batch) do
+        examined = examined + 1
+        start = '(' .. e[1]
+        for i = 1, #e[2], 2 do
+            if e[2][i] == 'j' then
+                n = n + 1
+                if n > max then return {'gap'} end
+                out[#out + 1] = e[1]
+                out[#out + 1] = e[2][i + 1]
+            end
+        end
     end
+    if #batch < max + 1 then break end
+    if examined >= 8 * (max + 1) then return {'gap'} end
 end
 return out

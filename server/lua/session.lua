@@ -4,9 +4,10 @@
 -- broker, the socket's connection id and the session's user (who first
 -- claimed it). Only the owner's detach starts the grace period, so a late
 -- detach from a socket the session moved away from is ignored. Each broker
--- lists the sessions it owns in dl:bsess:<B>, and dl:sessbrokers lists the
--- brokers with any: when a broker's liveness key (dl:broker:<B>) has been
--- gone for a while, the others detach its sessions ('reap').
+-- lists the sessions it owns in dl:bsess:<B> (its waiters in dl:bwait:<B>),
+-- and dl:sessbrokers lists the brokers with any: when a broker's liveness
+-- key (dl:broker:<B>) has been gone for a while, the others detach its
+-- sessions and drop its waiters ('reap').
 --
 -- ARGV: mode, session, broker, conn, user, grace ms, admin ('1'/'0'),
 --       own session (attach), lost window ms (reap)
@@ -115,7 +116,7 @@ if mode == 'reap' then
         if b ~= broker then
             if redis.call('EXISTS', 'dl:broker:' .. b) == 1 then
                 redis.call('HDEL', 'dl:brokerlost', b)
-                if redis.call('SCARD', 'dl:bsess:' .. b) == 0 then
+                if redis.call('SCARD', 'dl:bsess:' .. b) == 0 and redis.call('SCARD', 'dl:bwait:' .. b) == 0 then
                     redis.call('SREM', 'dl:sessbrokers', b)
                 end
             else
@@ -132,6 +133,13 @@ if mode == 'reap' then
                         end
                     end
                     redis.call('DEL', 'dl:bsess:' .. b)
+                    -- its waiters, which no read shows any more (waiter_alive):
+                    -- dropped, so the read copies learn it (queue facts)
+                    for _, wid in ipairs(redis.call('SMEMBERS', 'dl:bwait:' .. b)) do
+                        local w = hload('dl:waiter:' .. wid)
+                        if w and w.broker == b then drop_waiter(wid, w) end
+                    end
+                    redis.call('DEL', 'dl:bwait:' .. b)
                     redis.call('SREM', 'dl:sessbrokers', b)
                     redis.call('HDEL', 'dl:brokerlost', b)
                 end

@@ -8,6 +8,12 @@
 -- Returns {now_us, last_event_id, total, lock_json...}
 --   mode 'page': {now_us, last_event_id, total, next_cursor, lock_json...}
 --   (next_cursor: the last device read, '' when no more remain)
+--   mode 'queues': the waiters instead, start a SCAN cursor ('0' first) over
+--   the device queues, limit the keys a page examines:
+--   {now_us, last_event_id, 0, next_cursor ('' at the end),
+--    then per queue entry: device, waiter, rank, and its hash's devices
+--    user_id lock_type prio queued deadline plan_uid broker ('' each, deadline
+--    '0', when the hash has expired: no read shows it)}
 -- Paged, the pages together are not one atomic read: the broker reads the
 -- stream from the first page's last_event_id on and applies those events
 -- on top (see events.c).
@@ -15,6 +21,23 @@ local now = now_us()
 local last = redis.call('XREVRANGE', 'dl:events', '+', '-', 'COUNT', 1)
 local last_id = '0-0'
 if #last > 0 then last_id = last[1][1] end
+if ARGV[3] == 'queues' then
+    local r = redis.call('SCAN', ARGV[1], 'MATCH', 'dl:{*}:waitq', 'COUNT', ARGV[2], 'TYPE', 'zset')
+    local out = {now, last_id, 0, r[1] == '0' and '' or r[1]}
+    local F = {'devices', 'user_id', 'lock_type', 'prio', 'queued', 'deadline', 'plan_uid', 'broker'}
+    for _, key in ipairs(r[2]) do
+        local dev = string.sub(key, 5, -8) -- dl:{D}:waitq
+        local q = redis.call('ZRANGE', key, '0', '-1', 'WITHSCORES')
+        for i = 1, #q, 2 do
+            local w = redis.call('HMGET', 'dl:waiter:' .. q[i], unpack(F))
+            out[#out + 1] = dev
+            out[#out + 1] = q[i]
+            out[#out + 1] = q[i + 1]
+            for k = 1, #F do out[#out + 1] = w[k] or (F[k] == 'deadline' and '0' or '') end
+        end
+    end
+    return out
+end
 local total = redis.call('ZCARD', 'dl:held')
 local limit = tonumber(ARGV[2])
 local devs
