@@ -387,10 +387,10 @@ stats_take() {
         sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p' >"$T/cs.$1"
 }
 # script_row FILE LABEL [UNITS NAME]: one line of the per-script table: the
-# EVALSHA (and EVAL) calls of the phase, their us per call, and the rest.
+# script calls (FCALL, or EVALSHA and EVAL with DEVLOCK_FUNCTIONS=0) of the phase, their us per call, and the rest.
 script_row() {
     awk -v label="$2" -v units="${3:-0}" -v uname="${4:-}" '
-        $1 == "evalsha" || $1 == "eval" { c += $2; u += $3; next }
+        $1 == "evalsha" || $1 == "eval" || $1 == "fcall" || $1 == "fcall_ro" { c += $2; u += $3; next }
         $1 ~ /^(config|info|script)/ { next }
         { o = o sprintf(" %s %d x %.1f", $1, $2, $2 ? $3 / $2 : 0) }
         END {
