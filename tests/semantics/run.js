@@ -274,6 +274,13 @@ test('wait: a waiter that leaves just as it is granted gives the lock back', asy
       const d = await device(A, dev);
       return !d.locked && d.waiters.length === 0;
     }, 5000, `${dev} free again`);
+    // The watcher's frames travel apart from the read's answer (device reads
+    // come from the broker's copy): wait until it has the device's last
+    // event, which is a release now that the device is free.
+    await poll(async () => {
+      const u = updatesOf(w, dev);
+      return u.length > 0 && /released$/.test(u[u.length - 1].action);
+    }, 5000, `the watcher has ${dev}'s last release`);
     const seq = updatesOf(w, dev).map(f => `${f.action}:${f.lock.user_id}`);
     const k = seq.indexOf('acquired:leaver');
     assert(k < 0 || seq[k + 1] === 'released:leaver', `a grant to the leaver is released (${seq.join(' ')})`);
