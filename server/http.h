@@ -31,7 +31,8 @@ struct http_req {
     struct auth_user user;
     int status;
     const char *ctype;
-    struct lk_buf resp;       /* JSON answer */
+    struct shared *head;      /* a shared first part of the answer, or NULL */
+    struct lk_buf resp;       /* JSON answer (after head) */
     const char *static_data;  /* or an embedded file */
     size_t static_len;
     size_t sent;
