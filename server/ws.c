@@ -67,6 +67,7 @@ struct ws_msg {
  * a frame is never copied per session, nor whole into lws's buffer when
  * the socket takes only part of it. */
 #define FRAGMENT 16384
+_Static_assert(FRAGMENT + 14 <= HTTP_SEND_MAX, "a fragment and its frame header are one send()");
 
 enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW,
                  CALL_ATTACH };
