@@ -31,8 +31,10 @@
 #include "events.h"
 #include "webhooks.h"
 #include "ws.h"
+#include "shared.h"
 
 #define CHUNK 16384
+_Static_assert(CHUNK + 1024 <= HTTP_SEND_MAX, "a write of headers and a chunk is one send()");
 
 
 /* Every answer is counted by status; a refusal (4xx) also by its wire
@@ -57,17 +59,39 @@ static void want_write(struct http_req *r)
     lws_callback_on_writable(r->wsi);
 }
 
+static int redacts(const struct http_req *r) { return auth_active() && !(r->authed && auth_is_admin(&r->user)); }
+
 static void respond(struct http_req *r, int status, struct lk_buf *body, enum lk_status err)
 {
     count_answer(r, status, err);
     r->status = status;
     r->ctype = "application/json";
+    shared_unref(r->head);
+    r->head = NULL;
     lk_buf_reset(&r->resp);
-    if (auth_active() && !(r->authed && auth_is_admin(&r->user)))
+    if (redacts(r))
         auth_redact(lk_buf_data(body), body->len, r->authed ? r->user.user_id : NULL, &r->resp);
     else
         lk_buf_append(&r->resp, lk_buf_data(body), body->len);
     want_write(r);
+}
+
+/* A lock call's answer. A shared listing (res->head) is kept by reference
+ * and written from there; with its keys to hide from this viewer it is
+ * redacted into a copy of its own instead, as every other answer. */
+static void respond_result(struct http_req *r, const struct locks_result *res)
+{
+    if (!res->head || redacts(r)) {
+        struct lk_buf flat;
+        lk_buf_init(&flat, 0);
+        if (res->head)
+            locks_result_flat(res, &flat);
+        respond(r, res->status, res->head ? &flat : res->body, res->error);
+        lk_buf_free(&flat);
+        return;
+    }
+    respond(r, res->status, res->body, res->error);
+    r->head = shared_ref(res->head);
 }
 
 static void respond_error(struct http_req *r, enum lk_status s, const char *detail)
@@ -104,7 +128,7 @@ static void done_cb(void *ctx, const struct locks_result *res)
                                            "delivered; it was given back (retry with the same request_id)");
         return;
     }
-    respond(r, res->status, res->body, res->error);
+    respond_result(r, res);
 }
 
 /* Starts a lock call; a NULL call means it has answered already. */
@@ -345,7 +369,11 @@ static void devices_done(void *ctx, const struct locks_result *res)
         respond(r, res->status, res->body, res->error);
         return;
     }
-    cJSON *st = cJSON_ParseWithLength(lk_buf_data(res->body), res->body->len);
+    struct lk_buf flat;
+    lk_buf_init(&flat, 0);
+    locks_result_flat(res, &flat);
+    cJSON *st = cJSON_ParseWithLength(lk_buf_data(&flat), flat.len);
+    lk_buf_free(&flat);
     const cJSON *locks = cJSON_GetObjectItemCaseSensitive(st, "locks");
     const char *ts = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(st, "timestamp"));
     struct lk_buf b;
@@ -862,6 +890,8 @@ static int answered(struct lws *wsi, struct http_req *r)
     r->static_data = NULL;
     r->sent = 0;
     lk_buf_reset(&r->body);
+    shared_unref(r->head);
+    r->head = NULL;
     lk_buf_reset(&r->resp);
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -885,9 +915,36 @@ int http_refuse_upgrade(struct lws *wsi, enum lk_status s, const char *detail)
     return rc;
 }
 
+/* The answer's bytes [off, off + n) into dst: the embedded file, or the
+ * shared head followed by resp. */
+static void answer_copy(const struct http_req *r, size_t off, size_t n, unsigned char *dst)
+{
+    if (r->static_data) {
+        memcpy(dst, r->static_data + off, n);
+        return;
+    }
+    size_t hlen = r->head ? r->head->len : 0;
+    if (off < hlen) {
+        size_t k = hlen - off < n ? hlen - off : n;
+        memcpy(dst, r->head->data + off, k);
+        dst += k;
+        off += k;
+        n -= k;
+    }
+    if (n)
+        memcpy(dst, lk_buf_data(&r->resp) + (off - hlen), n);
+}
+
+static size_t answer_len(const struct http_req *r)
+{
+    if (r->static_data)
+        return r->static_len;
+    return (r->head ? r->head->len : 0) + r->resp.len;
+}
+
 /* A small answer goes out in one write: headers and body together (half
  * the system calls of writing them apart, which is what most answers are). */
-static int write_small(struct lws *wsi, struct http_req *r, const char *data, size_t len)
+static int write_small(struct lws *wsi, struct http_req *r, size_t len)
 {
     unsigned char buf[LWS_PRE + 1024 + CHUNK], *start = buf + LWS_PRE, *p = start,
                                                *end = buf + LWS_PRE + 1024 - 1;
@@ -901,7 +958,7 @@ static int write_small(struct lws *wsi, struct http_req *r, const char *data, si
         extra_headers(wsi, r, &p, end) || lws_finalize_http_header(wsi, &p, end))
         return -1;
     if (r->method != LWSHUMETH_HEAD) {
-        memcpy(p, data, len);
+        answer_copy(r, 0, len, p);
         p += len;
     }
     if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) != (int)(p - start))
@@ -909,14 +966,35 @@ static int write_small(struct lws *wsi, struct http_req *r, const char *data, si
     return answered(wsi, r);
 }
 
+/* A large answer: the socket's send buffer is made room for it (at most
+ * SNDBUF_MAX), once per connection. With the kernel's initial 16 KB
+ * (tcp_wmem) a 280 KB answer went out in about 70 partial sends (lws
+ * keeping each remainder), one loop turn every 4 of them. The buffer is
+ * kernel memory, filled only while the client has not read. */
+#define SNDBUF_MAX (1 << 20)
+
+static void roomy_send_buffer(struct lws *wsi, struct http_req *r, size_t len)
+{
+    if (r->sndbuf >= len || r->sndbuf >= SNDBUF_MAX)
+        return;
+    int want = len < SNDBUF_MAX ? (int)len : SNDBUF_MAX;
+    if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) == 0)
+        r->sndbuf = (size_t)want;
+    else
+        r->sndbuf = SNDBUF_MAX; /* not again */
+}
+
+/* Chunks written per WRITEABLE callback at most, while the socket takes
+ * them whole (other connections get their turn between). */
+#define CHUNKS_PER_TURN 8
+
 static int write_answer(struct lws *wsi, struct http_req *r)
 {
-    const char *data = r->static_data ? r->static_data : lk_buf_data(&r->resp);
-    size_t len = r->static_data ? r->static_len : r->resp.len;
+    size_t len = answer_len(r);
     if (r->status == 204)
         len = 0;
     if (!r->headers_sent && len <= CHUNK)
-        return write_small(wsi, r, data, len);
+        return write_small(wsi, r, len);
     if (!r->headers_sent) {
         unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
                                            *end = hdr + sizeof(hdr) - 1;
@@ -926,29 +1004,38 @@ static int write_answer(struct lws *wsi, struct http_req *r)
         r->headers_sent = 1;
         if (r->method == LWSHUMETH_HEAD) /* the headers of the GET, no body */
             return answered(wsi, r);
+        roomy_send_buffer(wsi, r, len);
         lws_callback_on_writable(wsi);
         return 0;
     }
+    /* Each chunk is copied to a buffer with LWS_PRE headroom; the next
+     * one only if the socket took this one (lws never holds more than a
+     * chunk of a partial write). */
     unsigned char chunk[LWS_PRE + CHUNK];
-    size_t n = len - r->sent < CHUNK ? len - r->sent : CHUNK;
-    int final = r->sent + n >= len;
-    memcpy(chunk + LWS_PRE, data + r->sent, n);
-    if (lws_write(wsi, chunk + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
-        return -1;
-    r->sent += n;
-    if (!final) {
-        lws_callback_on_writable(wsi);
-        return 0;
+    for (int turn = 0;; turn++) {
+        size_t n = len - r->sent < CHUNK ? len - r->sent : CHUNK;
+        int final = r->sent + n >= len;
+        answer_copy(r, r->sent, n, chunk + LWS_PRE);
+        if (lws_write(wsi, chunk + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+            return -1;
+        r->sent += n;
+        if (final)
+            return answered(wsi, r);
+        if (turn + 1 >= CHUNKS_PER_TURN || lws_partial_buffered(wsi) || lws_send_pipe_choked(wsi))
+            break;
     }
-    return answered(wsi, r);
+    lws_callback_on_writable(wsi);
+    return 0;
 }
 
 static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t len)
 {
     if (!r->wsi) {
         r->kind = PSS_HTTP;
+        r->sndbuf = 0;
         lk_buf_init(&r->body, 0);
         lk_buf_init(&r->resp, 0);
+        r->head = NULL;
     }
     r->authed = 0;
     r->wsi = wsi;
@@ -960,6 +1047,8 @@ static void begin(struct http_req *r, struct lws *wsi, const char *uri, size_t l
     r->static_data = NULL;
     r->sent = 0;
     lk_buf_reset(&r->body);
+    shared_unref(r->head);
+    r->head = NULL;
     lk_buf_reset(&r->resp);
     size_t n = len < sizeof(r->path) - 1 ? len : sizeof(r->path) - 1;
     memcpy(r->path, uri, n);
@@ -1153,6 +1242,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
         }
         if (r->wsi) {
             lk_buf_free(&r->body);
+            shared_unref(r->head);
+            r->head = NULL;
             lk_buf_free(&r->resp);
         }
         r->wsi = NULL;

@@ -10,6 +10,13 @@
 #include "locks.h"
 #include "reservations.h"
 
+/* The largest single lws_write of http.c (headers and a 16 KB chunk) and
+ * ws.c (a 16 KB fragment and its frame header): the protocol's
+ * tx_packet_size (main.c). Left 0, lws caps each send() at rx_buffer_size
+ * (4 KB) and copies the rest of every write into a buffer of its own, to
+ * be sent from later loop turns. */
+#define HTTP_SEND_MAX (16384 + 1024)
+
 /* Per-connection state of an HTTP connection (keep-alive: reused by each
  * transaction on it). */
 struct webhooks_status_call;
@@ -31,10 +38,12 @@ struct http_req {
     struct auth_user user;
     int status;
     const char *ctype;
-    struct lk_buf resp;       /* JSON answer */
+    struct shared *head;      /* a shared first part of the answer, or NULL */
+    struct lk_buf resp;       /* JSON answer (after head) */
     const char *static_data;  /* or an embedded file */
     size_t static_len;
     size_t sent;
+    size_t sndbuf;            /* SO_SNDBUF set for a large answer (0: the kernel's) */
     int headers_sent, answered, close_after;
     int chunked;              /* the body comes with Transfer-Encoding: chunked */
     struct chunked chunk;

@@ -24,6 +24,7 @@
 #include "locks.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "shared.h"
 #include "store.h"
 
 #define USER_ID_MAX 256
@@ -121,7 +122,7 @@ void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detai
     struct lk_buf b;
     lk_buf_init(&b, 0);
     locks_error_json(&b, s, detail);
-    struct locks_result res = {lk_error_http(s), &b, NULL, NULL, s};
+    struct locks_result res = {lk_error_http(s), &b, NULL, NULL, s, NULL};
     fn(ctx, &res);
     lk_buf_free(&b);
 }
@@ -195,7 +196,7 @@ static int answer_to(struct locks_call *c, int status, struct lk_buf *b, const c
     locks_done_fn fn = c->fn;
     c->fn = NULL;
     int undelivered = 0;
-    struct locks_result res = {status, b, event_id, grant ? &undelivered : NULL, LK_E_OK};
+    struct locks_result res = {status, b, event_id, grant ? &undelivered : NULL, LK_E_OK, NULL};
     fn(c->ctx, &res);
     if (undelivered)
         lk_info("device=%s user=%s: the requester hung up before its grant was delivered", c->device,
@@ -962,6 +963,7 @@ void locks_waiter_event(const char *waiter)
 }
 
 static void shutdown_timer_cb(uv_timer_t *t) { *(int *)t->data = 1; }
+static void listing_free(void);
 
 void locks_shutdown(uv_loop_t *loop, long bound_ms)
 {
@@ -985,6 +987,7 @@ void locks_shutdown(uv_loop_t *loop, long bound_ms)
         uv_close((uv_handle_t *)&lk.kick, NULL);
         lk.kick_init = 0;
     }
+    listing_free();
     if (!lk.live)
         return;
     lk_info("shutdown: taking %ld request(s) off the queues", lk.live);
@@ -1281,6 +1284,39 @@ static int from_mirror(void) { return store_ready() && mirror_ready(); }
 
 static int64_t redis_now_us(void) { return lk_time_now_us() + events_clock_offset_us(); }
 
+/* The full listing, up to its per-read tail ("timestamp"), built once per
+ * version of the copy and shared: valid while the copy has not changed
+ * and no listed lease has ended (its lock would drop out). */
+static struct {
+    struct shared *head;
+    unsigned long long changes;
+    int64_t until_us;       /* the first lease end of the listed locks; 0 none */
+} listing;
+
+static struct shared *listing_head(int64_t now)
+{
+    if (listing.head && listing.changes == mirror_changes() && (!listing.until_us || now < listing.until_us))
+        return listing.head;
+    shared_unref(listing.head);
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    lk_buf_puts(&b, "{\"locks\":");
+    const char *next;
+    size_t n = mirror_list(&b, NULL, -1, now, &next);
+    lk_buf_printf(&b, ",\"total_count\":%zu", n);
+    listing.head = shared_from_buf(&b);
+    listing.changes = mirror_changes();
+    listing.until_us = mirror_first_end(now);
+    lk_buf_free(&b);
+    return listing.head;
+}
+
+static void listing_free(void)
+{
+    shared_unref(listing.head);
+    listing.head = NULL;
+}
+
 static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn, void *ctx)
 {
     char ts[40], pos[48];
@@ -1289,18 +1325,32 @@ static void status_from_mirror(const char *cursor, long limit, locks_done_fn fn,
     snprintf(pos, sizeof(pos), "%s", mirror_position());
     struct lk_buf b;
     lk_buf_init(&b, 0);
-    lk_buf_puts(&b, "{\"locks\":");
-    const char *next;
-    size_t n = mirror_list(&b, cursor && cursor[0] ? cursor : NULL, limit, now, &next);
-    lk_buf_printf(&b, ",\"total_count\":%zu,\"timestamp\":\"%s\"", limit < 0 ? n : mirror_count(), ts);
-    if (limit > 0) {
-        lk_buf_puts(&b, ",\"next_cursor\":");
-        lk_buf_json_str(&b, next);
+    struct shared *head = NULL;
+    if (limit < 0 && !(cursor && cursor[0])) {
+        head = shared_ref(listing_head(now));
+        lk_buf_printf(&b, ",\"timestamp\":\"%s\"}", ts);
+    } else {
+        lk_buf_puts(&b, "{\"locks\":");
+        const char *next;
+        size_t n = mirror_list(&b, cursor && cursor[0] ? cursor : NULL, limit, now, &next);
+        lk_buf_printf(&b, ",\"total_count\":%zu,\"timestamp\":\"%s\"", limit < 0 ? n : mirror_count(), ts);
+        if (limit > 0) {
+            lk_buf_puts(&b, ",\"next_cursor\":");
+            lk_buf_json_str(&b, next);
+        }
+        lk_buf_putc(&b, '}');
     }
-    lk_buf_putc(&b, '}');
-    struct locks_result res = {200, &b, pos, NULL, LK_E_OK};
+    struct locks_result res = {200, &b, pos, NULL, LK_E_OK, head};
     fn(ctx, &res);
+    shared_unref(head);
     lk_buf_free(&b);
+}
+
+void locks_result_flat(const struct locks_result *res, struct lk_buf *out)
+{
+    if (res->head)
+        lk_buf_append(out, res->head->data, res->head->len);
+    lk_buf_append(out, lk_buf_data(res->body), res->body->len);
 }
 
 /* ---- status reads of more than READ_PAGE locks ----------------------------

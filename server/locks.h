@@ -11,6 +11,8 @@
 #include "lk_buf.h"
 #include "lk_error.h"
 
+struct shared;
+
 struct locks_result {
     int status;            /* HTTP status */
     struct lk_buf *body;   /* a JSON object; borrowed for the call */
@@ -22,6 +24,11 @@ struct locks_result {
     /* An error answer's code (its body's "error"; counted by http.c
      * without reading the body); LK_E_OK for every other answer. */
     enum lk_status error;
+    /* A full status listing from the read copy: the answer is head's
+     * bytes followed by body's (head shared by every reader of this
+     * version of the table, body the per-read tail); take a reference
+     * (shared_ref) to keep it. Else NULL and body is the whole answer. */
+    struct shared *head;
 };
 
 /* Called exactly once, possibly before the function returns (bad input,
@@ -133,6 +140,8 @@ const char *locks_arg_delay(void);
 const char *locks_arg_grace(void);
 
 /* Answers fn with {"detail","error"} for a status. */
+/* Appends the whole answer of res (head, then body) to out. */
+void locks_result_flat(const struct locks_result *res, struct lk_buf *out);
 void locks_fail(locks_done_fn fn, void *ctx, enum lk_status s, const char *detail);
 /* Writes {"detail":...,"error":...} into b. */
 void locks_error_json(struct lk_buf *b, enum lk_status s, const char *detail);

@@ -66,7 +66,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static struct lws_protocols protocols[] = {
-    {"devlock", callback, sizeof(union pss), 4096, 0, NULL, 0},
+    {"devlock", callback, sizeof(union pss), 4096, 0, NULL, HTTP_SEND_MAX},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

@@ -80,6 +80,7 @@ static struct {
 } m;
 
 static void (*on_ready)(void);
+static unsigned long long changes; /* mirror_changes() */
 
 void mirror_on_ready(void (*fn)(void)) { on_ready = fn; }
 
@@ -120,6 +121,7 @@ static void set(const char *name, const char *json, size_t len, int64_t exp_us)
     m.e[i].json = lk_xstrndup(json, len);
     m.e[i].len = len;
     m.e[i].exp_us = exp_us;
+    changes++;
 }
 
 static void del(const char *name)
@@ -132,6 +134,7 @@ static void del(const char *name)
     free(m.e[i].json);
     memmove(&m.e[i], &m.e[i + 1], (m.n - i - 1) * sizeof(*m.e));
     m.n--;
+    changes++;
 }
 
 static void table_free(void)
@@ -143,6 +146,7 @@ static void table_free(void)
     free(m.e);
     m.e = NULL;
     m.n = m.cap = 0;
+    changes++;
 }
 
 static void queues_free(void)
@@ -619,3 +623,14 @@ size_t mirror_list(struct lk_buf *out, const char *cursor, long limit, int64_t n
 
 size_t mirror_count(void) { return m.n; }
 const char *mirror_position(void) { return m.pos; }
+
+unsigned long long mirror_changes(void) { return changes; }
+
+int64_t mirror_first_end(int64_t now_us)
+{
+    int64_t first = 0;
+    for (size_t i = 0; i < m.n; i++)
+        if (m.e[i].exp_us > now_us && (!first || m.e[i].exp_us < first))
+            first = m.e[i].exp_us;
+    return first;
+}

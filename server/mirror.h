@@ -63,6 +63,13 @@ size_t mirror_waiters(struct lk_buf *out, const char *device, int64_t now_us);
 size_t mirror_waiter_count(void);
 /* The stream position of the copy. */
 const char *mirror_position(void);
+/* Counts the changes to the copy (a lock set or removed, the copy emptied):
+ * a listing stays the same while this and the time before
+ * mirror_first_end() hold. */
+unsigned long long mirror_changes(void);
+/* The earliest lease end after now_us (Redis clock) among the held locks,
+ * when the first of them drops out of listings; 0 if none ends. */
+int64_t mirror_first_end(int64_t now_us);
 void mirror_free(void);
 
 #endif

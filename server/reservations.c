@@ -54,7 +54,7 @@ static void answer_as(struct rsv_call *c, int status, struct lk_buf *b, enum lk_
 {
     if (!c->fn)
         return;
-    struct locks_result res = {status, b, NULL, NULL, error};
+    struct locks_result res = {status, b, NULL, NULL, error, NULL};
     c->fn(c->ctx, &res);
 }
 

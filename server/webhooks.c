@@ -1108,7 +1108,7 @@ static void status_answer(locks_done_fn fn, void *ctx, redisReply *reply, enum l
     struct lk_buf b;
     lk_buf_init(&b, 0);
     int status = status_render(reply, st, &b);
-    struct locks_result res = {status, &b, NULL, NULL, LK_E_OK};
+    struct locks_result res = {status, &b, NULL, NULL, LK_E_OK, NULL};
     fn(ctx, &res);
     lk_buf_free(&b);
 }

@@ -47,14 +47,27 @@
 #include "origin.h"
 #include "http.h"
 #include "ws.h"
+#include "shared.h"
 
+/* A frame: its bytes are buf's first pre bytes, then head's (a status
+ * listing shared by every session and request, or none), then the rest
+ * of buf. */
 struct ws_msg {
     int refs;
     int is_event;
     char id[48];            /* stream id of an event, "" for replies */
-    size_t len;
-    unsigned char buf[];    /* LWS_PRE headroom, then len bytes */
+    size_t len;             /* the whole frame */
+    struct shared *head;
+    size_t pre;
+    unsigned char buf[];    /* LWS_PRE headroom, then len - head's bytes */
 };
+
+/* Frames longer than this go out in fragments of at most this size, one
+ * per WRITEABLE callback, each copied to a buffer with LWS_PRE headroom:
+ * a frame is never copied per session, nor whole into lws's buffer when
+ * the socket takes only part of it. */
+#define FRAGMENT 16384
+_Static_assert(FRAGMENT + 14 <= HTTP_SEND_MAX, "a fragment and its frame header are one send()");
 
 enum call_kind { CALL_SNAPSHOT, CALL_RESUME, CALL_STATUS, CALL_ACQUIRE, CALL_RELEASE, CALL_RENEW,
                  CALL_ATTACH };
@@ -114,21 +127,59 @@ unsigned long ws_dropped_count(void) { return all.dropped; }
 
 /* ---- frames and queues ---------------------------------------------------- */
 
-static struct ws_msg *msg_new(const char *data, size_t len, const char *event_id)
+/* The frame pre + head + tail (head may be NULL: a frame of its own). */
+static struct ws_msg *msg_parts(const char *pre, size_t prelen, struct shared *head, const char *tail,
+                                size_t taillen, const char *event_id)
 {
-    struct ws_msg *m = lk_xmalloc(sizeof(*m) + LWS_PRE + len);
+    struct ws_msg *m = lk_xmalloc(sizeof(*m) + LWS_PRE + prelen + taillen);
     m->refs = 1;
     m->is_event = event_id != NULL;
     snprintf(m->id, sizeof(m->id), "%s", event_id ? event_id : "");
-    m->len = len;
-    memcpy(m->buf + LWS_PRE, data, len);
+    m->head = shared_ref(head);
+    m->pre = prelen;
+    m->len = prelen + (head ? head->len : 0) + taillen;
+    memcpy(m->buf + LWS_PRE, pre, prelen);
+    memcpy(m->buf + LWS_PRE + prelen, tail, taillen);
     return m;
+}
+
+static struct ws_msg *msg_new(const char *data, size_t len, const char *event_id)
+{
+    return msg_parts(data, len, NULL, "", 0, event_id);
 }
 
 static void msg_unref(struct ws_msg *m)
 {
-    if (m && --m->refs == 0)
+    if (m && --m->refs == 0) {
+        shared_unref(m->head);
         free(m);
+    }
+}
+
+/* The frame's bytes [off, off + n) into dst. */
+static void msg_copy(const struct ws_msg *m, size_t off, size_t n, unsigned char *dst)
+{
+    size_t hlen = m->head ? m->head->len : 0;
+    const unsigned char *own = m->buf + LWS_PRE;
+    while (n) {
+        const unsigned char *src;
+        size_t avail;
+        if (off < m->pre) {
+            src = own + off;
+            avail = m->pre - off;
+        } else if (off < m->pre + hlen) {
+            src = (const unsigned char *)m->head->data + (off - m->pre);
+            avail = m->pre + hlen - off;
+        } else {
+            src = own + (off - hlen);
+            avail = m->len - off;
+        }
+        size_t k = avail < n ? avail : n;
+        memcpy(dst, src, k);
+        dst += k;
+        off += k;
+        n -= k;
+    }
 }
 
 static struct ws_msg *q_at(struct ws_session *s, size_t i) { return s->q[(s->qhead + i) % s->qcap]; }
@@ -239,6 +290,28 @@ static struct ws_msg *session_msg(const struct ws_session *s, struct lk_buf *b, 
     auth_redact(lk_buf_data(b), b->len, s->user.user_id, &r);
     struct ws_msg *m = msg_new(lk_buf_data(&r), r.len, event_id);
     lk_buf_free(&r);
+    return m;
+}
+
+/* The frame pre + res's answer + post for s: sharing the answer's head
+ * when s sees every key, else a redacted copy of its own. */
+static struct ws_msg *session_msg_result(const struct ws_session *s, const char *pre,
+                                         const struct locks_result *res, const char *post)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 0);
+    struct ws_msg *m;
+    if (res->head && !redacts(s)) {
+        lk_buf_append(&b, lk_buf_data(res->body), res->body->len);
+        lk_buf_puts(&b, post);
+        m = msg_parts(pre, strlen(pre), res->head, lk_buf_data(&b), b.len, NULL);
+    } else {
+        lk_buf_puts(&b, pre);
+        locks_result_flat(res, &b);
+        lk_buf_puts(&b, post);
+        m = session_msg(s, &b, NULL);
+    }
+    lk_buf_free(&b);
     return m;
 }
 
@@ -409,14 +482,11 @@ static void snapshot_done(void *ctx, const struct locks_result *res)
         release_queue(s);
         return;
     }
-    struct lk_buf b;
-    lk_buf_init(&b, 0);
-    lk_buf_puts(&b, "{\"type\":\"initial_status\",\"data\":");
-    lk_buf_append(&b, lk_buf_data(res->body), res->body->len);
-    lk_buf_printf(&b, ",\"event_id\":\"%s\"}", res->event_id ? res->event_id : "0-0");
-    sync_add(s, &b, NULL);
+    char post[80];
+    snprintf(post, sizeof(post), ",\"event_id\":\"%s\"}", res->event_id ? res->event_id : "0-0");
+    s->sync_frames = lk_xrealloc(s->sync_frames, sizeof(*s->sync_frames) * (s->nsync + 1));
+    s->sync_frames[s->nsync++] = session_msg_result(s, "{\"type\":\"initial_status\",\"data\":", res, post);
     sync_covers(s, res->event_id ? res->event_id : "0-0");
-    lk_buf_free(&b);
     call_free(c);
     sync_next(s);
 }
@@ -518,8 +588,17 @@ static void command_done(void *ctx, const struct locks_result *res)
     lk_buf_printf(&b, "{\"type\":\"%s\",", result_type[c->kind]);
     if (c->id_json)
         lk_buf_printf(&b, "\"id\":%s,", c->id_json);
+    if (c->kind == CALL_STATUS && res->status == 200 && res->head) { /* the shared listing */
+        lk_buf_puts(&b, "\"data\":");
+        struct ws_msg *m = session_msg_result(s, lk_buf_data(&b), res, "}");
+        q_push(s, m, 0);
+        msg_unref(m);
+        lk_buf_free(&b);
+        call_free(c);
+        return;
+    }
     if (c->kind == CALL_STATUS) {
-        if (res->status == 200) {
+        if (res->status == 200) { /* a page read from Redis */
             lk_buf_puts(&b, "\"data\":");
             lk_buf_append(&b, body, res->body->len);
             lk_buf_putc(&b, '}');
@@ -899,6 +978,8 @@ static void session_close(struct ws_session *s)
         free(s->filter[i]);
     free(s->filter);
     struct ws_msg *m;
+    msg_unref(s->cur);
+    s->cur = NULL;
     while ((m = q_pop(s)))
         msg_unref(m);
     free(s->q);
@@ -921,6 +1002,32 @@ static void session_close(struct ws_session *s)
         s->next->prev = s->prev;
     all.count--;
     metrics_ws_clients(-1);
+}
+
+/* Writes the next fragment of s->cur: its first as TEXT, the others as
+ * CONTINUATION, all but the last without FIN. Pings wait for the frame's
+ * end (a control frame may legally come between fragments, but not every
+ * client reassembles around one). */
+static int write_fragment(struct ws_session *s)
+{
+    struct ws_msg *m = s->cur;
+    unsigned char buf[LWS_PRE + FRAGMENT];
+    size_t n = m->len - s->cur_sent < FRAGMENT ? m->len - s->cur_sent : FRAGMENT;
+    int last = s->cur_sent + n >= m->len;
+    int flags = s->cur_sent ? LWS_WRITE_CONTINUATION : LWS_WRITE_TEXT;
+    if (!last)
+        flags |= LWS_WRITE_NO_FIN;
+    msg_copy(m, s->cur_sent, n, buf + LWS_PRE);
+    if (lws_write(s->wsi, buf + LWS_PRE, n, (enum lws_write_protocol)flags) < 0)
+        return -1;
+    s->cur_sent += n;
+    if (last) {
+        s->cur = NULL;
+        msg_unref(m);
+    }
+    if (s->cur || s->ping_due || (s->qlen && !s->syncing))
+        lws_callback_on_writable(s->wsi);
+    return 0;
 }
 
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_session *s,
@@ -1027,6 +1134,8 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
             lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, strlen(why));
             return -1;
         }
+        if (s->cur) /* the rest of a fragmented frame first: nothing comes between */
+            return write_fragment(s);
         if (s->ping_due) {
             /* with a payload: lws 4.1 reports no RECEIVE_PONG for an empty pong */
             unsigned char ping[LWS_PRE + 4];
@@ -1043,6 +1152,11 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         struct ws_msg *m = q_pop(s);
         if (!m)
             return 0;
+        if (m->len > FRAGMENT || m->head) {
+            s->cur = m;
+            s->cur_sent = 0;
+            return write_fragment(s);
+        }
         int n = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
         msg_unref(m);
         if (n < 0)
