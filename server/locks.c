@@ -1571,7 +1571,7 @@ static void device_from_mirror(const char *dev, locks_done_fn fn, void *ctx)
     lk_buf_init(&b, 0);
     mirror_waiters(&w, dev, now);
     device_body(&b, dev, lj, lj_len, ts, lk_buf_data(&w), w.len);
-    struct locks_result res = {200, &b, NULL, NULL, LK_E_OK};
+    struct locks_result res = {200, &b, NULL, NULL, LK_E_OK, NULL};
     fn(ctx, &res);
     lk_buf_free(&w);
     lk_buf_free(&b);
