@@ -65,8 +65,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
 }
 
+/* rx_buffer_size 1024: lws gives every WebSocket its own receive buffer of
+ * this size, so it is most of an idle watcher's memory (3.4 KB per watcher
+ * with 1024, 6.4 KB with 4096; docs/BENCHMARKS.md). A longer message comes
+ * in pieces, which ws.c joins up to --max-ws-message. tx_packet_size: one
+ * send() per write of up to HTTP_SEND_MAX (design.md, "Serialise once"). */
 static struct lws_protocols protocols[] = {
-    {"devlock", callback, sizeof(union pss), 4096, 0, NULL, HTTP_SEND_MAX},
+    {"devlock", callback, sizeof(union pss), 1024, 0, NULL, HTTP_SEND_MAX},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
