@@ -14,6 +14,7 @@
  * those that change the table or a queue, at most PENDING_MAX of them or
  * PENDING_MAX_BYTES) and applied in stream order by mirror_commit. */
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,7 @@
 #define PENDING_MAX_BYTES (64u << 20)
 
 struct entry {
-    char *name;
+    char *name;       /* first: find_in */
     char *json;
     size_t len;
     int64_t exp_us;   /* lease end (Redis clock), 0 = none */
@@ -58,7 +59,7 @@ struct qent {             /* one waiter in one device's queue */
 };
 
 struct queue {
-    char *name;
+    char *name;       /* first: find_in */
     struct qent *w;
     size_t n, cap;
 };
@@ -84,12 +85,14 @@ static unsigned long long changes; /* mirror_changes() */
 
 void mirror_on_ready(void (*fn)(void)) { on_ready = fn; }
 
-static size_t find(const char *name, int *found)
+/* Where name is (or would go) in an array of n elements of size bytes,
+ * in name order, each starting with its name (struct entry, struct queue). */
+static size_t find_in(const void *base, size_t n, size_t size, const char *name, int *found)
 {
-    size_t lo = 0, hi = m.n;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = strcmp(m.e[mid].name, name);
+        int c = strcmp(*(char *const *)((const char *)base + mid * size), name);
         if (c == 0) {
             *found = 1;
             return mid;
@@ -102,6 +105,11 @@ static size_t find(const char *name, int *found)
     *found = 0;
     return lo;
 }
+
+_Static_assert(offsetof(struct entry, name) == 0, "find_in reads the name first");
+_Static_assert(offsetof(struct queue, name) == 0, "find_in reads the name first");
+
+static size_t find(const char *name, int *found) { return find_in(m.e, m.n, sizeof(*m.e), name, found); }
 
 static void set(const char *name, const char *json, size_t len, int64_t exp_us)
 {
@@ -220,21 +228,7 @@ static void apply_fact(int kind, const struct waiter_fact *w);
 
 static size_t find_queue(const char *name, int *found)
 {
-    size_t lo = 0, hi = m.nq;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(m.q[mid].name, name);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    return find_in(m.q, m.nq, sizeof(*m.q), name, found);
 }
 
 /* A string as Lua's cjson.encode writes it (device.lua's jstr), which is
