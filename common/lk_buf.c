@@ -76,23 +76,34 @@ void lk_buf_printf(struct lk_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void lk_buf_json_strn(struct lk_buf *b, const char *s, size_t n)
+/* One escaper for both spellings: ours, and Lua cjson's (lua), which also
+ * escapes "/" and DEL and names \b and \f. Bytes from 0x80 pass as they are
+ * in both. */
+static void json_escape(struct lk_buf *b, const char *s, size_t n, int lua)
 {
     static const char hex[] = "0123456789abcdef";
     lk_buf_putc(b, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (c >= 0x20 && c != '"' && c != '\\' && !(lua && (c == '/' || c == 0x7f)))
             continue;
         lk_buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
         case '"': lk_buf_puts(b, "\\\""); break;
         case '\\': lk_buf_puts(b, "\\\\"); break;
+        case '/': lk_buf_puts(b, "\\/"); break;
         case '\n': lk_buf_puts(b, "\\n"); break;
         case '\r': lk_buf_puts(b, "\\r"); break;
         case '\t': lk_buf_puts(b, "\\t"); break;
+        case '\b':
+        case '\f':
+            if (lua) {
+                lk_buf_puts(b, c == '\b' ? "\\b" : "\\f");
+                break;
+            }
+            /* fall through */
         default: {
             char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             lk_buf_append(b, u, 6);
@@ -102,6 +113,10 @@ void lk_buf_json_strn(struct lk_buf *b, const char *s, size_t n)
     lk_buf_append(b, s + run, n - run);
     lk_buf_putc(b, '"');
 }
+
+void lk_buf_json_strn(struct lk_buf *b, const char *s, size_t n) { json_escape(b, s, n, 0); }
+
+void lk_buf_cjson_str(struct lk_buf *b, const char *s) { json_escape(b, s, strlen(s), 1); }
 
 void lk_buf_json_str(struct lk_buf *b, const char *s)
 {

@@ -30,6 +30,9 @@ void lk_buf_printf(struct lk_buf *b, const char *fmt, ...) __attribute__((format
 /* A JSON string literal with quotes; NULL gives null. */
 void lk_buf_json_str(struct lk_buf *b, const char *s);
 void lk_buf_json_strn(struct lk_buf *b, const char *s, size_t n);
+/* The same as Lua's cjson.encode writes it ("/" is "\/", DEL "\u007f"),
+ * for answers that must match a script's bytes (mirror.c's device answer). */
+void lk_buf_cjson_str(struct lk_buf *b, const char *s);
 /* Hands the memory over to the caller (free with free()); the buffer is empty after. */
 char *lk_buf_steal(struct lk_buf *b, size_t *len);
 

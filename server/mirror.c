@@ -231,36 +231,6 @@ static size_t find_queue(const char *name, int *found)
     return find_in(m.q, m.nq, sizeof(*m.q), name, found);
 }
 
-/* A string as Lua's cjson.encode writes it (device.lua's jstr), which is
- * not lk_buf_json_str's escaping: "/" is "\/", DEL is "\u007f", bytes
- * from 0x80 pass as they are. */
-static void cjson_str(struct lk_buf *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    lk_buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        unsigned c = *p;
-        switch (c) {
-        case '"': lk_buf_puts(b, "\\\""); break;
-        case '\\': lk_buf_puts(b, "\\\\"); break;
-        case '/': lk_buf_puts(b, "\\/"); break;
-        case '\b': lk_buf_puts(b, "\\b"); break;
-        case '\t': lk_buf_puts(b, "\\t"); break;
-        case '\n': lk_buf_puts(b, "\\n"); break;
-        case '\f': lk_buf_puts(b, "\\f"); break;
-        case '\r': lk_buf_puts(b, "\\r"); break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-                lk_buf_puts(b, u);
-            } else {
-                lk_buf_putc(b, (char)c);
-            }
-        }
-    }
-    lk_buf_putc(b, '"');
-}
-
 static int64_t us_of(const char *s) { return strtoll(s, NULL, 10); }
 
 static void iso_us(struct lk_buf *b, const char *us)
@@ -274,16 +244,16 @@ static void iso_us(struct lk_buf *b, const char *us)
 static void waiter_json(struct lk_buf *b, const struct waiter_fact *w)
 {
     lk_buf_puts(b, "{\"user_id\":");
-    cjson_str(b, w->user);
+    lk_buf_cjson_str(b, w->user);
     lk_buf_puts(b, ",\"lock_type\":");
-    cjson_str(b, w->lock_type);
+    lk_buf_cjson_str(b, w->lock_type);
     lk_buf_printf(b, ",\"priority\":%s,\"queued_at\":", w->prio);
     iso_us(b, w->queued);
     lk_buf_puts(b, ",\"wait_until\":");
     iso_us(b, w->deadline);
     lk_buf_puts(b, ",\"plan_uid\":");
     if (w->plan[0])
-        cjson_str(b, w->plan);
+        lk_buf_cjson_str(b, w->plan);
     else
         lk_buf_puts(b, "null");
     if (strchr(w->devices, ',')) { /* maybe a group: as many names as split() finds */
@@ -296,7 +266,7 @@ static void waiter_json(struct lk_buf *b, const struct waiter_fact *w)
                 snprintf(name, sizeof(name), "%.*s", (int)(len < sizeof(name) ? len : sizeof(name) - 1), p);
                 if (n++)
                     lk_buf_putc(b, ',');
-                cjson_str(b, name);
+                lk_buf_cjson_str(b, name);
             }
             p += len + (p[len] == ',');
         }

@@ -22,6 +22,11 @@ static void json_string_escaping(void)
     lk_buf_reset(&b);
     lk_buf_json_str(&b, NULL);
     CHECK_STR(lk_buf_data(&b), "null");
+    /* Lua cjson's spelling (the device answer from the copy matches
+     * device.lua's bytes): "/" and DEL escaped, \b and \f named */
+    lk_buf_reset(&b);
+    lk_buf_cjson_str(&b, "a\"b\\c/\b\f\n\x01\x7fé");
+    CHECK_STR(lk_buf_data(&b), "\"a\\\"b\\\\c\\/\\b\\f\\n\\u0001\\u007fé\"");
     lk_buf_free(&b);
 }
 
