@@ -395,20 +395,31 @@ static void snapshot_page(void);
 static void queues_page(void);
 
 /* One page: {now, last_event_id, total, next_cursor ('' = the end), lock...} */
-static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
+/* A page of either kind has returned: 1 when it is to be used, a reply
+ * {now, last_event_id, total, next_cursor, then n x stride strings}. Else a
+ * restart asked for meanwhile begins, or the failure is retried. */
+static int page_usable(redisReply *r, enum lk_status st, size_t stride)
 {
-    (void)ctx;
     ev.snapshotting = 0;
     if (ev.snap_restart) {
         ev.snap_restart = 0;
         take_snapshot();
-        return;
+        return 0;
     }
     if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
-        r->element[1]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING) {
+        (r->elements - 4) % stride || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[3]->type != REDIS_REPLY_STRING) {
         snapshot_failed(st == LK_E_UNAVAILABLE ? "Redis unavailable" : "bad reply");
-        return;
+        return 0;
     }
+    return 1;
+}
+
+static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
+{
+    (void)ctx;
+    if (!page_usable(r, st, 1))
+        return;
     if (!ev.snap_at[0]) { /* the first page: where the stream is read from */
         snprintf(ev.snap_at, sizeof(ev.snap_at), "%s", r->element[1]->str);
         if (!ev.started) {
@@ -446,17 +457,8 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
 static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
 {
     (void)ctx;
-    ev.snapshotting = 0;
-    if (ev.snap_restart) {
-        ev.snap_restart = 0;
-        take_snapshot();
+    if (!page_usable(r, st, QUEUE_FIELDS))
         return;
-    }
-    if (st != LK_E_OK || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
-        (r->elements - 4) % QUEUE_FIELDS || r->element[3]->type != REDIS_REPLY_STRING) {
-        snapshot_failed(st == LK_E_UNAVAILABLE ? "Redis unavailable" : "bad reply");
-        return;
-    }
     for (size_t i = 4; i < r->elements; i += QUEUE_FIELDS) {
         const char *v[QUEUE_FIELDS];
         for (size_t k = 0; k < QUEUE_FIELDS; k++)
