@@ -5,7 +5,8 @@
 // library share one Redis; DEVLOCK_FUNCTIONS=0 sends EVALSHA.
 const { spawn, execFileSync } = require('child_process');
 const { test } = require('../lib/harness.js');
-const { Redis, Broker } = require('../lib/servers.js');
+const servers = require('../lib/servers.js');
+const { Redis, Broker } = servers;
 
 function check(cond, what) { if (!cond) throw new Error(what); }
 
@@ -47,17 +48,7 @@ function actions(redis, dev) {
   return out;
 }
 
-async function withServers(fn, env, redisArgs = []) {
-  const redis = await Redis.start({ args: redisArgs });
-  let b;
-  try {
-    b = await Broker.start(redis.url, [], { env });
-    await fn(redis, b);
-  } finally {
-    if (b) await b.stop().catch(() => {});
-    await redis.kill();
-  }
-}
+const withServers = (fn, env, redisArgs = []) => servers.withServers(fn, { env, redisArgs });
 
 test('functions: one versioned library, no-writes on the read-only scripts, calls are FCALL', async () => {
   await withServers(async (redis, b) => {

@@ -12,7 +12,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { test } = require('../lib/harness.js');
-const { Redis, Broker, poll } = require('../lib/servers.js');
+const { Redis, Broker, poll, withServers } = require('../lib/servers.js');
 
 function assert(c, msg) { if (!c) throw new Error(msg); }
 function eq(a, b, msg) { if (a !== b) throw new Error(`${msg}: got ${JSON.stringify(a)}, want ${JSON.stringify(b)}`); }
@@ -40,17 +40,7 @@ async function status(b, headers = {}) {
 const names = (r) => r.body.locks.map(l => l.device_name).join(',');
 const lock = (dev, extra = {}) => ({ device_name: dev, lock_type: 'MANUAL_OPERATOR', user_id: 'u1', timeout: 600, ...extra });
 
-async function withBroker(args, fn) {
-  const redis = await Redis.start();
-  let b;
-  try {
-    b = await Broker.start(redis.url, args);
-    await fn(b, redis);
-  } finally {
-    if (b) await b.stop().catch(() => {});
-    await redis.kill();
-  }
-}
+const withBroker = (args, fn) => withServers((redis, b) => fn(b, redis), { brokerArgs: args });
 
 test('shared status: byte-identical to the unshared read across grants and releases', () => withBroker([], async (b) => {
   eq(names(await status(b)), '', 'empty table');

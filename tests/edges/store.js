@@ -9,7 +9,7 @@ const os = require('os');
 const path = require('path');
 const { test } = require('../lib/harness.js');
 const { bulkLocks, slowlog } = require('./_bulk.js');
-const { Redis, Broker, poll, freePort } = require('../lib/servers.js');
+const { Redis, Broker, poll, freePort, withServers } = require('../lib/servers.js');
 
 function check(cond, what) { if (!cond) throw new Error(what); }
 
@@ -30,18 +30,6 @@ async function metric(b, name) {
     if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sum = (sum || 0) + Number(line.split(' ').pop());
   }
   return sum;
-}
-
-async function withServers(fn, { redisArgs = [], brokerArgs = [] } = {}) {
-  const redis = await Redis.start({ args: redisArgs });
-  let b;
-  try {
-    b = await Broker.start(redis.url, brokerArgs);
-    await fn(redis, b);
-  } finally {
-    if (b) await b.stop().catch(() => {});
-    await redis.kill();
-  }
 }
 
 // Defect 4: the expiry run that meets a stalled Redis fails; the broker

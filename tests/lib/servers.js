@@ -203,10 +203,24 @@ async function stopAll() {
   }
 }
 
+// A fresh redis-server and one broker for fn(redis, broker); both are
+// stopped afterwards, whatever fn does.
+async function withServers(fn, { redisArgs = [], brokerArgs = [], env } = {}) {
+  const redis = await Redis.start({ args: redisArgs });
+  let b;
+  try {
+    b = await Broker.start(redis.url, brokerArgs, env ? { env } : {});
+    await fn(redis, b);
+  } finally {
+    if (b) await b.stop().catch(() => {});
+    await redis.kill();
+  }
+}
+
 // Compares stream ids "ms-seq" numerically.
 function idCmp(a, b) {
   const [am, as] = a.split('-').map(BigInt), [bm, bs] = b.split('-').map(BigInt);
   return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : (am < bm ? -1 : 1);
 }
 
-module.exports = { Redis, Broker, Watcher, poll, freePort, stopAll, idCmp, BUILD, ROOT };
+module.exports = { Redis, Broker, Watcher, poll, freePort, stopAll, withServers, idCmp, BUILD, ROOT };
