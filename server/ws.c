@@ -342,10 +342,16 @@ static void send_error(struct ws_session *s, enum lk_status st, const char *deta
 /* Frames produced by a sync (gap error, initial_status, replay,
  * resume_result) collect here in order, and go in front of the held queue
  * when the sync ends. */
-static void sync_add(struct ws_session *s, struct lk_buf *b, const char *event_id)
+/* A frame of the sync, held until the sync ends (the reference is taken over). */
+static void sync_add_msg(struct ws_session *s, struct ws_msg *m)
 {
     s->sync_frames = lk_xrealloc(s->sync_frames, sizeof(*s->sync_frames) * (s->nsync + 1));
-    s->sync_frames[s->nsync++] = session_msg(s, b, event_id);
+    s->sync_frames[s->nsync++] = m;
+}
+
+static void sync_add(struct ws_session *s, struct lk_buf *b, const char *event_id)
+{
+    sync_add_msg(s, session_msg(s, b, event_id));
 }
 
 static void sync_covers(struct ws_session *s, const char *id)
@@ -484,8 +490,7 @@ static void snapshot_done(void *ctx, const struct locks_result *res)
     }
     char post[80];
     snprintf(post, sizeof(post), ",\"event_id\":\"%s\"}", res->event_id ? res->event_id : "0-0");
-    s->sync_frames = lk_xrealloc(s->sync_frames, sizeof(*s->sync_frames) * (s->nsync + 1));
-    s->sync_frames[s->nsync++] = session_msg_result(s, "{\"type\":\"initial_status\",\"data\":", res, post);
+    sync_add_msg(s, session_msg_result(s, "{\"type\":\"initial_status\",\"data\":", res, post));
     sync_covers(s, res->event_id ? res->event_id : "0-0");
     call_free(c);
     sync_next(s);
