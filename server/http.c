@@ -923,16 +923,9 @@ static void answer_copy(const struct http_req *r, size_t off, size_t n, unsigned
         memcpy(dst, r->static_data + off, n);
         return;
     }
-    size_t hlen = r->head ? r->head->len : 0;
-    if (off < hlen) {
-        size_t k = hlen - off < n ? hlen - off : n;
-        memcpy(dst, r->head->data + off, k);
-        dst += k;
-        off += k;
-        n -= k;
-    }
-    if (n)
-        memcpy(dst, lk_buf_data(&r->resp) + (off - hlen), n);
+    const struct piece pc[] = {{r->head ? r->head->data : NULL, r->head ? r->head->len : 0},
+                               {lk_buf_data(&r->resp), r->resp.len}};
+    pieces_copy(pc, 2, off, n, dst);
 }
 
 static size_t answer_len(const struct http_req *r)

@@ -28,3 +28,18 @@ void shared_unref(struct shared *s)
     if (s && --s->refs == 0)
         free(s);
 }
+
+void pieces_copy(const struct piece *pc, size_t npieces, size_t off, size_t n, unsigned char *dst)
+{
+    for (size_t i = 0; i < npieces && n; i++) {
+        if (off >= pc[i].len) {
+            off -= pc[i].len;
+            continue;
+        }
+        size_t k = pc[i].len - off < n ? pc[i].len - off : n;
+        memcpy(dst, (const char *)pc[i].p + off, k);
+        dst += k;
+        n -= k;
+        off = 0;
+    }
+}

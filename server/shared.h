@@ -22,4 +22,13 @@ struct shared *shared_ref(struct shared *s);
 /* Drops a reference; the last one frees s. NULL is accepted. */
 void shared_unref(struct shared *s);
 
+/* An answer or frame written from several pieces (its own bytes, a shared
+ * listing, more of its own): bytes [off, off + n) of their concatenation
+ * into dst, which has room for n. */
+struct piece {
+    const void *p;
+    size_t len;
+};
+void pieces_copy(const struct piece *pc, size_t npieces, size_t off, size_t n, unsigned char *dst);
+
 #endif

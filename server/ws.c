@@ -160,26 +160,10 @@ static void msg_unref(struct ws_msg *m)
 static void msg_copy(const struct ws_msg *m, size_t off, size_t n, unsigned char *dst)
 {
     size_t hlen = m->head ? m->head->len : 0;
-    const unsigned char *own = m->buf + LWS_PRE;
-    while (n) {
-        const unsigned char *src;
-        size_t avail;
-        if (off < m->pre) {
-            src = own + off;
-            avail = m->pre - off;
-        } else if (off < m->pre + hlen) {
-            src = (const unsigned char *)m->head->data + (off - m->pre);
-            avail = m->pre + hlen - off;
-        } else {
-            src = own + (off - hlen);
-            avail = m->len - off;
-        }
-        size_t k = avail < n ? avail : n;
-        memcpy(dst, src, k);
-        dst += k;
-        off += k;
-        n -= k;
-    }
+    const struct piece pc[] = {{m->buf + LWS_PRE, m->pre},
+                               {m->head ? m->head->data : NULL, hlen},
+                               {m->buf + LWS_PRE + m->pre, m->len - m->pre - hlen}};
+    pieces_copy(pc, 3, off, n, dst);
 }
 
 static struct ws_msg *q_at(struct ws_session *s, size_t i) { return s->q[(s->qhead + i) % s->qcap]; }
