@@ -787,10 +787,10 @@ static void status_reply(struct locks_call *c, redisReply *r)
     call_end(c);
 }
 
-/* GET /api/locks/device/{name}'s answer, from device.lua's parts or the
- * read copy's (locks_device): the same bytes either way. */
-static void device_body(struct lk_buf *b, const char *dev, const char *lj, size_t lj_len, const char *ts,
-                        const char *waiters, size_t waiters_len)
+/* GET /api/locks/device/{name}'s answer up to its waiters, from
+ * device.lua's parts or the read copy's (locks_device): the same bytes
+ * either way. The caller appends the waiters' array and the closing brace. */
+static void device_head(struct lk_buf *b, const char *dev, const char *lj, size_t lj_len, const char *ts)
 {
     lk_buf_printf(b, "{\"device_name\":\"%s\",\"locked\":%s,\"lock\":", dev, lj ? "true" : "false");
     if (lj)
@@ -798,8 +798,6 @@ static void device_body(struct lk_buf *b, const char *dev, const char *lj, size_
     else
         lk_buf_puts(b, "null");
     lk_buf_printf(b, ",\"timestamp\":\"%s\",\"waiters\":", ts);
-    lk_buf_append(b, waiters, waiters_len);
-    lk_buf_putc(b, '}');
 }
 
 static void device_reply(struct locks_call *c, redisReply *r)
@@ -831,7 +829,9 @@ static void device_reply(struct locks_call *c, redisReply *r)
         lk_buf_putc(&b, '}');
         cJSON_Delete(l);
     } else {
-        device_body(&b, c->device, lj, lj ? strlen(lj) : 0, ts, waiters ? waiters : "[]", waiters ? strlen(waiters) : 2);
+        device_head(&b, c->device, lj, lj ? strlen(lj) : 0, ts);
+        lk_buf_puts(&b, waiters ? waiters : "[]");
+        lk_buf_putc(&b, '}');
     }
     answer(c, 200, &b, NULL);
     lk_buf_free(&b);
@@ -1566,14 +1566,13 @@ static void device_from_mirror(const char *dev, locks_done_fn fn, void *ctx)
     lk_time_format_us(now, ts, sizeof(ts));
     size_t lj_len = 0;
     const char *lj = mirror_get(dev, now, &lj_len);
-    struct lk_buf w, b;
-    lk_buf_init(&w, 0);
+    struct lk_buf b;
     lk_buf_init(&b, 0);
-    mirror_waiters(&w, dev, now);
-    device_body(&b, dev, lj, lj_len, ts, lk_buf_data(&w), w.len);
+    device_head(&b, dev, lj, lj_len, ts);
+    mirror_waiters(&b, dev, now);
+    lk_buf_putc(&b, '}');
     struct locks_result res = {200, &b, NULL, NULL, LK_E_OK, NULL};
     fn(ctx, &res);
-    lk_buf_free(&w);
     lk_buf_free(&b);
 }
 
