@@ -45,6 +45,7 @@
 
 #include "config.h"
 #include "embedded.h"
+#include "lk_buf.h"
 #include "lk_log.h"
 #include "lk_mem.h"
 #include "lk_time.h"
@@ -962,46 +963,38 @@ static const struct embedded_file *embedded(const char *name)
     return f;
 }
 
-struct text {
-    char *s;
-    size_t len, cap;
-};
-
-static void text_add(struct text *t, const char *s, size_t len)
+/* The first 2 * nbytes hex digits of the SHA-1 of data into hex (room for
+ * 2 * nbytes + 1). */
+static void sha1_hex(const char *data, size_t len, int nbytes, char *hex)
 {
-    if (t->len + len + 1 > t->cap) {
-        t->cap = (t->len + len + 1) * 2;
-        t->s = lk_xrealloc(t->s, t->cap);
-    }
-    memcpy(t->s + t->len, s, len);
-    t->len += len;
-    t->s[t->len] = '\0';
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)data, len, md);
+    for (int k = 0; k < nbytes; k++)
+        snprintf(hex + 2 * k, 3, "%02x", md[k]);
 }
-
-static void text_str(struct text *t, const char *s) { text_add(t, s, strlen(s)); }
 
 /* The Functions library, its hash being hash: the prelude once, then each
  * script as the body of its function, which first sets the call's state.
  * Scripts that write nothing (scripts.def's writes 0) are flagged no-writes. */
-static void build_library(struct text *t, const char *hash)
+static void build_library(struct lk_buf *t, const char *hash)
 {
-    t->len = 0;
-    text_str(t, "#!lua name=devlock_");
-    text_str(t, hash);
-    text_str(t, "\n");
+    lk_buf_reset(t);
+    lk_buf_puts(t, "#!lua name=devlock_");
+    lk_buf_puts(t, hash);
+    lk_buf_puts(t, "\n");
     const struct embedded_file *prelude = embedded("prelude.lua");
-    text_add(t, prelude->data, prelude->len);
+    lk_buf_append(t, prelude->data, prelude->len);
     for (int i = 0; i < SCRIPT__COUNT; i++) {
         const struct embedded_file *f = embedded(script_rows[i].file);
         const char *stem = script_rows[i].file;
-        text_str(t, "redis.register_function{function_name = 'dl_");
-        text_str(t, hash);
-        text_str(t, "_");
-        text_add(t, stem, strcspn(stem, "."));
-        text_str(t, script_rows[i].writes ? "', flags = {}," : "', flags = {'no-writes'},");
-        text_str(t, " callback = function(KEYS, ARGV) " BEGIN_CALL);
-        text_add(t, f->data, f->len);
-        text_str(t, "\nend}\n");
+        lk_buf_puts(t, "redis.register_function{function_name = 'dl_");
+        lk_buf_puts(t, hash);
+        lk_buf_puts(t, "_");
+        lk_buf_append(t, stem, strcspn(stem, "."));
+        lk_buf_puts(t, script_rows[i].writes ? "', flags = {}," : "', flags = {'no-writes'},");
+        lk_buf_puts(t, " callback = function(KEYS, ARGV) " BEGIN_CALL);
+        lk_buf_append(t, f->data, f->len);
+        lk_buf_puts(t, "\nend}\n");
     }
 }
 
@@ -1016,22 +1009,20 @@ static void load_scripts(void)
         memcpy(s->body, prelude->data, prelude->len);
         memcpy(s->body + prelude->len, BEGIN_CALL, strlen(BEGIN_CALL));
         memcpy(s->body + prelude->len + strlen(BEGIN_CALL), f->data, f->len + 1);
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)s->body, s->len, md);
-        for (int k = 0; k < SHA_DIGEST_LENGTH; k++)
-            snprintf(s->sha + 2 * k, 3, "%02x", md[k]);
+        sha1_hex(s->body, s->len, SHA_DIGEST_LENGTH, s->sha);
     }
     /* the hash of the text built with a placeholder names the real one */
-    struct text t = {0};
+    struct lk_buf t;
+    lk_buf_init(&t, 0);
     build_library(&t, LIB_PLACEHOLDER);
-    unsigned char md[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)t.s, t.len, md);
     char hash[LIB_HASH_LEN + 1];
-    for (int k = 0; k < LIB_HASH_LEN / 2; k++)
-        snprintf(hash + 2 * k, 3, "%02x", md[k]);
+    sha1_hex(lk_buf_data(&t), t.len, LIB_HASH_LEN / 2, hash);
     build_library(&t, hash);
-    st.library = t.s;
-    st.library_len = t.len;
+    st.library = lk_buf_steal(&t, &st.library_len);
+    if (!st.library) { /* out of memory at start-up, as lk_xmalloc */
+        lk_error("out of memory building the Functions library");
+        abort();
+    }
     snprintf(st.library_name, sizeof(st.library_name), "devlock_%s", hash);
     for (int i = 0; i < SCRIPT__COUNT; i++) {
         const char *stem = script_rows[i].file;
