@@ -55,7 +55,7 @@ local floor, S, int_memo, iso_memo
 
 local function begin(argv)
     floor = math.floor
-    S = {maxlen = '100000', delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
+    S = {maxlen = nil, delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
         fence_clock = table.remove(argv) == '1', lock_of = {}}
     int_memo = {}
     iso_memo = {}
@@ -179,6 +179,18 @@ local function earliest()
     return '0'
 end
 
+-- The retention of an XADD to dl:events, appended to args: a positive
+-- maxlen keeps that many events, a negative one keeps -maxlen milliseconds
+-- of history (now: us, Redis clock).
+local function stream_trim(args, maxlen, now)
+    local n, k = tonumber(maxlen), #args
+    if n > 0 then
+        args[k + 1], args[k + 2], args[k + 3] = 'MAXLEN', '~', maxlen
+    else
+        args[k + 1], args[k + 2], args[k + 3] = 'MINID', '~', int(floor(now / 1000) + n)
+    end
+end
+
 -- Appends an event; returns its stream id. lj: the lock object's JSON text
 -- (a lock_json result) or 'null'; rest: more raw JSON members after "lock"
 -- (or nil); extra: more after the cause; user: the user_id of an event
@@ -203,12 +215,11 @@ local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, wai
         if exp > 0 then x = int(exp) end
     end
     if lj ~= 'null' then lo, ln = int(#head), int(#lj) end
-    -- retention: a positive maxlen keeps that many events, a negative one
-    -- keeps -maxlen milliseconds of history
-    local how, limit = 'MAXLEN', maxlen
-    if tonumber(maxlen) < 0 then how, limit = 'MINID', int(floor(now / 1000) + tonumber(maxlen)) end
-    local args = {'XADD', 'dl:events', how, '~', limit, '*', 'dev', dev, 'plan', plan or '',
+    local args = {'XADD', 'dl:events'}
+    stream_trim(args, maxlen, now)
+    local rest_args = {'*', 'dev', dev, 'plan', plan or '',
         'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln}
+    for _, v in ipairs(rest_args) do args[#args + 1] = v end
     if waiter then
         args[#args + 1] = 'w'
         args[#args + 1] = waiter
@@ -483,9 +494,9 @@ end
 --               the copies learn that B's waiters are gone.
 local function queue_fact(fields)
     local args = {'XADD', 'dl:events'}
-    if tonumber(S.maxlen) > 0 then
-        args[3], args[4], args[5] = 'MAXLEN', '~', S.maxlen
-    end
+    -- a script that was not given the stream's retention (session.lua's
+    -- reap) leaves trimming to the next event's XADD
+    if S.maxlen then stream_trim(args, S.maxlen, now_us()) end
     args[#args + 1] = '*'
     for _, v in ipairs(fields) do args[#args + 1] = v end
     args[#args + 1] = 'exp'

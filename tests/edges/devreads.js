@@ -279,3 +279,37 @@ test('self-test: a copy that ignores unqueued facts (planted) is caught by the s
     await teardown(s);
   }
 }, { timeoutMs: 180000 });
+
+// A queue fact keeps the stream's retention: a broker's reap of a dead
+// broker's waiters (session.lua, which is not given --stream-maxlen) must
+// not trim the stream to some default (it cut 150 000 kept events to
+// ~100 000 under --stream-maxlen 1000000).
+test('queue facts keep the stream\'s retention: a reap of a dead broker\'s waiter trims nothing', async () => {
+  const redis = await Redis.start();
+  const args = ['--stream-maxlen', '1000000'];
+  let A, B;
+  try {
+    const N = 150000;
+    redis.cli('EVAL', `for i = 1, ${N} do redis.call('XADD', 'dl:events', '*', 'dev', 'filler', 'j', '{}') end`, '0');
+    A = await Broker.start(redis.url, args);
+    B = await Broker.start(redis.url, args);
+    for (const b of [A, B]) await poll(() => copyReady(b), 10000, 'a read copy');
+    const hold = await A.post('/api/lock/request', { device_name: 'rt1', lock_type: 'MAINTENANCE', user_id: 'keeper', timeout: 60 });
+    check(hold.body.success, `the holder: ${hold.text}`);
+    const ctl = new AbortController();
+    const victim = B.post('/api/lock/request', { device_name: 'rt1', lock_type: 'QUEUE_QUEUED', user_id: 'victim', wait: 60 },
+      {}, { signal: ctl.signal }).catch(() => null);
+    await poll(async () => /"victim"/.test(await deviceText(A, 'rt1')), 4000, 'B\'s waiter in A\'s copy');
+    await B.stop('SIGKILL').catch(() => {});
+    ctl.abort();
+    await victim;
+    // A reaps B (its liveness key gone, then the lost window): the waiter's
+    // unqueued fact reaches A's copy
+    await poll(async () => !/"victim"/.test(await deviceText(A, 'rt1')), 15000, 'A to reap B\'s waiter');
+    const len = Number(redis.cli('XLEN', 'dl:events'));
+    check(len >= N, `XLEN dl:events after the reap: ${len}, at least the ${N} kept before`);
+  } finally {
+    for (const b of [A, B]) if (b) await b.stop().catch(() => {});
+    await redis.kill();
+  }
+});
