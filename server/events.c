@@ -472,6 +472,11 @@ static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
         queues_page();
         return;
     }
+    /* The copy serves reads only once the reader has read up to the
+     * stream's end as this last page saw it: before, reads went to Redis,
+     * and a copy still missing another broker's later grants would answer
+     * less than they did (reads on one broker never go back). */
+    mirror_note_write(r->element[1]->str);
     if (mirror_commit(ev.snap_at) != 0) {
         snapshot_failed("too many events while it was read");
         return;
