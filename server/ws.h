@@ -28,7 +28,8 @@ struct ws_session {
     size_t qcap, qhead, qlen, qbytes; /* qbytes: all but qbig */
     struct ws_msg *qbig;              /* one queued frame over --ws-queue-max-bytes, or NULL */
     int syncing;        /* a snapshot or resume is in flight: hold the queue */
-    int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong */
+    int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong,
+                           3 a write failed (closed without a close frame) */
     struct ws_msg **sync_frames;      /* made by the sync, sent before the queue */
     size_t nsync;
     char sync_upto[48];               /* the sync covers events up to this id */
