@@ -173,6 +173,9 @@ static void msg_copy(const struct ws_msg *m, size_t off, size_t n, unsigned char
     pieces_copy(pc, 3, off, n, dst);
 }
 
+_Static_assert(offsetof(struct ws_session, floor) + sizeof(((struct ws_session *)0)->floor) <= 112,
+               "what ws_broadcast reads of a session is in its first 112 bytes");
+
 static struct ws_msg *q_at(struct ws_session *s, size_t i) { return s->q[(s->qhead + i) % s->qcap]; }
 
 static int q_grow(struct ws_session *s)
@@ -421,7 +424,17 @@ void ws_broadcast(const struct event *e)
         lk_buf_free(&r);
     }
     lk_buf_free(&b);
-    for (struct ws_session *s = all.head; s; s = s->next) {
+    for (struct ws_session *s = all.head, *next; s; s = next) {
+        /* the session after next and next's lws connection are fetched from
+         * memory while this one's send() runs (next came the same way) */
+        next = s->next;
+        if (next) {
+            if (next->next) {
+                __builtin_prefetch(next->next);
+                __builtin_prefetch((char *)next->next + 64);
+            }
+            __builtin_prefetch(next->wsi);
+        }
         if (!wants(s, e->device) || (s->floor[0] && lk_stream_id_cmp(event_id, s->floor) <= 0))
             continue; /* or the sync before it covered it: the reader lags */
         int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, e->user);
