@@ -24,9 +24,10 @@
  * A live event for a session with nothing waiting (not syncing, queue empty,
  * no fragmented frame or ping pending, nothing lws kept of a partial send)
  * is written at once from the broadcast, not queued for a WRITEABLE
- * callback: one send() per watcher instead of a poll-set change, a wake-up
- * and a callback each. Anything that waits keeps its place: a session with
- * something queued or held queues the event behind it (write_now).
+ * callback: one send() per watcher, without POLLOUT switched on and off and
+ * a pass through lws's service and our callback for each. Anything that
+ * waits keeps its place: a session with something queued or held queues
+ * the event behind it (write_now).
  *
  * Liveness: each client is pinged after --ws-ping-interval seconds without
  * anything from it, and dropped when --ws-ping-timeout more pass without a

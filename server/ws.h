@@ -55,7 +55,7 @@ struct ws_session {
     int64_t ping_sent_ms;             /* a ping is unanswered since then (0: none) */
     int64_t last_seen_ms;             /* the client last sent something */
     struct auth_user user;            /* auth on: the token's user */
-    size_t cur_sent;                  /* its bytes sent so far */
+    size_t cur_sent;                  /* bytes of cur sent so far */
 };
 
 void ws_init(void);
