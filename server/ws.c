@@ -21,6 +21,14 @@
  * bytes is dropped (one frame larger than the byte bound is still sent to a
  * client whose queue is empty).
  *
+ * A live event for a session with nothing waiting (not syncing, queue empty,
+ * no fragmented frame or ping pending, nothing lws kept of a partial send)
+ * is written at once from the broadcast, not queued for a WRITEABLE
+ * callback: one send() per watcher, without POLLOUT switched on and off and
+ * a pass through lws's service and our callback for each. Anything that
+ * waits keeps its place: a session with something queued or held queues
+ * the event behind it (write_now).
+ *
  * Liveness: each client is pinged after --ws-ping-interval seconds without
  * anything from it, and dropped when --ws-ping-timeout more pass without a
  * pong (or any frame). A client that does not read is dropped the same way,
@@ -165,6 +173,9 @@ static void msg_copy(const struct ws_msg *m, size_t off, size_t n, unsigned char
                                {m->buf + LWS_PRE + m->pre, m->len - m->pre - hlen}};
     pieces_copy(pc, 3, off, n, dst);
 }
+
+_Static_assert(offsetof(struct ws_session, floor) + sizeof(((struct ws_session *)0)->floor) <= 112,
+               "what ws_broadcast reads of a session is in its first 112 bytes");
 
 static struct ws_msg *q_at(struct ws_session *s, size_t i) { return s->q[(s->qhead + i) % s->qcap]; }
 
@@ -375,6 +386,27 @@ static int wants(const struct ws_session *s, const char *device)
     return 0;
 }
 
+/* Sends m at once, outside a WRITEABLE callback, when nothing may come
+ * before it: the session is live (not syncing, not doomed, no close frame
+ * prepared), nothing of it waits (no queued frame, no frame in fragments, no
+ * ping due, nothing lws kept of a partial send) and m goes in one write. The
+ * socket may take only part of it: lws keeps the rest (at most one frame,
+ * FRAGMENT bytes) and sends it before anything else, and until then
+ * lws_partial_buffered() sends the next frames to the queue. 1 if m was
+ * written (or the write failed and the session is closing), 0 to queue it. */
+static int write_now(struct ws_session *s, struct ws_msg *m)
+{
+    if (!s->wsi || s->syncing || s->doomed || s->qlen || s->cur || s->ping_due || m->head ||
+        m->len > FRAGMENT || lws_get_close_length(s->wsi) || lws_partial_buffered(s->wsi))
+        return 0;
+    if (lws_write(s->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) < 0) {
+        /* the socket is gone: close it from the loop, as a WRITEABLE would */
+        s->doomed = 3;
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    return 1;
+}
+
 void ws_broadcast(const struct event *e)
 {
     const char *event_id = e->id;
@@ -393,11 +425,23 @@ void ws_broadcast(const struct event *e)
         lk_buf_free(&r);
     }
     lk_buf_free(&b);
-    for (struct ws_session *s = all.head; s; s = s->next) {
+    for (struct ws_session *s = all.head, *next; s; s = next) {
+        /* the session after next and next's lws connection are fetched from
+         * memory while this one's send() runs (next came the same way) */
+        next = s->next;
+        if (next) {
+            if (next->next) {
+                __builtin_prefetch(next->next);
+                __builtin_prefetch((char *)next->next + 64);
+            }
+            __builtin_prefetch(next->wsi);
+        }
         if (!wants(s, e->device) || (s->floor[0] && lk_stream_id_cmp(event_id, s->floor) <= 0))
             continue; /* or the sync before it covered it: the reader lags */
         int full = !hidden || !redacts(s) || !strcmp(s->user.user_id, e->user);
-        q_push(s, full ? m : hidden, 0);
+        struct ws_msg *f = full ? m : hidden;
+        if (!write_now(s, f))
+            q_push(s, f, 0);
     }
     msg_unref(m);
     msg_unref(hidden);
@@ -1117,6 +1161,8 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: {
         if (!s->wsi)
+            return -1;
+        if (s->doomed == 3) /* a write failed: no close frame can go out */
             return -1;
         if (s->doomed) {
             const char *why = s->doomed == 2 ? "no pong" : "client too slow";

@@ -19,38 +19,43 @@ struct ws_call;
 struct ws_msg;
 struct ws_pending;
 
-/* Per-connection state (inside the lws per-session data). */
+/* Per-connection state (inside the lws per-session data). What the
+ * broadcast reads of every session comes first, in its first 112 bytes
+ * (ws.c asserts it): with a thousand watchers, each session is a cache
+ * miss or two per event, not five. */
 struct ws_session {
     int kind;                         /* PSS_WS (see http.h) */
+    int syncing;        /* a snapshot or resume is in flight: hold the queue */
     struct lws *wsi;
     struct ws_session *prev, *next;   /* all sessions */
+    char **filter;                    /* subscribe: devices wanted (NULL = all) */
+    struct ws_msg *cur;               /* a frame being sent in fragments, or NULL */
+    size_t qlen;                      /* frames in q */
+    int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong,
+                           3 a write failed (closed without a close frame) */
+    int ping_due;       /* send a ping at the next WRITEABLE */
+    char floor[48];                   /* events up to this id were covered by a sync */
     struct ws_msg **q;                /* ring of frames to send */
-    size_t qcap, qhead, qlen, qbytes; /* qbytes: all but qbig */
+    size_t qcap, qhead, qbytes;       /* qbytes: all but qbig */
     struct ws_msg *qbig;              /* one queued frame over --ws-queue-max-bytes, or NULL */
-    int syncing;        /* a snapshot or resume is in flight: hold the queue */
-    int doomed;         /* close at the next write: 1 fell too far behind, 2 no pong */
     struct ws_msg **sync_frames;      /* made by the sync, sent before the queue */
     size_t nsync;
     char sync_upto[48];               /* the sync covers events up to this id */
     struct ws_pending *pending;       /* resumes asked for while syncing, in order */
     size_t npending;
-    char floor[48];                   /* events up to this id were covered by a sync */
     struct ws_call *calls;            /* requests in flight */
     size_t ncalls;
     struct lk_buf rx;                 /* message being reassembled */
     int rx_over;                      /* message too large */
-    char **filter;                    /* subscribe: devices wanted (NULL = all) */
     size_t nfilter;
     char session_id[37];              /* owner of this socket's session locks */
     char conn_id[37];                 /* this socket, as session owner records name it */
     int claimed;        /* the session's owner record (Redis) names this socket */
     int attaching;      /* an attach_session (or resume with session_id) is in flight */
-    int ping_due;       /* send a ping at the next WRITEABLE */
     int64_t ping_sent_ms;             /* a ping is unanswered since then (0: none) */
     int64_t last_seen_ms;             /* the client last sent something */
     struct auth_user user;            /* auth on: the token's user */
-    struct ws_msg *cur;               /* a frame being sent in fragments, or NULL */
-    size_t cur_sent;                  /* its bytes sent so far */
+    size_t cur_sent;                  /* bytes of cur sent so far */
 };
 
 void ws_init(void);
