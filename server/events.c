@@ -149,7 +149,7 @@ static void run_expire(void)
     ev.running = 1;
     uv_timer_stop(&ev.timer); /* this run answers the next deadline */
     ev.armed_us = 0;
-    store_eval(SCRIPT_EXPIRE, 0, 4, argv, NULL, expire_cb, NULL);
+    store_eval(SCRIPT_EXPIRE, 4, argv, NULL, expire_cb, NULL);
 }
 
 /* ---- reading the stream: each entry parsed once, handed to the consumers ---- */
@@ -273,6 +273,9 @@ static int parse_fact(redisReply *f, const char *q, struct event *e, struct wait
     w->queued = (s = field_str(f, "at")) ? s : "0";
     w->deadline = (s = field_str(f, "dl")) ? s : "0";
     w->plan = (s = field_str(f, "pl")) ? s : "";
+    w->broker = (s = field_str(f, "b")) ? s : "";
+    w->rid = (s = field_str(f, "r")) ? s : "";
+    w->session = (s = field_str(f, "ss")) ? s : "";
     e->action = e->kind == EV_QUEUED ? "queued" : "unqueued";
     e->device = e->plan = e->user = e->cause = e->lock_type = e->fence = "";
     e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
@@ -453,7 +456,7 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
 
 /* A page of the queues: {now, last_event_id, 0, next_cursor ('' = the
  * end), then QUEUE_FIELDS strings per queue entry (snapshot.lua)}. */
-#define QUEUE_FIELDS 11
+#define QUEUE_FIELDS 13
 static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
 {
     (void)ctx;
@@ -463,7 +466,7 @@ static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
         const char *v[QUEUE_FIELDS];
         for (size_t k = 0; k < QUEUE_FIELDS; k++)
             v[k] = r->element[i + k]->type == REDIS_REPLY_STRING ? r->element[i + k]->str : "";
-        struct waiter_fact w = {v[1], v[3], v[2], v[4], v[5], v[6], v[7], v[8], v[9]};
+        struct waiter_fact w = {v[1], v[3], v[2], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
         mirror_stage_waiter(v[0], &w);
     }
     const char *next = r->element[3]->str;
@@ -490,14 +493,14 @@ static void snapshot_page(void)
 {
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_PAGE, "page"};
     ev.snapshotting = 1;
-    store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, snapshot_cb, NULL);
+    store_eval(SCRIPT_SNAPSHOT, 3, argv, NULL, snapshot_cb, NULL);
 }
 
 static void queues_page(void)
 {
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_QUEUES_PAGE, "queues"};
     ev.snapshotting = 1;
-    store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, queues_cb, NULL);
+    store_eval(SCRIPT_SNAPSHOT, 3, argv, NULL, queues_cb, NULL);
 }
 
 /* Starts building the read copy over (once the page in flight, if any,
@@ -554,7 +557,7 @@ static void count_held(void)
         return;
     const char *argv[] = {SNAPSHOT_PAGE};
     ev.counting = 1;
-    store_eval(SCRIPT_STATS, 0, 1, argv, NULL, count_cb, NULL);
+    store_eval(SCRIPT_STATS, 1, argv, NULL, count_cb, NULL);
 }
 
 static void on_up(void)
