@@ -97,7 +97,7 @@ static void reads_kick(void);
  * their keys go with the call, so a hand-over needs no NEEDKEYS round
  * unless the copy is behind (docs/design.md "Keys declared"). The first few
  * of each queue: a script serves the first live one. */
-#define HINT_WAITERS 4
+#define HINT_WAITERS 8
 
 static void hint_waiter(void *ctx, const struct waiter_fact *w) { keys_for_waiter(ctx, w); }
 

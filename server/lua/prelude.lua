@@ -28,6 +28,8 @@
 --                  w = the waiter a grant was for)
 --   dl:waiter:<id> HASH a queued request (broker: whose requester it is;
 --                  owner: that call's token); dl:wres:<id> its reply once granted
+--                  (id: 'w' and 24 hex digits of the SHA-1 of the call's token,
+--                  so the broker can name its keys; a booking's: 'b' .. its id)
 --   dl:seq         arrival counter for waiter ranks
 --   dl:rid:<user>:<request_id>  idempotency record: reply, or 'W:<waiter>'
 --   dl:sess:<S>    SET of devices locked by session S
@@ -51,7 +53,7 @@
 --            flags (a number: 1 the fence clock is on, 2 strict keys, 4 a
 --            test fault: no walk, so nothing asks for the keys it lacks),
 --            taken off here so each script sees only its own. S.keys: the
---            call's KEYS as a set ("Keys declared" below).
+--            call's KEYS as a set ("keys declared" below).
 --   int_memo, iso_memo  the formatting memos of int() and iso() below
 --   rcall, rpcall  redis.call and redis.pcall, or with strict keys the
 --            same after a check that every key the command names is in KEYS
@@ -896,11 +898,13 @@ end
 --              broker a hand-over waits for, and D's queue from its head to
 --              its first live waiter (serve stops there), each waiter with
 --              its devices (light); and D's booking in force
+--   maybe(D)   as full, but D's queue only if D has no lock or its lease
+--              has run out (an acquire, a renewal: D is served only then)
 --   light(D)   D is looked at or granted with another device: D's keys and
 --              its booking in force
 --   waiter(W)  its hash and reply, its request's idempotency key, its
 --              session, its broker's keys, its booking; its devices light
---              (or full, when the caller ends the wait and serves them)
+--              (or maybe, when the caller ends the wait and serves them)
 --   booking(B) its hash and queue entry, its devices (full: its end or
 --              start hands them on), and its waiter
 -- Strict keys (a test mode) fail any command on a key outside KEYS, so the
@@ -932,6 +936,7 @@ local function keys_walk(now)
         todo[#todo + 1] = {kind, name}
     end
     function W.full(d) push('full', d) end
+    function W.maybe(d) push('maybe', d) end
     function W.light(d) push('light', d) end
     function W.waiter(w) push('waiter', w) end
     function W.waiter_full(w) push('waiterfull', w) end
@@ -970,42 +975,49 @@ local function keys_walk(now)
         device_keys(d)
         in_force(d)
     end
-    function visit.full(d)
+    -- ending: D's lock ends here (else only if its lease has run out)
+    local function device(d, ending)
         device_keys(d)
         in_force(d)
         local lk = 'dl:{' .. d .. '}:lock'
+        local free = true
         if S.keys[lk] then
-            local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker')
+            local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
             if h[1] then need('dl:sess:' .. h[1]) end
             if h[2] then
                 for _, g in ipairs(cjson.decode(h[2])) do W.full(g) end
             end
             if h[3] then W.booking(h[3]) end
             if h[4] then broker_keys(h[4]) end
+            if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
         end
         local qk = 'dl:{' .. d .. '}:waitq'
-        if S.keys[qk] then
-            -- serve's own bound: it looks at 64 entries at most
+        if S.keys[qk] and (ending or free) then
+            -- serve's own bound: it looks at 64 entries at most, and stops
+            -- at the first live one (a waiter not read yet may be dead)
             for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
                 local wk = 'dl:waiter:' .. wid
                 W.waiter(wid)
-                if not S.keys[wk] then break end -- read next round
-                local w = rcall('HMGET', wk, 'deadline', 'broker')
-                if w[1] and tonumber(w[1]) > now then
-                    local b = w[2] or ''
-                    if not broker_keys(b) then break end
-                    if b == '' or rcall('EXISTS', 'dl:broker:' .. b) == 1 then break end
+                if S.keys[wk] then
+                    local w = rcall('HMGET', wk, 'deadline', 'broker')
+                    if w[1] and tonumber(w[1]) > now then
+                        local b = w[2] or ''
+                        if b == '' then break end
+                        if broker_keys(b) and rcall('EXISTS', 'dl:broker:' .. b) == 1 then break end
+                    end
                 end
             end
         end
     end
+    function visit.full(d) device(d, true) end
+    function visit.maybe(d) device(d, false) end
     local function waiter(wid, devs_full)
         local wk = 'dl:waiter:' .. wid
         need('dl:wres:' .. wid)
         if not need(wk) then return end
         local w = rcall('HMGET', wk, 'devices', 'broker', 'rid', 'session', 'rsv')
         for _, d in ipairs(split(w[1])) do
-            if devs_full then W.full(d) else W.light(d) end
+            if devs_full then W.maybe(d) else W.light(d) end
         end
         broker_keys(w[2])
         if w[3] and w[3] ~= '' then need(w[3]) end

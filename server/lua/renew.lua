@@ -7,7 +7,7 @@ S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
 do -- every key this call may touch is in KEYS (prelude "keys declared")
     local W = keys_walk(now)
-    W.full(dev)
+    W.maybe(dev)
     local nk = W.finish()
     if nk then return nk end
 end
