@@ -37,6 +37,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "keys.h"
 #include "locks.h"
 #include "mirror.h"
 #include "lk_log.h"
@@ -394,7 +395,7 @@ static void snapshot_failed(const char *why)
     uv_timer_start(&ev.snap_retry, snap_retry_cb, ms, 0);
 }
 
-static void snapshot_page(void);
+static void snapshot_page(const struct keyset *next);
 static void queues_page(void);
 
 /* One page: {now, last_event_id, total, next_cursor ('' = the end), lock...} */
@@ -431,7 +432,9 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
             store_read_from(ev.snap_at);
         }
     }
-    size_t n = r->elements - 4;
+    struct keyset keys;
+    keyset_init(&keys);
+    size_t n = r->elements - 4 - (size_t)keys_next_page(&keys, r);
     const char **locks = calloc(n ? n : 1, sizeof(*locks));
     size_t *lens = calloc(n ? n : 1, sizeof(*lens));
     if (!locks || !lens)
@@ -446,9 +449,11 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
     const char *next = r->element[3]->str;
     if (next[0] && strlen(next) < sizeof(ev.snap_cursor) - 1) {
         snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "(%s", next);
-        snapshot_page();
+        snapshot_page(&keys);
+        keyset_free(&keys);
         return;
     }
+    keyset_free(&keys);
     /* then the waiters, from the first SCAN cursor */
     snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "0");
     queues_page();
@@ -489,11 +494,12 @@ static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
             ev.snap_at);
 }
 
-static void snapshot_page(void)
+/* next: the keys of the page's locks, when the last page named them */
+static void snapshot_page(const struct keyset *next)
 {
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_PAGE, "page"};
     ev.snapshotting = 1;
-    store_eval(SCRIPT_SNAPSHOT, 3, argv, NULL, snapshot_cb, NULL);
+    store_eval_keys(SCRIPT_SNAPSHOT, 3, argv, NULL, next, snapshot_cb, NULL);
 }
 
 static void queues_page(void)
@@ -515,7 +521,7 @@ static void take_snapshot(void)
     mirror_begin();
     ev.snap_at[0] = '\0';
     snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "-");
-    snapshot_page();
+    snapshot_page(NULL);
 }
 
 /* The stream connection came back: events may have been lost with Redis (a

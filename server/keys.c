@@ -85,6 +85,19 @@ static void add_devices(struct keyset *ks, const char *list, size_t len)
     }
 }
 
+void keyset_add_lock(struct keyset *ks, const char *dev, size_t len) { add_named(ks, "dl:{", dev, len, "}:lock"); }
+
+int keys_next_page(struct keyset *ks, const redisReply *page)
+{
+    if (page->elements < 5 || page->element[page->elements - 1]->type != REDIS_REPLY_ARRAY)
+        return 0;
+    const redisReply *names = page->element[page->elements - 1];
+    for (size_t i = 0; i < names->elements; i++)
+        if (names->element[i]->type == REDIS_REPLY_STRING)
+            keyset_add_lock(ks, names->element[i]->str, names->element[i]->len);
+    return 1;
+}
+
 /* A waiter's hash and reply. */
 static void add_waiter(struct keyset *ks, const char *id, size_t len)
 {

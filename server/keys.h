@@ -31,6 +31,13 @@ void keyset_add(struct keyset *ks, const char *key, size_t len);
  * keys the call did not have). */
 void keyset_append(struct keyset *ks, const char *key, size_t len);
 
+/* The lock key of a device (a page of locks to read). */
+void keyset_add_lock(struct keyset *ks, const char *dev, size_t len);
+/* A snapshot.lua 'page' reply ends with the next page's devices when more
+ * remain: their lock keys into ks; 1 if it does (that last element is not
+ * a lock), else 0. */
+int keys_next_page(struct keyset *ks, const redisReply *page);
+
 /* The keys a call of script with these ARGV declares before it has run;
  * broker: this broker's id. */
 void keys_for_call(struct keyset *ks, enum store_script script, int argc, char *const *argv,

@@ -1399,8 +1399,9 @@ void locks_result_flat(const struct locks_result *res, struct lk_buf *out)
 
 static void status_page_cb(void *ctx, redisReply *r, enum lk_status s);
 
-/* Sends c's next page; 0 if c ended (store_eval failed at once, c answered). */
-static int status_page(struct locks_call *c)
+/* Sends c's next page (next: its locks' keys, when the last page named
+ * them); 0 if c ended (store_eval failed at once, c answered). */
+static int status_page(struct locks_call *c, const struct keyset *next)
 {
     long want = READ_PAGE;
     if (c->limit >= 0 && c->limit - c->got < want)
@@ -1408,7 +1409,7 @@ static int status_page(struct locks_call *c)
     char lim[32];
     snprintf(lim, sizeof(lim), "%ld", want);
     const char *argv[] = {c->cursor, lim, "page"};
-    struct store_op *op = store_eval(SCRIPT_SNAPSHOT, 3, argv, NULL, status_page_cb, c);
+    struct store_op *op = store_eval_keys(SCRIPT_SNAPSHOT, 3, argv, NULL, next, status_page_cb, c);
     if (!op)
         return 0;
     c->op = op;
@@ -1421,7 +1422,7 @@ static int status_paging(struct locks_call *c)
 {
     c->paging = 1;
     lk.paging++;
-    return status_page(c);
+    return status_page(c, NULL);
 }
 
 static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
@@ -1443,7 +1444,10 @@ static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
         c->total = elem_int(r, 2);
         lk_buf_puts(&c->acc, "{\"locks\":[");
     }
-    for (size_t i = 4; i < r->elements; i++) {
+    struct keyset keys;
+    keyset_init(&keys);
+    size_t end = r->elements - (size_t)keys_next_page(&keys, r);
+    for (size_t i = 4; i < end; i++) {
         const char *lj = elem_str(r, i);
         if (!lj)
             continue;
@@ -1455,9 +1459,11 @@ static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
     int more = next[0] && r->element[3]->len + 2 <= sizeof(c->cursor);
     if (more && (c->limit < 0 || c->got < c->limit)) {
         snprintf(c->cursor, sizeof(c->cursor), "(%s", next);
-        status_page(c);
+        status_page(c, &keys);
+        keyset_free(&keys);
         return;
     }
+    keyset_free(&keys);
     char ts[40];
     lk_time_format_us(c->now_us ? c->now_us : lk_time_now_us(), ts, sizeof(ts));
     lk_buf_printf(&c->acc, "],\"total_count\":%lld,\"timestamp\":\"%s\"",

@@ -626,9 +626,27 @@ static int call_fits(enum store_script script, int argc, const char **argv,
     return 1;
 }
 
+static struct store_op *eval_with(enum store_script script, int argc, const char **argv,
+                                  const size_t *argvlen, const struct keyset *extra, store_reply_fn fn,
+                                  store_reply_fn late, void *ctx);
+
 struct store_op *store_eval_late(enum store_script script, int argc, const char **argv,
                                  const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
                                  void *ctx)
+{
+    return eval_with(script, argc, argv, argvlen, NULL, fn, late, ctx);
+}
+
+struct store_op *store_eval_keys(enum store_script script, int argc, const char **argv,
+                                 const size_t *argvlen, const struct keyset *extra,
+                                 store_reply_fn fn, void *ctx)
+{
+    return eval_with(script, argc, argv, argvlen, extra, fn, NULL, ctx);
+}
+
+static struct store_op *eval_with(enum store_script script, int argc, const char **argv,
+                                  const size_t *argvlen, const struct keyset *extra, store_reply_fn fn,
+                                  store_reply_fn late, void *ctx)
 {
     char why[160];
     if (!call_fits(script, argc, argv, argvlen, why, sizeof(why))) {
@@ -661,6 +679,8 @@ struct store_op *store_eval_late(enum store_script script, int argc, const char 
     keys_for_call(&op->keys, script, argc, op->argv, op->argvlen, st.broker_id);
     if (st.on_keys)
         st.on_keys(&op->keys, script, argc, op->argv, op->argvlen);
+    for (int i = 0; extra && i < extra->n; i++)
+        keyset_append(&op->keys, extra->key[i], extra->len[i]);
     op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms +
                       (cfg.redis_wait_replicas > 0 && script_rows[script].writes == 1 ? cfg.redis_wait_ms : 0);
     op->refs = 1; /* ours, until it is queued */

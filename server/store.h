@@ -55,6 +55,12 @@ unsigned long store_needkeys(void);
  * programming error that is logged: LK_E_INTERNAL with an error reply). */
 struct store_op *store_eval(enum store_script script, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx);
+/* As store_eval, declaring the keys in extra too (besides keys.h's): what
+ * the caller knows the script will read (snapshot.lua's next page). */
+struct keyset;
+struct store_op *store_eval_keys(enum store_script script, int argc, const char **argv,
+                                 const size_t *argvlen, const struct keyset *extra,
+                                 store_reply_fn fn, void *ctx);
 /* As store_eval, for a script whose effect must be followed up even after
  * its caller was answered. fn runs once, as for store_eval. If it runs with
  * LK_E_UNAVAILABLE after store_eval_late has returned the handle (the script
@@ -74,7 +80,6 @@ void store_cancel(struct store_op *op);
 /* A hook that adds keys to a call before it is sent, beyond those its
  * ARGV names (keys.h): what the caller knows of the data, so that fewer
  * calls need a NEEDKEYS round (locks.c: the read copy's queues). */
-struct keyset;
 typedef void (*store_keys_fn)(struct keyset *ks, enum store_script script, int argc, char *const *argv,
                               const size_t *argvlen);
 void store_on_keys(store_keys_fn fn);

@@ -913,143 +913,143 @@ local GLOBAL_KEYS = {'dl:held', 'dl:expiry', 'dl:events', 'dl:seq', 'dl:stats', 
     'dl:brokerlost', 'dl:rsv:byend', 'dl:rsv:seq'}
 local DEVICE_KEYS = {'lock', 'fence', 'waitq', 'delay', 'conf', 'rsv'}
 
-local function keys_walk(now)
-    local W = {}
-    local missing, asked = {}, {}
-    local todo = {}
-    local done = {}
+-- The walk's functions are made once (at FUNCTION LOAD); a call's walk
+-- state is WK, set by keys_walk: now, the keys asked for (asked), those
+-- missing from KEYS, and the devices, waiters and bookings still to visit.
+local W, WK = {}, nil
 
-    -- k is needed: true if it was given (so it may be read)
-    local function need(k)
-        if not asked[k] then
-            asked[k] = true
-            if not S.keys[k] then missing[#missing + 1] = k end
+-- k is needed: true if it was given (so it may be read)
+local function need(k)
+    if not WK.asked[k] then
+        WK.asked[k] = true
+        if not S.keys[k] then WK.missing[#WK.missing + 1] = k end
+    end
+    return S.keys[k] == true
+end
+W.need = need
+
+local function push(kind, name)
+    local id = kind .. '\0' .. name
+    if WK.done[id] then return end
+    WK.done[id] = true
+    WK.todo[#WK.todo + 1] = {kind, name}
+end
+function W.full(d) push('full', d) end
+function W.maybe(d) push('maybe', d) end
+function W.light(d) push('light', d) end
+function W.waiter(w) push('waiter', w) end
+function W.waiter_full(w) push('waiterfull', w) end
+function W.booking(b) push('booking', b) end
+-- the devices of a stored grant (a reply body), full or light
+function W.grant(body, full)
+    local names = grant_devices(body)
+    for _, d in ipairs(names or {}) do push(full and 'full' or 'light', d) end
+end
+
+local function device_keys(d)
+    for _, s in ipairs(DEVICE_KEYS) do need('dl:{' .. d .. '}:' .. s) end
+end
+
+local function in_force(d)
+    local k = 'dl:{' .. d .. '}:rsv'
+    if not S.keys[k] then return end
+    local top = rcall('ZREVRANGEBYSCORE', k, int(WK.now), '-inf', 'LIMIT', '0', '1')
+    if top[1] then need('dl:rsv:' .. top[1]) end
+end
+
+local function broker_keys(b)
+    if b and b ~= '' then
+        need('dl:bwait:' .. b)
+        return need('dl:broker:' .. b)
+    end
+    return true
+end
+
+local visit = {}
+function visit.light(d)
+    device_keys(d)
+    in_force(d)
+end
+-- ending: D's lock ends here (else only if its lease has run out)
+local function device(d, ending)
+    local now = WK.now
+    device_keys(d)
+    in_force(d)
+    local lk = 'dl:{' .. d .. '}:lock'
+    local free = true
+    if S.keys[lk] then
+        local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
+        if h[1] then need('dl:sess:' .. h[1]) end
+        if h[2] then
+            for _, g in ipairs(cjson.decode(h[2])) do W.full(g) end
         end
-        return S.keys[k] == true
+        if h[3] then W.booking(h[3]) end
+        if h[4] then broker_keys(h[4]) end
+        if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
     end
-    W.need = need
-
-    local function push(kind, name)
-        local id = kind .. '\0' .. name
-        if done[id] then return end
-        done[id] = true
-        todo[#todo + 1] = {kind, name}
-    end
-    function W.full(d) push('full', d) end
-    function W.maybe(d) push('maybe', d) end
-    function W.light(d) push('light', d) end
-    function W.waiter(w) push('waiter', w) end
-    function W.waiter_full(w) push('waiterfull', w) end
-    function W.booking(b) push('booking', b) end
-    -- the devices of a stored grant (a reply body), full or light
-    function W.grant(body, full)
-        local names = grant_devices(body)
-        for _, d in ipairs(names or {}) do push(full and 'full' or 'light', d) end
-    end
-
-    local function device_keys(d)
-        local all = true
-        for _, s in ipairs(DEVICE_KEYS) do
-            if not need('dl:{' .. d .. '}:' .. s) then all = false end
-        end
-        return all
-    end
-
-    local function in_force(d)
-        local k = 'dl:{' .. d .. '}:rsv'
-        if not S.keys[k] then return end
-        local top = rcall('ZREVRANGEBYSCORE', k, int(now), '-inf', 'LIMIT', '0', '1')
-        if top[1] then need('dl:rsv:' .. top[1]) end
-    end
-
-    local function broker_keys(b)
-        if b and b ~= '' then
-            need('dl:bwait:' .. b)
-            return need('dl:broker:' .. b)
-        end
-        return true
-    end
-
-    local visit = {}
-    function visit.light(d)
-        device_keys(d)
-        in_force(d)
-    end
-    -- ending: D's lock ends here (else only if its lease has run out)
-    local function device(d, ending)
-        device_keys(d)
-        in_force(d)
-        local lk = 'dl:{' .. d .. '}:lock'
-        local free = true
-        if S.keys[lk] then
-            local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
-            if h[1] then need('dl:sess:' .. h[1]) end
-            if h[2] then
-                for _, g in ipairs(cjson.decode(h[2])) do W.full(g) end
-            end
-            if h[3] then W.booking(h[3]) end
-            if h[4] then broker_keys(h[4]) end
-            if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
-        end
-        local qk = 'dl:{' .. d .. '}:waitq'
-        if S.keys[qk] and (ending or free) then
-            -- serve's own bound: it looks at 64 entries at most, and stops
-            -- at the first live one (a waiter not read yet may be dead)
-            for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
-                local wk = 'dl:waiter:' .. wid
-                W.waiter(wid)
-                if S.keys[wk] then
-                    local w = rcall('HMGET', wk, 'deadline', 'broker')
-                    if w[1] and tonumber(w[1]) > now then
-                        local b = w[2] or ''
-                        if b == '' then break end
-                        if broker_keys(b) and rcall('EXISTS', 'dl:broker:' .. b) == 1 then break end
-                    end
+    local qk = 'dl:{' .. d .. '}:waitq'
+    if S.keys[qk] and (ending or free) then
+        -- serve's own bound: it looks at 64 entries at most, and stops at
+        -- the first live one (a waiter not read yet may be dead)
+        for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
+            local wk = 'dl:waiter:' .. wid
+            W.waiter(wid)
+            if S.keys[wk] then
+                local w = rcall('HMGET', wk, 'deadline', 'broker')
+                if w[1] and tonumber(w[1]) > now then
+                    local b = w[2] or ''
+                    if b == '' then break end
+                    if broker_keys(b) and rcall('EXISTS', 'dl:broker:' .. b) == 1 then break end
                 end
             end
         end
     end
-    function visit.full(d) device(d, true) end
-    function visit.maybe(d) device(d, false) end
-    local function waiter(wid, devs_full)
-        local wk = 'dl:waiter:' .. wid
-        need('dl:wres:' .. wid)
-        if not need(wk) then return end
-        local w = rcall('HMGET', wk, 'devices', 'broker', 'rid', 'session', 'rsv')
-        for _, d in ipairs(split(w[1])) do
-            if devs_full then W.maybe(d) else W.light(d) end
-        end
-        broker_keys(w[2])
-        if w[3] and w[3] ~= '' then need(w[3]) end
-        if w[4] and w[4] ~= '' then need('dl:sess:' .. w[4]) end
-        if w[5] and w[5] ~= '' then W.booking(w[5]) end
+end
+function visit.full(d) device(d, true) end
+function visit.maybe(d) device(d, false) end
+local function waiter(wid, devs_maybe)
+    local wk = 'dl:waiter:' .. wid
+    need('dl:wres:' .. wid)
+    if not need(wk) then return end
+    local w = rcall('HMGET', wk, 'devices', 'broker', 'rid', 'session', 'rsv')
+    for _, d in ipairs(split(w[1])) do
+        if devs_maybe then W.maybe(d) else W.light(d) end
     end
-    function visit.waiter(wid) waiter(wid, false) end
-    function visit.waiterfull(wid) waiter(wid, true) end
-    function visit.booking(id)
-        local bk = 'dl:rsv:' .. id
-        need('dl:waiter:b' .. id)
-        need('dl:wres:b' .. id)
-        if not need(bk) then return end
-        local b = rcall('HMGET', bk, 'devices', 'waiter')
-        for _, d in ipairs(split(b[1])) do W.full(d) end
-        if b[2] and b[2] ~= '' then W.waiter(b[2]) end
-    end
+    broker_keys(w[2])
+    if w[3] and w[3] ~= '' then need(w[3]) end
+    if w[4] and w[4] ~= '' then need('dl:sess:' .. w[4]) end
+    if w[5] and w[5] ~= '' then W.booking(w[5]) end
+end
+function visit.waiter(wid) waiter(wid, false) end
+function visit.waiterfull(wid) waiter(wid, true) end
+function visit.booking(id)
+    local bk = 'dl:rsv:' .. id
+    need('dl:waiter:b' .. id)
+    need('dl:wres:b' .. id)
+    if not need(bk) then return end
+    local b = rcall('HMGET', bk, 'devices', 'waiter')
+    for _, d in ipairs(split(b[1])) do W.full(d) end
+    if b[2] and b[2] ~= '' then W.waiter(b[2]) end
+end
 
-    -- nil when every key the call may touch is in KEYS, else the NEEDKEYS
-    -- answer
-    function W.finish()
-        if S.skip_walk then return nil end -- the self-test of strict keys
-        for _, k in ipairs(GLOBAL_KEYS) do need(k) end
-        local i = 1
-        while todo[i] do
-            visit[todo[i][1]](todo[i][2])
-            i = i + 1
-        end
-        if #missing == 0 then return nil end
-        local out = {{ok = 'NEEDKEYS'}}
-        for j, k in ipairs(missing) do out[j + 1] = k end
-        return out
+-- nil when every key the call may touch is in KEYS, else the NEEDKEYS
+-- answer
+function W.finish()
+    if S.skip_walk then return nil end -- the self-test of strict keys
+    for _, k in ipairs(GLOBAL_KEYS) do need(k) end
+    local todo, i = WK.todo, 1
+    while todo[i] do
+        visit[todo[i][1]](todo[i][2])
+        i = i + 1
     end
+    if #WK.missing == 0 then return nil end
+    local out = {{ok = 'NEEDKEYS'}}
+    for j, k in ipairs(WK.missing) do out[j + 1] = k end
+    return out
+end
+
+-- A walk from Redis's state at now (us): W, to name its roots, then finish.
+local function keys_walk(now)
+    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}}
     return W
 end

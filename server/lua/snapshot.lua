@@ -7,7 +7,9 @@
 --   caller can page on even when a page's locks are all past their end.
 -- Returns {now_us, last_event_id, total, lock_json...}
 --   mode 'page': {now_us, last_event_id, total, next_cursor, lock_json...}
---   (next_cursor: the last device read, '' when no more remain)
+--   (next_cursor: the last device read, '' when no more remain), then, when
+--   more remain, an array of the next page's devices, whose keys the
+--   broker declares with the next page's call (so it needs no NEEDKEYS)
 --   mode 'queues': the waiters instead, start a SCAN cursor ('0' first) over
 --   the device queues, limit the keys a page examines:
 --   {now_us, last_event_id, 0, next_cursor ('' at the end),
@@ -70,5 +72,8 @@ end
 for _, dev in ipairs(devs) do
     local h = hload(lock_key(dev))
     if h and not expired(h, now) then out[#out + 1] = lock_json(h) end
+end
+if ARGV[3] == 'page' and out[4] ~= '' then
+    out[#out + 1] = rcall('ZRANGEBYLEX', 'dl:held', '(' .. out[4], '+', 'LIMIT', 0, limit)
 end
 return out
