@@ -20,6 +20,10 @@ set -u
 cd "$(dirname "$0")/.."
 B=${DEVLOCK_BUILD:-build}
 export DEVLOCK_BUILD=$B
+# Every broker the suites start checks that each script touches only the keys
+# it declared (Redis Cluster's rule; docs/design.md "Keys declared"), and
+# stops if one does not. DEVLOCK_TEST_STRICT_KEYS=0 runs them without.
+export DEVLOCK_TEST_STRICT_KEYS=${DEVLOCK_TEST_STRICT_KEYS:-1}
 suites=${*:-unit integration semantics reservations ops client e2e dashboard sentinel probes webhooks edges chaos fuzz package}
 total_pass=0; total_fail=0; failed_suites=""
 log=$(mktemp -d)

@@ -34,6 +34,9 @@ struct waiter_fact {
     const char *queued;      /* us, Redis clock */
     const char *deadline;    /* us, Redis clock */
     const char *plan;        /* plan_uid, "" = none */
+    const char *broker;      /* the requester's broker, "" = none (a booking) */
+    const char *rid;         /* its idempotency key, "" = none */
+    const char *session;     /* its session, "" = none */
 };
 
 /* Every pointer is borrowed for the call (the reply of the stream read);

@@ -37,6 +37,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "keys.h"
 #include "locks.h"
 #include "mirror.h"
 #include "lk_log.h"
@@ -149,7 +150,7 @@ static void run_expire(void)
     ev.running = 1;
     uv_timer_stop(&ev.timer); /* this run answers the next deadline */
     ev.armed_us = 0;
-    store_eval(SCRIPT_EXPIRE, 0, 4, argv, NULL, expire_cb, NULL);
+    store_eval(SCRIPT_EXPIRE, 4, argv, NULL, expire_cb, NULL);
 }
 
 /* ---- reading the stream: each entry parsed once, handed to the consumers ---- */
@@ -273,6 +274,9 @@ static int parse_fact(redisReply *f, const char *q, struct event *e, struct wait
     w->queued = (s = field_str(f, "at")) ? s : "0";
     w->deadline = (s = field_str(f, "dl")) ? s : "0";
     w->plan = (s = field_str(f, "pl")) ? s : "";
+    w->broker = (s = field_str(f, "b")) ? s : "";
+    w->rid = (s = field_str(f, "r")) ? s : "";
+    w->session = (s = field_str(f, "ss")) ? s : "";
     e->action = e->kind == EV_QUEUED ? "queued" : "unqueued";
     e->device = e->plan = e->user = e->cause = e->lock_type = e->fence = "";
     e->deadline_us = (s = field_str(f, "exp")) ? strtoll(s, NULL, 10) : 0;
@@ -391,7 +395,7 @@ static void snapshot_failed(const char *why)
     uv_timer_start(&ev.snap_retry, snap_retry_cb, ms, 0);
 }
 
-static void snapshot_page(void);
+static void snapshot_page(const struct keyset *next);
 static void queues_page(void);
 
 /* One page: {now, last_event_id, total, next_cursor ('' = the end), lock...} */
@@ -428,7 +432,9 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
             store_read_from(ev.snap_at);
         }
     }
-    size_t n = r->elements - 4;
+    struct keyset keys;
+    keyset_init(&keys);
+    size_t n = r->elements - 4 - (size_t)keys_next_page(&keys, r);
     const char **locks = calloc(n ? n : 1, sizeof(*locks));
     size_t *lens = calloc(n ? n : 1, sizeof(*lens));
     if (!locks || !lens)
@@ -443,9 +449,11 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
     const char *next = r->element[3]->str;
     if (next[0] && strlen(next) < sizeof(ev.snap_cursor) - 1) {
         snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "(%s", next);
-        snapshot_page();
+        snapshot_page(&keys);
+        keyset_free(&keys);
         return;
     }
+    keyset_free(&keys);
     /* then the waiters, from the first SCAN cursor */
     snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "0");
     queues_page();
@@ -453,7 +461,7 @@ static void snapshot_cb(void *ctx, redisReply *r, enum lk_status st)
 
 /* A page of the queues: {now, last_event_id, 0, next_cursor ('' = the
  * end), then QUEUE_FIELDS strings per queue entry (snapshot.lua)}. */
-#define QUEUE_FIELDS 11
+#define QUEUE_FIELDS 13
 static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
 {
     (void)ctx;
@@ -463,7 +471,7 @@ static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
         const char *v[QUEUE_FIELDS];
         for (size_t k = 0; k < QUEUE_FIELDS; k++)
             v[k] = r->element[i + k]->type == REDIS_REPLY_STRING ? r->element[i + k]->str : "";
-        struct waiter_fact w = {v[1], v[3], v[2], v[4], v[5], v[6], v[7], v[8], v[9]};
+        struct waiter_fact w = {v[1], v[3], v[2], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
         mirror_stage_waiter(v[0], &w);
     }
     const char *next = r->element[3]->str;
@@ -486,18 +494,19 @@ static void queues_cb(void *ctx, redisReply *r, enum lk_status st)
             ev.snap_at);
 }
 
-static void snapshot_page(void)
+/* next: the keys of the page's locks, when the last page named them */
+static void snapshot_page(const struct keyset *next)
 {
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_PAGE, "page"};
     ev.snapshotting = 1;
-    store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, snapshot_cb, NULL);
+    store_eval_keys(SCRIPT_SNAPSHOT, 3, argv, NULL, next, snapshot_cb, NULL);
 }
 
 static void queues_page(void)
 {
     const char *argv[] = {ev.snap_cursor, SNAPSHOT_QUEUES_PAGE, "queues"};
     ev.snapshotting = 1;
-    store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, queues_cb, NULL);
+    store_eval(SCRIPT_SNAPSHOT, 3, argv, NULL, queues_cb, NULL);
 }
 
 /* Starts building the read copy over (once the page in flight, if any,
@@ -512,7 +521,7 @@ static void take_snapshot(void)
     mirror_begin();
     ev.snap_at[0] = '\0';
     snprintf(ev.snap_cursor, sizeof(ev.snap_cursor), "-");
-    snapshot_page();
+    snapshot_page(NULL);
 }
 
 /* The stream connection came back: events may have been lost with Redis (a
@@ -554,7 +563,7 @@ static void count_held(void)
         return;
     const char *argv[] = {SNAPSHOT_PAGE};
     ev.counting = 1;
-    store_eval(SCRIPT_STATS, 0, 1, argv, NULL, count_cb, NULL);
+    store_eval(SCRIPT_STATS, 1, argv, NULL, count_cb, NULL);
 }
 
 static void on_up(void)

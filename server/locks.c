@@ -17,6 +17,7 @@
 #include "catalogue.h"
 #include "config.h"
 #include "events.h"
+#include "keys.h"
 #include "lk_log.h"
 #include "lk_mem.h"
 #include "lk_text.h"
@@ -92,9 +93,38 @@ static char maxlen_arg[32], delay_arg[32], grace_arg[32];
 
 static void reads_kick(void);
 
+/* The waiters a transition on these devices may serve, from the read copy:
+ * their keys go with the call, so a hand-over needs no NEEDKEYS round
+ * unless the copy is behind (docs/design.md "Keys declared"). The first few
+ * of each queue: a script serves the first live one. */
+#define HINT_WAITERS 8
+
+static void hint_waiter(void *ctx, const struct waiter_fact *w) { keys_for_waiter(ctx, w); }
+
+static void keys_hint(struct keyset *ks, enum store_script script, int argc, char *const *argv,
+                      const size_t *argvlen)
+{
+    if (argc < 1 || !mirror_ready())
+        return;
+    if (script != SCRIPT_ACQUIRE && script != SCRIPT_RELEASE && script != SCRIPT_RENEW &&
+        script != SCRIPT_FORCE_RELEASE)
+        return;
+    for (size_t i = 0; i < argvlen[0];) { /* argv[0]: the devices, comma-separated */
+        size_t n = strcspn(argv[0] + i, ",");
+        if (n > 0 && n <= LK_DEVICE_NAME_MAX) {
+            char dev[LK_DEVICE_NAME_MAX + 1];
+            memcpy(dev, argv[0] + i, n);
+            dev[n] = '\0';
+            mirror_each_waiter(dev, HINT_WAITERS, hint_waiter, ks);
+        }
+        i += n + 1;
+    }
+}
+
 void locks_init(void)
 {
     mirror_on_ready(reads_kick);
+    store_on_keys(keys_hint);
     uuid_t u;
     uuid_generate_random(u);
     uuid_unparse_lower(u, lk.broker);
@@ -241,7 +271,7 @@ static void request_late_cb(void *ctx, redisReply *r, enum lk_status s);
 static struct locks_call *run(struct locks_call *c, enum store_script script, int argc,
                               const char **argv)
 {
-    struct store_op *op = store_eval_late(script, 0, argc, argv, NULL, script_cb,
+    struct store_op *op = store_eval_late(script, argc, argv, NULL, script_cb,
                                           c->kind == K_REQUEST ? request_late_cb : NULL, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
@@ -602,7 +632,7 @@ static void orphan_send(struct retry *x)
     struct orphan *o = (struct orphan *)x;
     const char *argv[] = {o->dev, o->key, o->user, maxlen_arg, delay_arg, o->owner};
     o->sent = 0;
-    if (store_eval_late(SCRIPT_RELEASE, 0, 6, argv, NULL, orphan_cb, orphan_late_cb, o))
+    if (store_eval_late(SCRIPT_RELEASE, 6, argv, NULL, orphan_cb, orphan_late_cb, o))
         o->sent = 1;
 }
 
@@ -948,7 +978,7 @@ static void unwait(struct locks_call *c, int cancel)
     c->kind = K_UNWAIT;
     const char *mode = !end ? "check" : c->fn ? "cancel" : "abandon";
     const char *argv[] = {c->waiter, mode, maxlen_arg, delay_arg, c->lock_key};
-    struct store_op *op = store_eval(SCRIPT_UNWAIT, 0, 5, argv, NULL, script_cb, c);
+    struct store_op *op = store_eval(SCRIPT_UNWAIT, 5, argv, NULL, script_cb, c);
     if (op) /* else script_cb ran: c re-armed its timer (still waiting) */
         c->op = op;
 }
@@ -1069,7 +1099,7 @@ struct locks_call *locks_resume(const char *since, long max, locks_resume_fn fn,
     const char *argv[] = {since, maxs};
     struct locks_call *c = call_new(K_RESUME, NULL, ctx);
     c->resume_fn = fn;
-    struct store_op *op = store_eval(SCRIPT_RESUME, 0, 2, argv, NULL, resume_cb, c);
+    struct store_op *op = store_eval(SCRIPT_RESUME, 2, argv, NULL, resume_cb, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;
@@ -1099,7 +1129,7 @@ static void metrics_cb(void *ctx, redisReply *r, enum lk_status s)
 struct locks_call *locks_metrics(locks_done_fn fn, void *ctx)
 {
     struct locks_call *c = call_new(K_METRICS, fn, ctx);
-    struct store_op *op = store_eval(SCRIPT_STATS, 0, 0, NULL, NULL, metrics_cb, c);
+    struct store_op *op = store_eval(SCRIPT_STATS, 0, NULL, NULL, metrics_cb, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;
@@ -1369,8 +1399,9 @@ void locks_result_flat(const struct locks_result *res, struct lk_buf *out)
 
 static void status_page_cb(void *ctx, redisReply *r, enum lk_status s);
 
-/* Sends c's next page; 0 if c ended (store_eval failed at once, c answered). */
-static int status_page(struct locks_call *c)
+/* Sends c's next page (next: its locks' keys, when the last page named
+ * them); 0 if c ended (store_eval failed at once, c answered). */
+static int status_page(struct locks_call *c, const struct keyset *next)
 {
     long want = READ_PAGE;
     if (c->limit >= 0 && c->limit - c->got < want)
@@ -1378,7 +1409,7 @@ static int status_page(struct locks_call *c)
     char lim[32];
     snprintf(lim, sizeof(lim), "%ld", want);
     const char *argv[] = {c->cursor, lim, "page"};
-    struct store_op *op = store_eval(SCRIPT_SNAPSHOT, 0, 3, argv, NULL, status_page_cb, c);
+    struct store_op *op = store_eval_keys(SCRIPT_SNAPSHOT, 3, argv, NULL, next, status_page_cb, c);
     if (!op)
         return 0;
     c->op = op;
@@ -1391,7 +1422,7 @@ static int status_paging(struct locks_call *c)
 {
     c->paging = 1;
     lk.paging++;
-    return status_page(c);
+    return status_page(c, NULL);
 }
 
 static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
@@ -1413,7 +1444,10 @@ static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
         c->total = elem_int(r, 2);
         lk_buf_puts(&c->acc, "{\"locks\":[");
     }
-    for (size_t i = 4; i < r->elements; i++) {
+    struct keyset keys;
+    keyset_init(&keys);
+    size_t end = r->elements - (size_t)keys_next_page(&keys, r);
+    for (size_t i = 4; i < end; i++) {
         const char *lj = elem_str(r, i);
         if (!lj)
             continue;
@@ -1425,9 +1459,11 @@ static void status_page_cb(void *ctx, redisReply *r, enum lk_status s)
     int more = next[0] && r->element[3]->len + 2 <= sizeof(c->cursor);
     if (more && (c->limit < 0 || c->got < c->limit)) {
         snprintf(c->cursor, sizeof(c->cursor), "(%s", next);
-        status_page(c);
+        status_page(c, &keys);
+        keyset_free(&keys);
         return;
     }
+    keyset_free(&keys);
     char ts[40];
     lk_time_format_us(c->now_us ? c->now_us : lk_time_now_us(), ts, sizeof(ts));
     lk_buf_printf(&c->acc, "],\"total_count\":%lld,\"timestamp\":\"%s\"",
@@ -1662,7 +1698,7 @@ void locks_push_catalogue(void)
             argv[argc++] = g;
             argv[argc++] = dl;
         }
-        store_eval(SCRIPT_CONF, 0, argc, argv, NULL, ignore_cb, NULL);
+        store_eval(SCRIPT_CONF, argc, argv, NULL, ignore_cb, NULL);
     }
 }
 
@@ -1730,7 +1766,7 @@ static void session_send_detach(struct retry *x)
     char grace[32];
     session_grace_arg(grace, sizeof(grace));
     const char *argv[] = {"detach", d->session, lk.broker, d->conn, "", grace};
-    store_eval(SCRIPT_SESSION, 0, 6, argv, NULL, session_detach_cb, d);
+    store_eval(SCRIPT_SESSION, 6, argv, NULL, session_detach_cb, d);
 }
 
 void locks_session_detach(const char *session, const char *conn)
@@ -1746,7 +1782,7 @@ void locks_session_detach(const char *session, const char *conn)
 void locks_session_claim(const char *session, const char *conn, const char *user)
 {
     const char *argv[] = {"claim", session, lk.broker, conn, user ? user : ""};
-    store_eval(SCRIPT_SESSION, 0, 5, argv, NULL, ignore_cb, NULL);
+    store_eval(SCRIPT_SESSION, 5, argv, NULL, ignore_cb, NULL);
 }
 
 /* The attach's reply: {'ok', n, old broker, old conn} | {'forbidden'} |
@@ -1788,7 +1824,7 @@ struct locks_call *locks_session_attach(const char *session, const char *own, co
                           admin ? "1" : "0", own ? own : ""};
     struct locks_call *c = call_new(K_ATTACH, NULL, ctx);
     c->attach_fn = fn;
-    struct store_op *op = store_eval(SCRIPT_SESSION, 0, 8, argv, NULL, session_attach_cb, c);
+    struct store_op *op = store_eval(SCRIPT_SESSION, 8, argv, NULL, session_attach_cb, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;
@@ -1819,7 +1855,7 @@ void locks_session_reap(void)
     session_grace_arg(grace, sizeof(grace));
     const char *argv[] = {"reap", "", lk.broker, "", "", grace, "0", "", SESSION_LOST_WINDOW_MS};
     sess.reaping = 1;
-    if (!store_eval(SCRIPT_SESSION, 0, 9, argv, NULL, session_reap_cb, NULL))
+    if (!store_eval(SCRIPT_SESSION, 9, argv, NULL, session_reap_cb, NULL))
         sess.reaping = 0;
 }
 

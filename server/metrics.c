@@ -118,6 +118,9 @@ void metrics_render(struct lk_buf *b, const long long held[4], long long stream_
     lk_buf_printf(b, "# HELP devlock_redis_connects_total Redis connections made (first included).\n"
                      "# TYPE devlock_redis_connects_total counter\ndevlock_redis_connects_total %lu\n",
                   store_reconnects());
+    lk_buf_printf(b, "# HELP devlock_script_key_rounds_total Script calls sent again with the keys the script asked for (NEEDKEYS).\n"
+                     "# TYPE devlock_script_key_rounds_total counter\ndevlock_script_key_rounds_total %lu\n",
+                  store_needkeys());
     lk_buf_puts(b, "# HELP devlock_refusals_total Requests or messages refused, by reason.\n"
                    "# TYPE devlock_refusals_total counter\n");
     for (int i = 0; i < REF__COUNT; i++)

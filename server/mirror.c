@@ -51,11 +51,12 @@ struct pending {          /* an event that changes the table, kept while staging
 };
 
 struct qent {             /* one waiter in one device's queue */
-    char *wid;
+    char *wid;            /* fact->w.id */
     double score;
     int64_t deadline_us;  /* shown while before it (0: never, its hash is gone) */
     char *json;           /* the waiter as the device answer shows it */
     size_t len;
+    struct fact_copy *fact; /* the fact it came from (mirror_each_waiter) */
 };
 
 struct queue {
@@ -161,7 +162,7 @@ static void queues_free(void)
 {
     for (size_t i = 0; i < m.nq; i++) {
         for (size_t k = 0; k < m.q[i].n; k++) {
-            free(m.q[i].w[k].wid);
+            free(m.q[i].w[k].fact);
             free(m.q[i].w[k].json);
         }
         free(m.q[i].w);
@@ -287,7 +288,7 @@ static void queue_del(const char *dev, const char *wid)
     for (size_t k = 0; k < q->n; k++) {
         if (strcmp(q->w[k].wid, wid))
             continue;
-        free(q->w[k].wid);
+        free(q->w[k].fact);
         free(q->w[k].json);
         memmove(&q->w[k], &q->w[k + 1], (q->n - k - 1) * sizeof(*q->w));
         q->n--;
@@ -310,9 +311,13 @@ static int rank_cmp(double score, const char *wid, const struct qent *e)
     return strcmp(wid, e->wid);
 }
 
-static void queue_put(const char *dev, const char *wid, double score, int64_t deadline_us, const char *json,
-                      size_t len)
+static struct fact_copy *fact_dup(const struct waiter_fact *w, size_t *bytes);
+
+static void queue_put(const char *dev, const struct waiter_fact *w, const char *json, size_t len)
 {
+    const char *wid = w->id;
+    double score = strtod(w->score, NULL);
+    int64_t deadline_us = us_of(w->deadline);
     queue_del(dev, wid);
     int found;
     size_t i = find_queue(dev, &found);
@@ -334,7 +339,9 @@ static void queue_put(const char *dev, const char *wid, double score, int64_t de
     while (k > 0 && rank_cmp(score, wid, &q->w[k - 1]) < 0)
         k--;
     memmove(&q->w[k + 1], &q->w[k], (q->n - k) * sizeof(*q->w));
-    q->w[k] = (struct qent){lk_xstrdup(wid), score, deadline_us, lk_xstrndup(json, len), len};
+    size_t bytes;
+    struct fact_copy *c = fact_dup(w, &bytes);
+    q->w[k] = (struct qent){(char *)c->w.id, score, deadline_us, lk_xstrndup(json, len), len, c};
     q->n++;
     m.nwaiters++;
 }
@@ -349,7 +356,7 @@ static void each_device(const char *list, const struct waiter_fact *w, int kind,
             memcpy(dev, p, len);
             dev[len] = '\0';
             if (kind > 0)
-                queue_put(dev, w->id, strtod(w->score, NULL), us_of(w->deadline), lk_buf_data(json), json->len);
+                queue_put(dev, w, lk_buf_data(json), json->len);
             else
                 queue_del(dev, w->id);
         }
@@ -377,7 +384,7 @@ void mirror_stage_waiter(const char *device, const struct waiter_fact *w)
     struct lk_buf json;
     lk_buf_init(&json, 0);
     waiter_json(&json, w);
-    queue_put(device, w->id, strtod(w->score, NULL), us_of(w->deadline), lk_buf_data(&json), json.len);
+    queue_put(device, w, lk_buf_data(&json), json.len);
     lk_buf_free(&json);
 }
 
@@ -400,15 +407,25 @@ size_t mirror_waiters(struct lk_buf *out, const char *device, int64_t now_us)
 
 size_t mirror_waiter_count(void) { return m.nwaiters; }
 
+void mirror_each_waiter(const char *device, size_t max, void (*fn)(void *ctx, const struct waiter_fact *w), void *ctx)
+{
+    int found;
+    size_t i = find_queue(device, &found);
+    for (size_t k = 0; found && k < m.q[i].n && k < max; k++)
+        fn(ctx, &m.q[i].w[k].fact->w);
+}
+
 static struct fact_copy *fact_dup(const struct waiter_fact *w, size_t *bytes)
 {
-    const char *src[] = {w->id, w->devices, w->score, w->user, w->lock_type, w->prio, w->queued, w->deadline, w->plan};
+    const char *src[] = {w->id, w->devices, w->score, w->user, w->lock_type, w->prio, w->queued, w->deadline, w->plan,
+                         w->broker, w->rid, w->session};
     size_t n = 0, nsrc = sizeof(src) / sizeof(src[0]);
     for (size_t i = 0; i < nsrc; i++)
         n += strlen(src[i]) + 1;
     struct fact_copy *c = lk_xmalloc(sizeof(*c) + n);
     const char **dst[] = {&c->w.id, &c->w.devices, &c->w.score, &c->w.user, &c->w.lock_type,
-                          &c->w.prio, &c->w.queued, &c->w.deadline, &c->w.plan};
+                          &c->w.prio, &c->w.queued, &c->w.deadline, &c->w.plan, &c->w.broker, &c->w.rid,
+                          &c->w.session};
     char *p = c->text;
     for (size_t i = 0; i < nsrc; i++) {
         size_t len = strlen(src[i]) + 1;

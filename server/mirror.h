@@ -59,6 +59,10 @@ size_t mirror_count(void);
  * (session.lua drops them, docs/design.md "Queue facts"). */
 #define MIRROR_WAITERS_MAX 100
 size_t mirror_waiters(struct lk_buf *out, const char *device, int64_t now_us);
+/* Calls fn with each of the first max waiters of the device's queue, in
+ * rank order (past their deadline too: the copy does not know which a
+ * script would still see). */
+void mirror_each_waiter(const char *device, size_t max, void (*fn)(void *ctx, const struct waiter_fact *w), void *ctx);
 /* Queue entries held (a group's waiter counts once per device). */
 size_t mirror_waiter_count(void);
 /* The stream position of the copy. */

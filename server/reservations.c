@@ -180,7 +180,7 @@ static void script_cb(void *ctx, redisReply *r, enum lk_status s)
 
 static struct rsv_call *run(struct rsv_call *c, enum store_script script, int argc, const char **argv)
 {
-    struct store_op *op = store_eval(script, 0, argc, argv, NULL, script_cb, c);
+    struct store_op *op = store_eval(script, argc, argv, NULL, script_cb, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;

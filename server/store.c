@@ -45,6 +45,7 @@
 
 #include "config.h"
 #include "embedded.h"
+#include "keys.h"
 #include "lk_buf.h"
 #include "lk_log.h"
 #include "lk_mem.h"
@@ -60,15 +61,15 @@
 #define OVERLOAD_FACTOR 8
 #define READ_COUNT "1000"
 
-/* The script table (scripts.def): file, ARGV and KEYS counts, writes. */
+/* The script table (scripts.def): file, ARGV counts, writes. */
 struct script_row {
     const char *file;
-    int argc_min, argc_max, nkeys, writes;
+    int argc_min, argc_max, writes;
 };
 
 static const struct script_row script_rows[SCRIPT__COUNT] = {
-#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes) \
-    [SCRIPT_##name] = {file, argc_min, argc_max, nkeys, writes},
+#define SCRIPT(name, file, argc_min, argc_max, writes) \
+    [SCRIPT_##name] = {file, argc_min, argc_max, writes},
 #define MODE(name, mode, argc_min, argc_max)
 #include "scripts.def"
 #undef SCRIPT
@@ -82,7 +83,7 @@ struct script_mode {
 };
 
 static const struct script_mode script_modes[] = {
-#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes)
+#define SCRIPT(name, file, argc_min, argc_max, writes)
 #define MODE(name, mode, argc_min, argc_max) {SCRIPT_##name, mode, argc_min, argc_max},
 #include "scripts.def"
 #undef SCRIPT
@@ -112,8 +113,11 @@ struct store_op {
     store_reply_fn late;     /* the outcome after fn was answered 503; NULL once run */
     void *ctx;
     enum store_script script;
-    int nkeys, argc;
-    char **argv;             /* keys then args, for a resend (NOSCRIPT, function not found) */
+    int argc;
+    char **argv;             /* its ARGV, for a resend (NOSCRIPT, function not found, NEEDKEYS) */
+    struct keyset keys;      /* its KEYS: keys.c's, then what NEEDKEYS answers added */
+    int key_rounds;          /* resends after NEEDKEYS */
+    int as_eval;             /* last sent as EVAL (after NOSCRIPT) */
     size_t *argvlen;
     int64_t deadline_ms;
     int retried;             /* resends: after NOSCRIPT, or after a function not found */
@@ -150,12 +154,16 @@ static struct {
     int64_t last_reply_ms;
     int stalled, ping_in_flight, shutting_down, reading;
     unsigned long reconnects;
+    unsigned long needkeys;    /* calls resent with more keys (NEEDKEYS) */
     char read_id[64];
     char broker_id[64];
     int fence_clock;
+    int strict_keys;           /* DEVLOCK_TEST_STRICT_KEYS=1: scripts check every key (prelude.lua) */
+    int skip_walk;             /* DEVLOCK_TEST_KEYS_FAULT=walk: they do not ask for missing keys */
     long replicas;             /* replicas the master reports (ROLE) */
     unsigned beats;
     void (*on_up)(void);
+    store_keys_fn on_keys;
     void (*on_events)(redisReply *);
     void (*on_stream_up)(void);
 } st;
@@ -307,6 +315,7 @@ static void op_free(struct store_op *op)
         free(op->argv[i]);
     free(op->argv);
     free(op->argvlen);
+    keyset_free(&op->keys);
     free(op);
 }
 
@@ -376,6 +385,36 @@ static void reply_free(redisReply *r)
 static void conn_drop(struct conn *c, const char *why);
 static long wait_target(void);
 
+/* A script answers {NEEDKEYS, key...} when it would touch keys its call did
+ * not declare (prelude.lua "keys declared"): it wrote nothing, so the call
+ * is sent again with them. Each round reaches one step further into the
+ * data; more than KEY_ROUNDS rounds (the data changing under every round)
+ * fail the call as unavailable, which nothing ran. */
+#define KEY_ROUNDS 16
+
+static int is_needkeys(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STATUS &&
+           r->element[0]->len == 8 && memcmp(r->element[0]->str, "NEEDKEYS", 8) == 0;
+}
+
+static int more_keys(struct store_op *op, const redisReply *r)
+{
+    if (op->key_rounds >= KEY_ROUNDS) {
+        lk_warn("redis: %s still needs %zu more keys after %d rounds; answering 503",
+                script_rows[op->script].file, r->elements - 1, op->key_rounds);
+        return 0;
+    }
+    op->key_rounds++;
+    st.needkeys++;
+    for (size_t i = 1; i < r->elements; i++) {
+        const redisReply *k = r->element[i];
+        if (k->type == REDIS_REPLY_STRING)
+            keyset_append(&op->keys, k->str, k->len);
+    }
+    return send_script(op, op->as_eval) == 0;
+}
+
 static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -386,6 +425,16 @@ static void script_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (r && r->type == REDIS_REPLY_ERROR && op->fn && resend(op, r)) {
         op_free(op);
         return;
+    }
+    if (r && is_needkeys(r)) {
+        if (!op->fn || !more_keys(op, r))
+            deliver(op, NULL, LK_E_UNAVAILABLE); /* it did not run */
+        op_free(op);
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR && st.strict_keys && strstr(r->str, "devlock strict keys")) {
+        lk_error("redis: %s touched a key it did not declare: %s", script_rows[op->script].file, r->str);
+        abort(); /* a test mode: the suite must see it */
     }
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
         /* a replica now (failover): find the new master */
@@ -433,10 +482,10 @@ static void wait_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static int send_script(struct store_op *op, int as_eval)
 {
-    int n = op->argc + 4; /* EVALSHA sha nkeys args... fence_clock */
+    int n = 3 + op->keys.n + op->argc + 1; /* EVALSHA sha nkeys keys... args... flags */
     const char **av = lk_xmalloc(sizeof(*av) * (size_t)n);
     size_t *al = lk_xmalloc(sizeof(*al) * (size_t)n);
-    char nk[16];
+    char nk[16], flags[4];
     struct script *s = &st.scripts[op->script];
     if (as_eval) {
         av[0] = "EVAL";
@@ -452,21 +501,29 @@ static int send_script(struct store_op *op, int as_eval)
         al[1] = 40;
     }
     al[0] = strlen(av[0]);
-    snprintf(nk, sizeof(nk), "%d", op->nkeys);
+    snprintf(nk, sizeof(nk), "%d", op->keys.n);
     av[2] = nk;
     al[2] = strlen(nk);
-    for (int i = 0; i < op->argc; i++) {
-        av[3 + i] = op->argv[i];
-        al[3 + i] = op->argvlen[i];
+    int k = 3;
+    for (int i = 0; i < op->keys.n; i++, k++) {
+        av[k] = op->keys.key[i];
+        al[k] = op->keys.len[i];
     }
-    av[n - 1] = st.fence_clock ? "1" : "0"; /* taken off ARGV by prelude.lua */
-    al[n - 1] = 1;
+    for (int i = 0; i < op->argc; i++, k++) {
+        av[k] = op->argv[i];
+        al[k] = op->argvlen[i];
+    }
+    /* taken off ARGV by prelude.lua's begin: 1 the fence clock, 2 strict keys, 4 the fault */
+    snprintf(flags, sizeof(flags), "%d", (st.fence_clock ? 1 : 0) | (st.strict_keys ? 2 : 0) | (st.skip_walk ? 4 : 0));
+    av[k] = flags;
+    al[k] = strlen(flags);
     int rc = redisAsyncCommandArgv(st.cmd.ac, script_cb, op, n, av, al);
     free(av);
     free(al);
     if (rc != REDIS_OK)
         return -1;
     op->refs++;
+    op->as_eval = as_eval;
     op->load_gen = st.load_gen;
     op->wait_for = script_rows[op->script].writes == 1 ? wait_target() : 0;
     if (op->wait_for > 0 &&
@@ -522,18 +579,19 @@ static void send_library(void)
 
 int store_ready(void) { return st.cmd.up && !st.stalled; }
 unsigned long store_reconnects(void) { return st.reconnects; }
+unsigned long store_needkeys(void) { return st.needkeys; }
 
-struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
+struct store_op *store_eval(enum store_script script, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx)
 {
-    return store_eval_late(script, nkeys, argc, argv, argvlen, fn, NULL, ctx);
+    return store_eval_late(script, argc, argv, argvlen, fn, NULL, ctx);
 }
 
 static int argc_fits(int argc, int lo, int hi) { return argc >= lo && (hi < 0 || argc <= hi); }
 
 /* Whether a call fits its script's row (and its mode's, for a script with
  * MODE rows); if not, why, in why. */
-static int call_fits(enum store_script script, int nkeys, int argc, const char **argv,
+static int call_fits(enum store_script script, int argc, const char **argv,
                      const size_t *argvlen, char *why, size_t size)
 {
     if ((unsigned)script >= SCRIPT__COUNT) {
@@ -541,10 +599,6 @@ static int call_fits(enum store_script script, int nkeys, int argc, const char *
         return 0;
     }
     const struct script_row *row = &script_rows[script];
-    if (nkeys != row->nkeys) {
-        snprintf(why, size, "%s takes %d keys, called with %d", row->file, row->nkeys, nkeys);
-        return 0;
-    }
     if (!argc_fits(argc, row->argc_min, row->argc_max)) {
         snprintf(why, size, "%s takes %d..%d arguments, called with %d", row->file, row->argc_min,
                  row->argc_max, argc);
@@ -572,12 +626,30 @@ static int call_fits(enum store_script script, int nkeys, int argc, const char *
     return 1;
 }
 
-struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, const char **argv,
+static struct store_op *eval_with(enum store_script script, int argc, const char **argv,
+                                  const size_t *argvlen, const struct keyset *extra, store_reply_fn fn,
+                                  store_reply_fn late, void *ctx);
+
+struct store_op *store_eval_late(enum store_script script, int argc, const char **argv,
                                  const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
                                  void *ctx)
 {
+    return eval_with(script, argc, argv, argvlen, NULL, fn, late, ctx);
+}
+
+struct store_op *store_eval_keys(enum store_script script, int argc, const char **argv,
+                                 const size_t *argvlen, const struct keyset *extra,
+                                 store_reply_fn fn, void *ctx)
+{
+    return eval_with(script, argc, argv, argvlen, extra, fn, NULL, ctx);
+}
+
+static struct store_op *eval_with(enum store_script script, int argc, const char **argv,
+                                  const size_t *argvlen, const struct keyset *extra, store_reply_fn fn,
+                                  store_reply_fn late, void *ctx)
+{
     char why[160];
-    if (!call_fits(script, nkeys, argc, argv, argvlen, why, sizeof(why))) {
+    if (!call_fits(script, argc, argv, argvlen, why, sizeof(why))) {
         lk_error("internal: a call does not fit scripts.def: %s", why);
 #ifdef DEVLOCK_DEBUG
         abort();
@@ -595,7 +667,6 @@ struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, 
     op->late = late;
     op->ctx = ctx;
     op->script = script;
-    op->nkeys = nkeys;
     op->argc = argc;
     op->argv = lk_xmalloc(sizeof(char *) * (size_t)(argc ? argc : 1));
     op->argvlen = lk_xmalloc(sizeof(size_t) * (size_t)(argc ? argc : 1));
@@ -604,6 +675,12 @@ struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, 
         op->argv[i] = lk_xstrndup(argv[i], len);
         op->argvlen[i] = len;
     }
+    keyset_init(&op->keys);
+    keys_for_call(&op->keys, script, argc, op->argv, op->argvlen, st.broker_id);
+    if (st.on_keys)
+        st.on_keys(&op->keys, script, argc, op->argv, op->argvlen);
+    for (int i = 0; extra && i < extra->n; i++)
+        keyset_append(&op->keys, extra->key[i], extra->len[i]);
     op->deadline_ms = lk_time_mono_ms() + cfg.redis_timeout_ms +
                       (cfg.redis_wait_replicas > 0 && script_rows[script].writes == 1 ? cfg.redis_wait_ms : 0);
     op->refs = 1; /* ours, until it is queued */
@@ -745,6 +822,7 @@ void store_read_from(const char *last_id)
 }
 
 void store_on_up(void (*fn)(void)) { st.on_up = fn; }
+void store_on_keys(store_keys_fn fn) { st.on_keys = fn; }
 void store_on_events(void (*fn)(redisReply *)) { st.on_events = fn; }
 void store_on_stream_up(void (*fn)(void)) { st.on_stream_up = fn; }
 
@@ -949,7 +1027,7 @@ static void conn_open(struct conn *c, const char *host, int port)
 /* ---- set-up ------------------------------------------------------------------ */
 
 /* Between the prelude and a script: the call's state (prelude.lua). */
-#define BEGIN_CALL "begin(ARGV)\n"
+#define BEGIN_CALL "begin(ARGV, KEYS)\n"
 
 static const struct embedded_file *embedded(const char *name)
 {
@@ -1040,6 +1118,12 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
     st.loop = loop;
     snprintf(st.broker_id, sizeof(st.broker_id), "%s", broker_id);
     st.fence_clock = !strcmp(cfg.fence_clock, "on") || (!strcmp(cfg.fence_clock, "auto") && cfg.redis_sentinel[0]);
+    const char *strict = getenv("DEVLOCK_TEST_STRICT_KEYS");
+    st.strict_keys = strict && !strcmp(strict, "1");
+    const char *fault = getenv("DEVLOCK_TEST_KEYS_FAULT");
+    st.skip_walk = fault && !strcmp(fault, "walk");
+    if (st.strict_keys)
+        lk_info("redis: DEVLOCK_TEST_STRICT_KEYS=1: a script that touches a key it did not declare stops the broker");
     if (parse_url(url) != 0)
         return -1;
     load_scripts();

@@ -18,7 +18,7 @@
 
 /* One per row of scripts.def. */
 enum store_script {
-#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes) SCRIPT_##name,
+#define SCRIPT(name, file, argc_min, argc_max, writes) SCRIPT_##name,
 #define MODE(name, mode, argc_min, argc_max)
 #include "scripts.def"
 #undef SCRIPT
@@ -43,15 +43,24 @@ void store_shutdown(void);
 int store_ready(void);
 /* Connections made since start (the first one included). */
 unsigned long store_reconnects(void);
+/* Calls sent again with the keys their script asked for (NEEDKEYS). */
+unsigned long store_needkeys(void);
 
-/* Runs a script with nkeys keys then args (argv strings, lengths in
- * argvlen; copied). The callback runs exactly once, unless store_cancel is
+/* Runs a script with args (argv strings, lengths in argvlen; copied) and
+ * the keys it declares (keys.h: those the args name, then what the script
+ * asks for). The callback runs exactly once, unless store_cancel is
  * called first. Returns a handle valid until the callback runs, or NULL
- * when the callback already ran (Redis down: LK_E_UNAVAILABLE; or nkeys,
+ * when the callback already ran (Redis down: LK_E_UNAVAILABLE; or
  * argc or the mode do not fit the script's row of scripts.def, a
  * programming error that is logged: LK_E_INTERNAL with an error reply). */
-struct store_op *store_eval(enum store_script script, int nkeys, int argc, const char **argv,
+struct store_op *store_eval(enum store_script script, int argc, const char **argv,
                             const size_t *argvlen, store_reply_fn fn, void *ctx);
+/* As store_eval, declaring the keys in extra too (besides keys.h's): what
+ * the caller knows the script will read (snapshot.lua's next page). */
+struct keyset;
+struct store_op *store_eval_keys(enum store_script script, int argc, const char **argv,
+                                 const size_t *argvlen, const struct keyset *extra,
+                                 store_reply_fn fn, void *ctx);
 /* As store_eval, for a script whose effect must be followed up even after
  * its caller was answered. fn runs once, as for store_eval. If it runs with
  * LK_E_UNAVAILABLE after store_eval_late has returned the handle (the script
@@ -61,12 +70,19 @@ struct store_op *store_eval(enum store_script script, int nkeys, int argc, const
  * or with NULL and LK_E_UNAVAILABLE if it did not run or its outcome is
  * unknown (connection lost). The handle stays valid until late has run.
  * late NULL is store_eval. */
-struct store_op *store_eval_late(enum store_script script, int nkeys, int argc, const char **argv,
+struct store_op *store_eval_late(enum store_script script, int argc, const char **argv,
                                  const size_t *argvlen, store_reply_fn fn, store_reply_fn late,
                                  void *ctx);
 /* The caller no longer wants the answer (its connection closed): neither fn
  * nor late will run. */
 void store_cancel(struct store_op *op);
+
+/* A hook that adds keys to a call before it is sent, beyond those its
+ * ARGV names (keys.h): what the caller knows of the data, so that fewer
+ * calls need a NEEDKEYS round (locks.c: the read copy's queues). */
+typedef void (*store_keys_fn)(struct keyset *ks, enum store_script script, int argc, char *const *argv,
+                              const size_t *argvlen);
+void store_on_keys(store_keys_fn fn);
 
 /* Hooks run when the command connection comes up, and for each batch of
  * stream entries read (reply = the entries array of XREAD). */

@@ -348,7 +348,7 @@ static void webhook_drop(struct webhook *w)
     if (w->owned && store_ready()) {
         const char *argv[] = {"release", w->name, locks_broker_id()};
         releasing++;
-        store_eval(SCRIPT_WEBHOOK, 0, 3, argv, NULL, release_cb, NULL);
+        store_eval(SCRIPT_WEBHOOK, 3, argv, NULL, release_cb, NULL);
     }
     w->next = NULL;
     list_free(w);
@@ -518,7 +518,7 @@ static void send_op(struct webhook *w, enum op_kind kind, int argc, const char *
         return;
     w->op_kind = kind;
     w->op_sent_ms = boot_ms();
-    w->op = store_eval(SCRIPT_WEBHOOK, 0, argc, argv, NULL, op_done, w);
+    w->op = store_eval(SCRIPT_WEBHOOK, argc, argv, NULL, op_done, w);
 }
 
 static void take(struct webhook *w)
@@ -1134,7 +1134,7 @@ struct webhooks_status_call *webhooks_status(locks_done_fn fn, void *ctx)
     struct webhooks_status_call *c = lk_xcalloc(1, sizeof(*c));
     c->fn = fn;
     c->ctx = ctx;
-    struct store_op *op = store_eval(SCRIPT_WEBHOOK, 0, argc, argv, NULL, status_cb, c);
+    struct store_op *op = store_eval(SCRIPT_WEBHOOK, argc, argv, NULL, status_cb, c);
     if (!op)
         return NULL; /* answered (and c freed) already */
     c->op = op;

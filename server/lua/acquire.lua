@@ -6,12 +6,41 @@
 --       15 default preempt grace ms, 16 default lock-delay ms
 -- Returns {'granted', body, preempted_count} | {'denied'|'replay', body} |
 --         {'queued', waiter_id, deadline_us}, each with the last stream id appended
+--         | {NEEDKEYS, key...} (prelude "keys declared")
 local devs = split(ARGV[1])
 local maxlen = ARGV[10]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[16])
 local now = now_us()
 local rid = ARGV[12]
 local wait_ms = tonumber(ARGV[11])
+-- the waiter this call would queue: named by its token, so the broker can
+-- name its keys before the call (server/keys.c)
+local new_wid = 'w' .. string.sub(redis.sha1hex(ARGV[5]), 1, 24)
+
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    for _, d in ipairs(devs) do W.maybe(d) end
+    W.need('dl:waiter:' .. new_wid)
+    W.need('dl:wres:' .. new_wid)
+    W.need('dl:broker:' .. ARGV[13])
+    W.need('dl:bwait:' .. ARGV[13])
+    if opt(ARGV[14]) then W.need('dl:sess:' .. opt(ARGV[14])) end
+    if rid ~= '' and W.need(rid) then
+        local prev = rcall('GET', rid)
+        if prev and string.sub(prev, 1, 2) == 'W:' then
+            local wid = string.sub(prev, 3)
+            W.waiter(wid)
+            if W.need('dl:wres:' .. wid) then
+                local res = rcall('GET', 'dl:wres:' .. wid)
+                if res then W.grant(res, true) end
+            end
+        elseif prev then
+            W.grant(prev, true)
+        end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
 
 local function timed_out_body()
     return denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(devs, ', '))
@@ -36,11 +65,11 @@ end
 -- (the grant released, expired or taken; the waiter's broker dead) makes
 -- the retry a new request.
 if rid ~= '' then
-    local prev = redis.call('GET', rid)
+    local prev = rcall('GET', rid)
     if prev and string.sub(prev, 1, 2) == 'W:' then
         local wid = string.sub(prev, 3)
         local w = hload('dl:waiter:' .. wid)
-        local res = redis.call('GET', 'dl:wres:' .. wid)
+        local res = rcall('GET', 'dl:wres:' .. wid)
         if res then
             prev = res
         elseif w and waiter_alive(w, now) then
@@ -57,12 +86,12 @@ if rid ~= '' then
         if string.sub(prev, 1, 15) ~= '{"success":true' then return {'replay', prev, S.last_id} end
         local names, key = still_held(prev)
         if names then
-            for _, d in ipairs(names) do redis.call('HSET', lock_key(d), 'owner', ARGV[5]) end
+            for _, d in ipairs(names) do rcall('HSET', lock_key(d), 'owner', ARGV[5]) end
             picked_up(names, key)
             return {'replay', prev, S.last_id}
         end
     end
-    redis.call('DEL', rid)
+    rcall('DEL', rid)
 end
 
 local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = ARGV[5], owner = ARGV[5],
@@ -106,7 +135,7 @@ for _, dev in ipairs(devs) do
     elseif seen == 'delay' or (not seen and in_delay(dev)) then
         blocker = blocker or ('Device ' .. dev .. ' is in lock-delay after an abnormal release')
     elseif seen ~= 'idle' then
-        local top = redis.call('ZRANGE', waitq_key(dev), '0', '0', 'WITHSCORES')
+        local top = rcall('ZRANGE', waitq_key(dev), '0', '0', 'WITHSCORES')
         if #top > 0 and floor(tonumber(top[2]) / RANK) <= prio then
             blocker = blocker or ('Device ' .. dev .. ' is reserved for a waiting request of equal or higher priority')
         end
@@ -114,15 +143,15 @@ for _, dev in ipairs(devs) do
 end
 
 local function enqueue(deadline)
-    local seq = redis.call('INCR', 'dl:seq')
-    local wid = 'w' .. seq
+    local seq = rcall('INCR', 'dl:seq')
+    local wid = new_wid
     waiter_add(wid, {devices = ARGV[1], lock_type = r.lock_type,
         prio = r.prio, user_id = r.user_id, lock_key = r.lock_key, owner = r.owner, lease = r.lease,
         deadline = int(deadline), broker = ARGV[13], rid = rid, queued = int(now),
         reason = r.reason or '', plan_uid = r.plan_uid or '', client = r.client or '',
         session = r.session or ''}, int(prio * RANK + seq), floor((deadline - now) / 1000) + 60000)
     if rid ~= '' then
-        redis.call('SET', rid, 'W:' .. wid, 'PX', floor((deadline - now) / 1000) + 300000)
+        rcall('SET', rid, 'W:' .. wid, 'PX', floor((deadline - now) / 1000) + 300000)
     end
     return wid
 end
@@ -134,7 +163,7 @@ if blocker then
     end
     local body = denied_body(devs[1], blocker_json, blocker)
     if booking_json then body = string.sub(body, 1, -2) .. ',"reservation":' .. booking_json .. '}' end
-    if rid ~= '' then redis.call('SET', rid, body, 'PX', '300000') end
+    if rid ~= '' then rcall('SET', rid, body, 'PX', '300000') end
     return {'denied', body, S.last_id}
 end
 
@@ -165,6 +194,6 @@ local locks = {}
 for i, dev in ipairs(devs) do locks[i] = grant(dev, r, now, maxlen, group, nil) end
 local body = granted_body(locks, preempted)
 if rid ~= '' then
-    redis.call('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))
+    rcall('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))
 end
 return {'granted', body, #preempted, S.last_id}

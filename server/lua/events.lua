@@ -6,7 +6,7 @@
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[5])
 local start, out, examined, last = ARGV[1], {''}, 0, ''
 while examined < cap do
-    local batch = redis.call('XRANGE', 'dl:events', start, '+', 'COUNT', math.min(500, cap - examined))
+    local batch = rcall('XRANGE', 'dl:events', start, '+', 'COUNT', math.min(500, cap - examined))
     if #batch == 0 then break end
     for _, e in ipairs(batch) do
         examined = examined + 1

@@ -5,14 +5,35 @@
 -- find nothing, so every expiry has exactly one event.
 -- ARGV: stream maxlen, batch size, default lock-delay ms, default preempt
 --       grace ms (a booking's start preempts as an acquire would)
--- Returns {done, next_deadline_us (-1 = none), now_us}
+-- Returns {done, next_deadline_us (-1 = none), now_us} | {NEEDKEYS, key...}
 local maxlen = ARGV[1]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[3])
 local now = now_us()
-local due = redis.call('ZRANGEBYSCORE', 'dl:expiry', '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = rcall('ZRANGEBYSCORE', 'dl:expiry', '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    for _, m in ipairs(due) do
+        local kind, name = string.sub(m, 1, 1), string.sub(m, 2)
+        if kind == '?' then
+            W.light(name)
+        elseif kind == '$' then
+            if W.need('dl:sess:' .. name) then
+                for _, d in ipairs(rcall('SMEMBERS', 'dl:sess:' .. name)) do W.full(d) end
+            end
+        elseif kind == '@' or kind == '%' then
+            W.booking(name)
+        elseif kind == '~' or kind == '!' or kind == '^' then
+            W.full(name)
+        else
+            W.full(m)
+        end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
 local done = 0
 for _, m in ipairs(due) do
-    redis.call('ZREM', 'dl:expiry', m)
+    rcall('ZREM', 'dl:expiry', m)
     local kind, name = string.sub(m, 1, 1), string.sub(m, 2)
     if kind == '?' then
         local h = hload(lock_key(name))
@@ -21,11 +42,11 @@ for _, m in ipairs(due) do
                 '"expires_in_ms":' .. floor((tonumber(h.exp) - now) / 1000))
         end
     elseif kind == '~' then
-        redis.call('DEL', delay_key(name))
+        rcall('DEL', delay_key(name))
         serve(name, now, maxlen)
     elseif kind == '!' then
         local h = live_lock(name, now, maxlen)
-        local top = redis.call('ZRANGE', waitq_key(name), '0', '0')
+        local top = rcall('ZRANGE', waitq_key(name), '0', '0')
         local w = top[1] and hload('dl:waiter:' .. top[1])
         if h and w and waiter_alive(w, now) and tonumber(w.prio) < tonumber(h.prio) then
             end_lock(h, 'force_released', 'preempted', now, maxlen)
@@ -35,7 +56,7 @@ for _, m in ipairs(due) do
         else
             -- nobody to preempt for any more: the lock stays, its window closes
             if h then
-                redis.call('HDEL', lock_key(name), 'preempt_until', 'preempt_grace', 'preempt_by')
+                rcall('HDEL', lock_key(name), 'preempt_until', 'preempt_grace', 'preempt_by')
                 h.preempt_until, h.preempt_grace, h.preempt_by = nil, nil, nil
                 lock_fact(h)
             end
@@ -44,7 +65,7 @@ for _, m in ipairs(due) do
     elseif kind == '^' then
         local h = hload(lock_key(name))
         if h and h.pending and h.wbroker then
-            if redis.call('EXISTS', 'dl:broker:' .. h.wbroker) == 0 then
+            if rcall('EXISTS', 'dl:broker:' .. h.wbroker) == 0 then
                 -- handed to a waiter whose broker died before picking it
                 -- up: nobody has its key, so it ends (the whole group)
                 local devs = {name}
@@ -58,11 +79,11 @@ for _, m in ipairs(due) do
             end
         end
     elseif kind == '$' then
-        for _, d in ipairs(redis.call('SMEMBERS', 'dl:sess:' .. name)) do
+        for _, d in ipairs(rcall('SMEMBERS', 'dl:sess:' .. name)) do
             local h = hload(lock_key(d))
             if h and h.session == name then end_lock(h, 'force_released', 'session_lost', now, maxlen) end
         end
-        redis.call('DEL', 'dl:sess:' .. name)
+        rcall('DEL', 'dl:sess:' .. name)
     elseif kind == '@' then
         local b = hload(rsv_key(name))
         if b then rsv_start(b, now, maxlen, ARGV[4]) end
@@ -78,7 +99,7 @@ for _, m in ipairs(due) do
                     if tonumber(h.exp) > 0 and tonumber(h.exp) <= tonumber(b['end']) then
                         end_lock(h, 'released', 'reservation_end', now, maxlen)
                     else
-                        redis.call('HDEL', lock_key(d), 'rsv', 'rsv_end')
+                        rcall('HDEL', lock_key(d), 'rsv', 'rsv_end')
                         h.rsv, h.rsv_end = nil, nil
                         lock_fact(h)
                     end
@@ -99,7 +120,7 @@ for _, m in ipairs(due) do
     end
     done = done + 1
 end
-local nxt = redis.call('ZRANGE', 'dl:expiry', '0', '0', 'WITHSCORES')
+local nxt = rcall('ZRANGE', 'dl:expiry', '0', '0', 'WITHSCORES')
 local deadline = -1
 if #nxt > 0 then deadline = tonumber(nxt[2]) end
 return {done, deadline, now}

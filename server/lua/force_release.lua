@@ -5,6 +5,12 @@
 local dev, maxlen = ARGV[1], ARGV[3]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
 local now = now_us()
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    W.full(dev)
+    local nk = W.finish()
+    if nk then return nk end
+end
 local h = live_lock(dev, now, maxlen)
 if not h then return {-1, '', S.last_id} end
 local devs = {dev}
@@ -15,10 +21,10 @@ for _, d in ipairs(devs) do
     if x and x.lock_key == h.lock_key then
         local extra = nil
         if opt(ARGV[2]) then extra = '"admin_reason":' .. jstr(opt(ARGV[2])) end
-        redis.call('DEL', lock_key(d))
+        rcall('DEL', lock_key(d))
         held_remove(d, x.prio)
-        redis.call('ZREM', 'dl:expiry', d, '?' .. d, '!' .. d)
-        if x.session then redis.call('SREM', 'dl:sess:' .. x.session, d) end
+        rcall('ZREM', 'dl:expiry', d, '?' .. d, '!' .. d)
+        if x.session then rcall('SREM', 'dl:sess:' .. x.session, d) end
         emit('force_released', d, x.plan_uid, lock_json(x), now, 'admin', maxlen, nil, extra)
         if x.rsv then rsv_after_end(x, 'force_released', 'admin', now, maxlen) end
         serve(d, now, maxlen)

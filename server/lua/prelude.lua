@@ -28,6 +28,8 @@
 --                  w = the waiter a grant was for)
 --   dl:waiter:<id> HASH a queued request (broker: whose requester it is;
 --                  owner: that call's token); dl:wres:<id> its reply once granted
+--                  (id: 'w' and 24 hex digits of the SHA-1 of the call's token,
+--                  so the broker can name its keys; a booking's: 'b' .. its id)
 --   dl:seq         arrival counter for waiter ranks
 --   dl:rid:<user>:<request_id>  idempotency record: reply, or 'W:<waiter>'
 --   dl:sess:<S>    SET of devices locked by session S
@@ -39,27 +41,80 @@
 -- Every transition changes the state and XADDs its events in the same
 -- script: an event exists if and only if its change does.
 
--- One call's state, set by begin(ARGV) before the script's own code runs.
--- Sent with EVAL, the prelude runs on every call and begin(ARGV) follows it;
--- in the Functions library (store.c, "the Functions library" in design.md)
--- the prelude runs once, at FUNCTION LOAD, where Redis 7.0 allows neither
--- `math` nor redis.call, and every function calls begin(ARGV) first. So
--- nothing at the top level of the prelude may read a global or keep state
--- of one call: what does is here.
+-- One call's state, set by begin(ARGV, KEYS) before the script's own code
+-- runs. Sent with EVAL, the prelude runs on every call and begin follows
+-- it; in the Functions library (store.c, "the Functions library" in
+-- design.md) the prelude runs once, at FUNCTION LOAD, where Redis 7.0
+-- allows neither `math` nor redis.call, and every function calls begin
+-- first. So nothing at the top level of the prelude may read a global or
+-- keep state of one call: what does is here.
 --   S        settings a script receives in ARGV and sets before calling the
 --            helpers. The broker appends one argument to every script, its
---            fence-clock setting ('1' or '0'), taken off here so each script
---            sees only its own.
+--            flags (a number: 1 the fence clock is on, 2 strict keys, 4 a
+--            test fault: no walk, so nothing asks for the keys it lacks),
+--            taken off here so each script sees only its own. S.keys: the
+--            call's KEYS as a set ("keys declared" below).
 --   int_memo, iso_memo  the formatting memos of int() and iso() below
-local floor, S, int_memo, iso_memo
+--   rcall, rpcall  redis.call and redis.pcall, or with strict keys the
+--            same after a check that every key the command names is in KEYS
+local floor, S, int_memo, iso_memo, rcall, rpcall, strict_call, strict_pcall
 
-local function begin(argv)
+local function begin(argv, keys)
     floor = math.floor
+    local flags = tonumber(table.remove(argv)) or 0
     S = {maxlen = nil, delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
-        fence_clock = table.remove(argv) == '1', lock_of = {}}
+        fence_clock = flags % 2 == 1, skip_walk = flags >= 4, lock_of = {}, keys = {}}
+    for _, k in ipairs(keys) do S.keys[k] = true end
     int_memo = {}
     iso_memo = {}
+    if flags % 4 >= 2 then
+        rcall, rpcall = strict_call, strict_pcall
+    else
+        rcall, rpcall = redis.call, redis.pcall
+    end
 end
+
+-- Strict keys (a test mode, DEVLOCK_TEST_STRICT_KEYS=1 at the broker):
+-- every key a command names must be one of the call's KEYS, as Redis
+-- Cluster requires, else the script fails with "devlock strict keys". Where
+-- a command's keys are: the first argument, unless listed (DEL and EXISTS
+-- take several, XGROUP and XINFO name a subcommand first, XREADGROUP its
+-- streams after STREAMS; TIME and SCAN take none).
+local KEYS_AT = {DEL = 'all', EXISTS = 'all', XGROUP = 2, XINFO = 2, XREADGROUP = 'streams',
+    TIME = 0, SCAN = 0}
+
+local function strict_check(cmd, ...)
+    local a = {...}
+    local at = KEYS_AT[string.upper(cmd)]
+    local first, last = 1, 1
+    if at == 0 then return end
+    if at == 'all' then
+        last = #a
+    elseif at == 'streams' then
+        for i = 1, #a do
+            if string.upper(a[i]) == 'STREAMS' then first = i + 1 end
+        end
+        last = first + (#a - first + 1) / 2 - 1
+    elseif at then
+        first, last = at, at
+    end
+    for i = first, last do
+        if not S.keys[a[i]] then
+            error('devlock strict keys: ' .. cmd .. ' of ' .. tostring(a[i]) .. ', not in KEYS')
+        end
+    end
+end
+
+strict_call = function(cmd, ...)
+    strict_check(cmd, ...)
+    return redis.call(cmd, ...)
+end
+
+strict_pcall = function(cmd, ...)
+    strict_check(cmd, ...)
+    return redis.pcall(cmd, ...)
+end
+
 
 -- Redis turns Lua numbers into arguments with 14 significant digits: pass
 -- microsecond times through int() to keep them exact. A transition formats
@@ -75,7 +130,7 @@ local function int(n)
 end
 
 local function now_us()
-    local t = redis.call('TIME')
+    local t = rcall('TIME')
     return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
@@ -118,7 +173,7 @@ local function jstr(v)
 end
 
 local function hload(key)
-    local a = redis.call('HGETALL', key)
+    local a = rcall('HGETALL', key)
     if #a == 0 then return nil end
     local h = {}
     for i = 1, #a, 2 do h[a[i]] = a[i + 1] end
@@ -132,7 +187,7 @@ local function split(s)
 end
 
 local function conf(dev, field, default)
-    local v = redis.call('HGET', 'dl:{' .. dev .. '}:conf', field)
+    local v = rcall('HGET', 'dl:{' .. dev .. '}:conf', field)
     if v then return tonumber(v) end
     return tonumber(default)
 end
@@ -170,7 +225,7 @@ end
 -- earliest one ("exp"), so every broker arms its timer for it.
 local function add_deadline(at, member)
     local s = int(at)
-    redis.call('ZADD', 'dl:expiry', s, member)
+    rcall('ZADD', 'dl:expiry', s, member)
     if not S.deadline or at < S.deadline then S.deadline = at end
 end
 
@@ -226,7 +281,7 @@ local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, wai
     end
     args[#args + 1] = 'j'
     args[#args + 1] = j
-    S.last_id = redis.call(unpack(args))
+    S.last_id = rcall(unpack(args))
     return S.last_id
 end
 
@@ -246,7 +301,7 @@ local function set_deadlines(dev, from, lease)
         add_deadline(from + lease * 1000, dev)
         add_deadline(from + lease * 800, '?' .. dev)
     else
-        redis.call('ZREM', 'dl:expiry', dev, '?' .. dev)
+        rcall('ZREM', 'dl:expiry', dev, '?' .. dev)
     end
 end
 
@@ -264,17 +319,17 @@ end
 -- count (stats.lua) has not reached yet is left to it; with nothing else
 -- held when a lock joins (it is dl:held's only member), they start full.
 local function count_held(dev, prio, delta)
-    local st = redis.call('HMGET', 'dl:stats', 'full', 'scan')
+    local st = rcall('HMGET', 'dl:stats', 'full', 'scan')
     if not st[1] then
         if st[2] then
             if not lex_le(dev, st[2]) then return end
-        elseif delta > 0 and redis.call('ZCARD', 'dl:held') == 1 then
-            redis.call('HSET', 'dl:stats', 'full', '1')
+        elseif delta > 0 and rcall('ZCARD', 'dl:held') == 1 then
+            rcall('HSET', 'dl:stats', 'full', '1')
         else
             return
         end
     end
-    redis.call('HINCRBY', 'dl:stats', 'p' .. prio, delta)
+    rcall('HINCRBY', 'dl:stats', 'p' .. prio, delta)
 end
 
 -- Every change to dl:held goes through these two, so the counters follow.
@@ -284,11 +339,11 @@ end
 -- and on the other hot paths: Redis turns a number argument into text with
 -- snprintf, the same digits at a cost.)
 local function held_add(dev, prio)
-    if redis.call('ZADD', 'dl:held', '0', dev) == 1 then count_held(dev, prio, 1) end
+    if rcall('ZADD', 'dl:held', '0', dev) == 1 then count_held(dev, prio, 1) end
 end
 
 local function held_remove(dev, prio)
-    if redis.call('ZREM', 'dl:held', dev) == 1 then count_held(dev, prio, -1) end
+    if rcall('ZREM', 'dl:held', dev) == 1 then count_held(dev, prio, -1) end
 end
 
 local serve, rsv_after_end
@@ -306,15 +361,15 @@ end
 -- grants the device itself next).
 local function end_lock(h, action, cause, now, maxlen, hold)
     local dev = h.device_name
-    redis.call('DEL', lock_key(dev))
+    rcall('DEL', lock_key(dev))
     held_remove(dev, h.prio)
-    redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
+    rcall('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
     h.preempt_until = nil
-    if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
+    if h.session then rcall('SREM', 'dl:sess:' .. h.session, dev) end
     if cause == 'expired' or cause == 'session_lost' then
         local delay = conf(dev, 'delay_ms', S.delay_ms)
         if delay > 0 then
-            redis.call('SET', delay_key(dev), '1', 'PX', delay)
+            rcall('SET', delay_key(dev), '1', 'PX', delay)
             add_deadline(now + delay * 1000, '~' .. dev)
         end
     end
@@ -351,7 +406,7 @@ local function live_lock(dev, now, maxlen)
 end
 
 local function in_delay(dev)
-    return redis.call('EXISTS', delay_key(dev)) == 1
+    return rcall('EXISTS', delay_key(dev)) == 1
 end
 
 local function nz(v)
@@ -361,14 +416,14 @@ end
 
 -- Grants D to request r (a table of the request's fields). Returns the lock.
 local function grant(dev, r, now, maxlen, group, waiter)
-    local fence = redis.call('INCR', fence_key(dev))
+    local fence = rcall('INCR', fence_key(dev))
     if S.fence_clock then
         -- never below the Redis clock in ms: a failover that lost the last
         -- INCRs cannot hand out an old fence again (failover takes seconds)
         local floor_ms = floor(now / 1000)
         if fence < floor_ms then
             fence = floor_ms
-            redis.call('SET', fence_key(dev), int(fence))
+            rcall('SET', fence_key(dev), int(fence))
         end
     end
     -- as text from here on (the same digits): the hash, the lock object and
@@ -393,7 +448,7 @@ local function grant(dev, r, now, maxlen, group, waiter)
             fields[#fields + 1] = v
         end
     end
-    redis.call('HSET', lock_key(dev), unpack(fields))
+    rcall('HSET', lock_key(dev), unpack(fields))
     held_add(dev, r.prio)
     if r.rsv_end then
         add_deadline(exp, dev)
@@ -404,7 +459,7 @@ local function grant(dev, r, now, maxlen, group, waiter)
     -- a hand-over is picked up by the waiter's broker; if that broker dies
     -- first, nobody would ever answer (or release) this grant
     if wbroker then add_deadline(now + 3000000, '^' .. dev) end
-    if h.session then redis.call('SADD', 'dl:sess:' .. h.session, dev) end
+    if h.session then rcall('SADD', 'dl:sess:' .. h.session, dev) end
     -- json: the lock object as granted, which the reply (granted_body) and a
     -- booking's start event (rsv_granted) show again: encoded once. Set after
     -- the HSET above, so it is no field of the hash.
@@ -433,8 +488,8 @@ end
 -- retry): it is picked up, so no longer released when a broker dies.
 local function picked_up(names, key)
     for _, d in ipairs(names) do
-        local h = redis.call('HMGET', lock_key(d), 'lock_key', 'pending')
-        if h[1] == key and h[2] then redis.call('HDEL', lock_key(d), 'pending') end
+        local h = rcall('HMGET', lock_key(d), 'lock_key', 'pending')
+        if h[1] == key and h[2] then rcall('HDEL', lock_key(d), 'pending') end
     end
 end
 
@@ -471,7 +526,7 @@ end
 
 local function waiter_alive(w, now)
     if tonumber(w.deadline) <= now then return false end
-    if w.broker and w.broker ~= '' and redis.call('EXISTS', 'dl:broker:' .. w.broker) == 0 then
+    if w.broker and w.broker ~= '' and rcall('EXISTS', 'dl:broker:' .. w.broker) == 0 then
         return false
     end
     return true
@@ -485,7 +540,8 @@ end
 -- every public reader (events.c's consumers, events.lua, resume.lua,
 -- webhooks) skips entries without "j" (docs/design.md "Queue facts").
 --   q '+' id d (devices) s (rank) u t p (priority) at (queued, us)
---         dl (deadline, us) pl (plan_uid) b (broker) exp
+--         dl (deadline, us) pl (plan_uid) b (broker) r (its idempotency
+--         key) ss (session) exp
 --         the waiter as device.lua shows it; it replaces any earlier one
 --   q '-' id d (the queues it left) exp
 --   q 'L' dev x l: a lock whose text changed without an event (lock_fact)
@@ -501,7 +557,7 @@ local function queue_fact(fields)
     for _, v in ipairs(fields) do args[#args + 1] = v end
     args[#args + 1] = 'exp'
     args[#args + 1] = earliest()
-    S.last_id = redis.call(unpack(args))
+    S.last_id = rcall(unpack(args))
 end
 
 -- A lock's hash changed in what lock_json shows without an event (a
@@ -515,7 +571,7 @@ end
 local function waiter_fact(wid, w, score)
     queue_fact({'q', '+', 'id', wid, 'd', w.devices, 's', score, 'u', w.user_id or '',
         't', w.lock_type or '', 'p', w.prio or '0', 'at', w.queued or '0', 'dl', w.deadline or '0',
-        'pl', w.plan_uid or '', 'b', w.broker or ''})
+        'pl', w.plan_uid or '', 'b', w.broker or '', 'r', w.rid or '', 'ss', w.session or ''})
 end
 
 -- Queues waiter wid on its devices at rank score (text); w: its hash
@@ -526,30 +582,30 @@ local function waiter_add(wid, w, score, ttl_ms)
         f[#f + 1] = k
         f[#f + 1] = v
     end
-    redis.call('HSET', 'dl:waiter:' .. wid, unpack(f))
-    redis.call('PEXPIRE', 'dl:waiter:' .. wid, ttl_ms)
-    for _, d in ipairs(split(w.devices)) do redis.call('ZADD', waitq_key(d), score, wid) end
+    rcall('HSET', 'dl:waiter:' .. wid, unpack(f))
+    rcall('PEXPIRE', 'dl:waiter:' .. wid, ttl_ms)
+    for _, d in ipairs(split(w.devices)) do rcall('ZADD', waitq_key(d), score, wid) end
     if w.broker ~= '' then
-        redis.call('SADD', 'dl:bwait:' .. w.broker, wid)
-        redis.call('SADD', 'dl:sessbrokers', w.broker)
+        rcall('SADD', 'dl:bwait:' .. w.broker, wid)
+        rcall('SADD', 'dl:sessbrokers', w.broker)
     end
     waiter_fact(wid, w, score)
 end
 
 local function waiter_score(wid, w)
     local d = split(w.devices)[1]
-    return d and redis.call('ZSCORE', waitq_key(d), wid)
+    return d and rcall('ZSCORE', waitq_key(d), wid)
 end
 
 -- A retry on broker `broker` takes waiter wid over (owner: its token).
 local function waiter_move(wid, w, broker, owner)
-    redis.call('HSET', 'dl:waiter:' .. wid, 'owner', owner, 'broker', broker)
+    rcall('HSET', 'dl:waiter:' .. wid, 'owner', owner, 'broker', broker)
     if w.broker == broker then return end
-    if w.broker and w.broker ~= '' then redis.call('SREM', 'dl:bwait:' .. w.broker, wid) end
+    if w.broker and w.broker ~= '' then rcall('SREM', 'dl:bwait:' .. w.broker, wid) end
     w.broker = broker
     if broker ~= '' then
-        redis.call('SADD', 'dl:bwait:' .. broker, wid)
-        redis.call('SADD', 'dl:sessbrokers', broker)
+        rcall('SADD', 'dl:bwait:' .. broker, wid)
+        rcall('SADD', 'dl:sessbrokers', broker)
     end
     local score = waiter_score(wid, w)
     if score then waiter_fact(wid, w, score) end
@@ -567,12 +623,12 @@ local function drop_waiter(wid, w, dev)
     local left = {}
     if w then
         for _, d in ipairs(split(w.devices)) do
-            if redis.call('ZREM', waitq_key(d), wid) == 1 then left[#left + 1] = d end
+            if rcall('ZREM', waitq_key(d), wid) == 1 then left[#left + 1] = d end
         end
-        if w.broker and w.broker ~= '' then redis.call('SREM', 'dl:bwait:' .. w.broker, wid) end
+        if w.broker and w.broker ~= '' then rcall('SREM', 'dl:bwait:' .. w.broker, wid) end
     end
-    if dev and redis.call('ZREM', waitq_key(dev), wid) == 1 then left[#left + 1] = dev end
-    redis.call('DEL', 'dl:waiter:' .. wid)
+    if dev and rcall('ZREM', waitq_key(dev), wid) == 1 then left[#left + 1] = dev end
+    rcall('DEL', 'dl:waiter:' .. wid)
     if #left > 0 then queue_fact({'q', '-', 'id', wid, 'd', table.concat(left, ',')}) end
 end
 
@@ -589,10 +645,10 @@ local window_blocks, rsv_granted
 -- saves asking. D's lock and lock-delay are asked once: dropping dead
 -- waiters (the only thing the loop does before it returns) changes neither.
 serve = function(dev, now, maxlen, gone)
-    if not gone and redis.call('EXISTS', lock_key(dev)) == 1 then return end
+    if not gone and rcall('EXISTS', lock_key(dev)) == 1 then return end
     if in_delay(dev) then return 'delay' end
     for _ = 1, 64 do
-        local top = redis.call('ZRANGE', waitq_key(dev), '0', '0')
+        local top = rcall('ZRANGE', waitq_key(dev), '0', '0')
         if #top == 0 then return 'idle' end
         local wid = top[1]
         local w = hload('dl:waiter:' .. wid)
@@ -603,8 +659,8 @@ serve = function(dev, now, maxlen, gone)
             local devs = split(w.devices)
             for _, d in ipairs(devs) do
                 if d ~= dev then
-                    if redis.call('EXISTS', lock_key(d)) == 1 or in_delay(d) then return end
-                    local t = redis.call('ZRANGE', waitq_key(d), '0', '0')
+                    if rcall('EXISTS', lock_key(d)) == 1 or in_delay(d) then return end
+                    local t = rcall('ZRANGE', waitq_key(d), '0', '0')
                     if t[1] ~= wid then return end
                 end
                 -- inside another user's booking of equal or higher priority:
@@ -625,9 +681,9 @@ serve = function(dev, now, maxlen, gone)
             end
             for i, d in ipairs(devs) do locks[i] = grant(d, w, now, maxlen, group, wid) end
             local body = granted_body(locks, {})
-            redis.call('SET', 'dl:wres:' .. wid, body, 'PX', '120000')
+            rcall('SET', 'dl:wres:' .. wid, body, 'PX', '120000')
             if w.rid and w.rid ~= '' then
-                redis.call('SET', w.rid, body, 'PX', math.max(tonumber(w.lease), 300000))
+                rcall('SET', w.rid, body, 'PX', math.max(tonumber(w.lease), 300000))
             end
             return
         end
@@ -690,12 +746,12 @@ local function rsv_save(b, now, ...)
         f[#f + 1] = k
         f[#f + 1] = b[k] or ''
     end
-    redis.call('HSET', rsv_key(b.id), unpack(f))
+    rcall('HSET', rsv_key(b.id), unpack(f))
 end
 
 -- The live booking in force on D at now, if any.
 local function window_in_force(dev, now)
-    local top = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(dev), int(now), '-inf', 'LIMIT', '0', '1')
+    local top = rcall('ZREVRANGEBYSCORE', rsv_dev_key(dev), int(now), '-inf', 'LIMIT', '0', '1')
     if #top == 0 then return nil end
     local b = hload(rsv_key(top[1]))
     if not b or not LIVE[b.state] or tonumber(b['end']) <= now then return nil end
@@ -719,15 +775,15 @@ end
 -- bumped): kept for its history time after its end, then dropped. Waiters
 -- its window held back are served.
 local function rsv_finish(b, state, cause, now, maxlen, extra)
-    for _, d in ipairs(split(b.devices)) do redis.call('ZREM', rsv_dev_key(d), b.id) end
-    redis.call('ZREM', 'dl:expiry', '@' .. b.id, '%' .. b.id)
+    for _, d in ipairs(split(b.devices)) do rcall('ZREM', rsv_dev_key(d), b.id) end
+    rcall('ZREM', 'dl:expiry', '@' .. b.id, '%' .. b.id)
     if nz(b.waiter) then drop_waiter(b.waiter, hload('dl:waiter:' .. b.waiter)) end
     b.state, b.cause, b.waiter = state, cause, ''
     if state ~= 'ended' then b.seq = int(tonumber(nz(b.seq) or 0) + 1) end
     rsv_save(b, now, 'state', 'cause', 'waiter', 'seq', 'bumped_by')
     local keep = tonumber(nz(b.keep) or 0)
     local until_ms = floor(math.max(tonumber(b['end']), now) / 1000) + keep
-    redis.call('PEXPIREAT', rsv_key(b.id), int(until_ms))
+    rcall('PEXPIREAT', rsv_key(b.id), int(until_ms))
     rsv_emit('reservation_' .. state, b, now, maxlen, cause, extra)
     for _, d in ipairs(split(b.devices)) do serve(d, now, maxlen) end
 end
@@ -778,12 +834,12 @@ end
 -- expire.lua preempts it if the request still waits. A window already open
 -- stays as the holder was told.
 local function ask_preempt(h, grace, requester, now, maxlen)
-    if redis.call('ZSCORE', 'dl:expiry', '!' .. h.device_name) then return end
+    if rcall('ZSCORE', 'dl:expiry', '!' .. h.device_name) then return end
     add_deadline(now + grace * 1000, '!' .. h.device_name)
     -- the lock carries its window (lock_json "preempt") until it ends or the
     -- window closes, so renew and validate answers tell the holder too
     h.preempt_until, h.preempt_grace, h.preempt_by = int(now + grace * 1000), grace, requester
-    redis.call('HSET', lock_key(h.device_name), 'preempt_until', h.preempt_until,
+    rcall('HSET', lock_key(h.device_name), 'preempt_until', h.preempt_until,
         'preempt_grace', grace, 'preempt_by', requester)
     emit('preempt_requested', h.device_name, h.plan_uid, lock_json(h), now, nil, maxlen, nil,
         '"grace_s":' .. (grace / 1000) .. ',"requested_by":' .. requester)
@@ -813,7 +869,7 @@ local function rsv_start(b, now, maxlen, grace_default)
         if prio > 0 then grace = conf(h.device_name, 'grace_ms', grace_default) end
         if grace > 0 then
             ask_preempt(h, grace, requester, now, maxlen)
-        elseif redis.call('EXISTS', lock_key(h.device_name)) == 1 then
+        elseif rcall('EXISTS', lock_key(h.device_name)) == 1 then
             end_lock(h, 'force_released', 'preempted', now, maxlen, true)
             end_group_rest(h, taking, 'preempted', now, maxlen)
         end
@@ -821,4 +877,179 @@ local function rsv_start(b, now, maxlen, grace_default)
     for _, d in ipairs(split(b.devices)) do serve(d, now, maxlen) end
     b = hload(rsv_key(b.id))
     if b and b.state == 'waiting' then rsv_emit('reservation_waiting', b, now, maxlen, nil) end
+end
+
+-- ---- keys declared (docs/design.md "Keys declared") ---------------------------
+-- Every key a script touches is one of its KEYS, as Redis Cluster requires.
+-- The broker sends the keys it can name from the call (store/keys.c): the
+-- global ones, the request's devices', its own. The others follow from the
+-- data (a queue's waiters and their devices, a holder's session and group,
+-- a booking's devices), so before its first write every script walks them
+-- here from what Redis holds now, reading only keys it was given, and when
+-- one is missing it writes nothing and answers
+--   {{ok = 'NEEDKEYS'}, key...}
+-- with the names it lacks: the broker resends the call with them (a few
+-- rounds at most: each round reaches one step further). Nothing was
+-- written, so a resend cannot do anything twice.
+--
+-- The walk is a superset of what the transition touches:
+--   full(D)    D's lock may end here and D be handed on (serve): D's keys,
+--              its holder's session, group (full) and booking (full), the
+--              broker a hand-over waits for, and D's queue from its head to
+--              its first live waiter (serve stops there), each waiter with
+--              its devices (light); and D's booking in force
+--   maybe(D)   as full, but D's queue only if D has no lock or its lease
+--              has run out (an acquire, a renewal: D is served only then)
+--   light(D)   D is looked at or granted with another device: D's keys and
+--              its booking in force
+--   waiter(W)  its hash and reply, its request's idempotency key, its
+--              session, its broker's keys, its booking; its devices light
+--              (or maybe, when the caller ends the wait and serves them)
+--   booking(B) its hash and queue entry, its devices (full: its end or
+--              start hands them on), and its waiter
+-- Strict keys (a test mode) fail any command on a key outside KEYS, so the
+-- suites find a walk that misses one.
+local GLOBAL_KEYS = {'dl:held', 'dl:expiry', 'dl:events', 'dl:seq', 'dl:stats', 'dl:sessbrokers',
+    'dl:brokerlost', 'dl:rsv:byend', 'dl:rsv:seq'}
+local DEVICE_KEYS = {'lock', 'fence', 'waitq', 'delay', 'conf', 'rsv'}
+
+-- The walk's functions are made once (at FUNCTION LOAD); a call's walk
+-- state is WK, set by keys_walk: now, the keys asked for (asked), those
+-- missing from KEYS, and the devices, waiters and bookings still to visit.
+local W, WK = {}, nil
+
+-- k is needed: true if it was given (so it may be read)
+local function need(k)
+    if not WK.asked[k] then
+        WK.asked[k] = true
+        if not S.keys[k] then WK.missing[#WK.missing + 1] = k end
+    end
+    return S.keys[k] == true
+end
+W.need = need
+
+local function push(kind, name)
+    local id = kind .. '\0' .. name
+    if WK.done[id] then return end
+    WK.done[id] = true
+    WK.todo[#WK.todo + 1] = {kind, name}
+end
+function W.full(d) push('full', d) end
+function W.maybe(d) push('maybe', d) end
+function W.light(d) push('light', d) end
+function W.waiter(w) push('waiter', w) end
+function W.waiter_full(w) push('waiterfull', w) end
+function W.booking(b) push('booking', b) end
+-- the devices of a stored grant (a reply body), full or light
+function W.grant(body, full)
+    local names = grant_devices(body)
+    for _, d in ipairs(names or {}) do push(full and 'full' or 'light', d) end
+end
+
+local function device_keys(d)
+    for _, s in ipairs(DEVICE_KEYS) do need('dl:{' .. d .. '}:' .. s) end
+end
+
+local function in_force(d)
+    local k = 'dl:{' .. d .. '}:rsv'
+    if not S.keys[k] then return end
+    local top = rcall('ZREVRANGEBYSCORE', k, int(WK.now), '-inf', 'LIMIT', '0', '1')
+    if top[1] then need('dl:rsv:' .. top[1]) end
+end
+
+local function broker_keys(b)
+    if b and b ~= '' then
+        need('dl:bwait:' .. b)
+        return need('dl:broker:' .. b)
+    end
+    return true
+end
+
+local visit = {}
+function visit.light(d)
+    device_keys(d)
+    in_force(d)
+end
+-- ending: D's lock ends here (else only if its lease has run out)
+local function device(d, ending)
+    local now = WK.now
+    device_keys(d)
+    in_force(d)
+    local lk = 'dl:{' .. d .. '}:lock'
+    local free = true
+    if S.keys[lk] then
+        local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
+        if h[1] then need('dl:sess:' .. h[1]) end
+        if h[2] then
+            for _, g in ipairs(cjson.decode(h[2])) do W.full(g) end
+        end
+        if h[3] then W.booking(h[3]) end
+        if h[4] then broker_keys(h[4]) end
+        if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
+    end
+    local qk = 'dl:{' .. d .. '}:waitq'
+    if S.keys[qk] and (ending or free) then
+        -- serve's own bound: it looks at 64 entries at most, and stops at
+        -- the first live one (a waiter not read yet may be dead)
+        for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
+            local wk = 'dl:waiter:' .. wid
+            W.waiter(wid)
+            if S.keys[wk] then
+                local w = rcall('HMGET', wk, 'deadline', 'broker')
+                if w[1] and tonumber(w[1]) > now then
+                    local b = w[2] or ''
+                    if b == '' then break end
+                    if broker_keys(b) and rcall('EXISTS', 'dl:broker:' .. b) == 1 then break end
+                end
+            end
+        end
+    end
+end
+function visit.full(d) device(d, true) end
+function visit.maybe(d) device(d, false) end
+local function waiter(wid, devs_maybe)
+    local wk = 'dl:waiter:' .. wid
+    need('dl:wres:' .. wid)
+    if not need(wk) then return end
+    local w = rcall('HMGET', wk, 'devices', 'broker', 'rid', 'session', 'rsv')
+    for _, d in ipairs(split(w[1])) do
+        if devs_maybe then W.maybe(d) else W.light(d) end
+    end
+    broker_keys(w[2])
+    if w[3] and w[3] ~= '' then need(w[3]) end
+    if w[4] and w[4] ~= '' then need('dl:sess:' .. w[4]) end
+    if w[5] and w[5] ~= '' then W.booking(w[5]) end
+end
+function visit.waiter(wid) waiter(wid, false) end
+function visit.waiterfull(wid) waiter(wid, true) end
+function visit.booking(id)
+    local bk = 'dl:rsv:' .. id
+    need('dl:waiter:b' .. id)
+    need('dl:wres:b' .. id)
+    if not need(bk) then return end
+    local b = rcall('HMGET', bk, 'devices', 'waiter')
+    for _, d in ipairs(split(b[1])) do W.full(d) end
+    if b[2] and b[2] ~= '' then W.waiter(b[2]) end
+end
+
+-- nil when every key the call may touch is in KEYS, else the NEEDKEYS
+-- answer
+function W.finish()
+    if S.skip_walk then return nil end -- the self-test of strict keys
+    for _, k in ipairs(GLOBAL_KEYS) do need(k) end
+    local todo, i = WK.todo, 1
+    while todo[i] do
+        visit[todo[i][1]](todo[i][2])
+        i = i + 1
+    end
+    if #WK.missing == 0 then return nil end
+    local out = {{ok = 'NEEDKEYS'}}
+    for j, k in ipairs(WK.missing) do out[j + 1] = k end
+    return out
+end
+
+-- A walk from Redis's state at now (us): W, to name its roots, then finish.
+local function keys_walk(now)
+    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}}
+    return W
 end

@@ -7,6 +7,12 @@
 local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[4]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[5])
 local now = now_us()
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    W.full(dev)
+    local nk = W.finish()
+    if nk then return nk end
+end
 local h = live_lock(dev, now, maxlen)
 if not h then return {-1, '', S.last_id} end
 if h.lock_key ~= key then return {-2, '', S.last_id} end

@@ -5,6 +5,12 @@
 local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[5]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    W.maybe(dev)
+    local nk = W.finish()
+    if nk then return nk end
+end
 local h = live_lock(dev, now, maxlen)
 if not h then return {-1, '', S.last_id} end
 if h.lock_key ~= key then return {-2, '', S.last_id} end
@@ -22,7 +28,7 @@ for _, d in ipairs(devs) do
     if x and x.lock_key == key then
         local exp = 0
         if lease > 0 then exp = now + lease * 1000 end
-        redis.call('HSET', lock_key(d), 'exp', int(exp), 'lease', lease)
+        rcall('HSET', lock_key(d), 'exp', int(exp), 'lease', lease)
         set_deadlines(d, now, lease)
         x.exp, x.lease = int(exp), lease
         local lj = lock_json(x)

@@ -7,9 +7,34 @@
 -- Returns {'ok', body} | {'not_found'} | {'forbidden'} | {'finished', body}
 --       | {'conflict', detail, booking JSON} | {'invalid', detail},
 --       each with the last event id after them
+--       | {NEEDKEYS, key...} (prelude "keys declared")
 local mode, id, maxlen = ARGV[1], ARGV[2], ARGV[5]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[10])
 local now = now_us()
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    W.booking(id)
+    if W.need(rsv_key(id)) and mode == 'patch' then
+        -- the bookings the overlap check below reads
+        local b = rcall('HMGET', rsv_key(id), 'devices', 'start', 'end')
+        if b[1] then
+            local from = ARGV[6] ~= '' and tonumber(ARGV[6]) or tonumber(b[2])
+            local to = ARGV[7] ~= '' and tonumber(ARGV[7]) or tonumber(b[3])
+            for _, d in ipairs(split(b[1])) do
+                local k = rsv_dev_key(d)
+                if W.need(k) then
+                    for _, o in ipairs(rcall('ZREVRANGEBYSCORE', k, '(' .. int(to), '-inf')) do
+                        if not W.need(rsv_key(o)) then break end
+                        local x = rcall('HMGET', rsv_key(o), 'state', 'end')
+                        if o ~= id and x[1] and LIVE[x[1]] and tonumber(x[2]) <= math.min(from, now) then break end
+                    end
+                end
+            end
+        end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
 local b = hload(rsv_key(id))
 if not b then return {'not_found', S.last_id} end
 if ARGV[3] ~= '' and ARGV[4] ~= '1' and b.user_id ~= ARGV[3] then return {'forbidden', S.last_id} end
@@ -58,7 +83,7 @@ if start > now + 10 * 365 * 86400 * 1000000 then return {'invalid', 'a window st
 
 -- only into free time: no other live booking of any priority may overlap
 for _, d in ipairs(split(b.devices)) do
-    local ids = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(d), '(' .. int(stop), '-inf')
+    local ids = rcall('ZREVRANGEBYSCORE', rsv_dev_key(d), '(' .. int(stop), '-inf')
     for _, o in ipairs(ids) do
         if o ~= id then
             local x = hload(rsv_key(o))
@@ -76,13 +101,13 @@ b.reason = opt(ARGV[8]) or b.reason
 b.plan_uid = opt(ARGV[9]) or b.plan_uid
 b.seq = int(tonumber(nz(b.seq) or 0) + 1)
 rsv_save(b, now, 'start', 'end', 'reason', 'plan_uid', 'seq')
-for _, d in ipairs(split(b.devices)) do redis.call('ZADD', rsv_dev_key(d), b.start, id) end
-redis.call('ZADD', 'dl:rsv:byend', b['end'], id)
+for _, d in ipairs(split(b.devices)) do rcall('ZADD', rsv_dev_key(d), b.start, id) end
+rcall('ZADD', 'dl:rsv:byend', b['end'], id)
 if b.state == 'booked' then add_deadline(start, '@' .. id) end
 add_deadline(stop, '%' .. id)
 if b.state == 'waiting' and nz(b.waiter) then
-    redis.call('HSET', 'dl:waiter:' .. b.waiter, 'deadline', b['end'])
-    redis.call('PEXPIRE', 'dl:waiter:' .. b.waiter, floor((stop - now) / 1000) + 60000)
+    rcall('HSET', 'dl:waiter:' .. b.waiter, 'deadline', b['end'])
+    rcall('PEXPIRE', 'dl:waiter:' .. b.waiter, floor((stop - now) / 1000) + 60000)
     local w = hload('dl:waiter:' .. b.waiter)
     if w then waiter_refresh(b.waiter, w) end
 end
@@ -92,8 +117,8 @@ if b.state == 'active' and stop ~= old_stop then
         if tonumber(h.exp) > 0 and tonumber(h.exp) <= old_stop then
             h.exp, h.rsv_end = b['end'], b['end']
             h.lease = int(math.max(1, math.ceil((stop - tonumber(h.acq)) / 1000)))
-            redis.call('HSET', lock_key(h.device_name), 'exp', h.exp, 'rsv_end', h.rsv_end, 'lease', h.lease)
-            redis.call('ZREM', 'dl:expiry', '?' .. h.device_name)
+            rcall('HSET', lock_key(h.device_name), 'exp', h.exp, 'rsv_end', h.rsv_end, 'lease', h.lease)
+            rcall('ZREM', 'dl:expiry', '?' .. h.device_name)
             add_deadline(stop, h.device_name)
             if now + floor((stop - now) * 0.8) < stop then
                 add_deadline(now + floor((stop - now) * 0.8), '?' .. h.device_name)

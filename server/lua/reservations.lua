@@ -6,9 +6,14 @@
 --         7 limit, 8 cursor ('' = from the start, else '<start us>:<id>')
 -- Returns get: {now, booking JSON | ''}; list: {now, next cursor | '',
 --         booking JSON...} in order of start, then id
+--         | {NEEDKEYS, key...} (prelude "keys declared")
 local SCAN_CAP = 20000
 local now = now_us()
 if ARGV[1] == 'get' then
+    local W = keys_walk(now)
+    W.need(rsv_key(ARGV[2]))
+    local nk = W.finish()
+    if nk then return nk end
     local b = hload(rsv_key(ARGV[2]))
     return {int(now), b and rsv_json(b) or ''}
 end
@@ -26,7 +31,13 @@ if ARGV[8] ~= '' then
     local a, c = string.match(ARGV[8], '^(%d+):r(%d+)$')
     cs, cid = tonumber(a), tonumber(c)
 end
-local ids = redis.call('ZRANGEBYSCORE', 'dl:rsv:byend', '(' .. int(from), '+inf', 'LIMIT', 0, SCAN_CAP)
+local ids = rcall('ZRANGEBYSCORE', 'dl:rsv:byend', '(' .. int(from), '+inf', 'LIMIT', 0, SCAN_CAP)
+do -- the bookings it reads are in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    for _, i in ipairs(ids) do W.need(rsv_key(i)) end
+    local nk = W.finish()
+    if nk then return nk end
+end
 local found = {}
 for _, id in ipairs(ids) do
     local b = hload(rsv_key(id))

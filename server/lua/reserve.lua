@@ -7,13 +7,36 @@
 --       10 idempotency key ('' = none), 11 stream maxlen, 12 history ms
 -- Returns {'created'|'replay', body} | {'conflict', detail, booking JSON}
 --       | {'invalid', detail}, each with the last event id after them
+--       | {NEEDKEYS, key...} (prelude "keys declared")
 local maxlen = ARGV[11]
 S.maxlen = maxlen
 local now = now_us()
 local rid = ARGV[10]
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    if rid ~= '' then W.need(rid) end
+    -- the booking this call would create (its id is the next of dl:rsv:seq)
+    W.need('dl:rsv:r' .. ((tonumber(rcall('GET', 'dl:rsv:seq')) or 0) + 1))
+    local from, to = math.max(tonumber(ARGV[6]), now), tonumber(ARGV[7])
+    for _, d in ipairs(split(ARGV[1])) do
+        W.light(d)
+        local k = rsv_dev_key(d)
+        if S.keys[k] then
+            -- the bookings the overlap check below reads, and may bump
+            for _, id in ipairs(rcall('ZREVRANGEBYSCORE', k, '(' .. int(to), '-inf')) do
+                W.booking(id)
+                if not W.need(rsv_key(id)) then break end
+                local b = rcall('HMGET', rsv_key(id), 'state', 'end')
+                if b[1] and LIVE[b[1]] and tonumber(b[2]) <= from then break end
+            end
+        end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
 -- a retry (same request_id) gets the first answer again, a refusal too
 if rid ~= '' then
-    local prev = redis.call('GET', rid)
+    local prev = rcall('GET', rid)
     if prev then
         local a = cjson.decode(prev)
         if a[1] == 'created' then a[1] = 'replay' end
@@ -22,7 +45,7 @@ if rid ~= '' then
     end
 end
 local function refuse(a)
-    if rid ~= '' then redis.call('SET', rid, cjson.encode(a), 'PX', 300000) end
+    if rid ~= '' then rcall('SET', rid, cjson.encode(a), 'PX', 300000) end
     a[#a + 1] = S.last_id
     return a
 end
@@ -36,12 +59,12 @@ if stop <= start then return refuse({'invalid', 'end must be after start'}) end
 -- overlapping live bookings: refused by an equal or higher one, else bumped
 local bump, seen = {}, {}
 for _, d in ipairs(devs) do
-    if redis.call('ZCARD', rsv_dev_key(d)) >= 10000 then
+    if rcall('ZCARD', rsv_dev_key(d)) >= 10000 then
         return refuse({'invalid', d .. ' has 10000 bookings to come already'})
     end
     -- the device's bookings never overlap: walking back from the new end,
     -- the first one that ends at or before the new start ends the search
-    local ids = redis.call('ZREVRANGEBYSCORE', rsv_dev_key(d), '(' .. int(stop), '-inf')
+    local ids = rcall('ZREVRANGEBYSCORE', rsv_dev_key(d), '(' .. int(stop), '-inf')
     for _, id in ipairs(ids) do
         local b = hload(rsv_key(id))
         if b and LIVE[b.state] then
@@ -58,7 +81,7 @@ for _, d in ipairs(devs) do
     end
 end
 
-local id = 'r' .. redis.call('INCR', 'dl:rsv:seq')
+local id = 'r' .. rcall('INCR', 'dl:rsv:seq')
 local bumped = {}
 for i, b in ipairs(bump) do
     b.bumped_by = id
@@ -76,14 +99,14 @@ for k, v in pairs(b) do
     f[#f + 1] = k
     f[#f + 1] = v
 end
-redis.call('HSET', rsv_key(id), unpack(f))
-for _, d in ipairs(devs) do redis.call('ZADD', rsv_dev_key(d), int(start), id) end
-redis.call('ZADD', 'dl:rsv:byend', int(stop), id)
+rcall('HSET', rsv_key(id), unpack(f))
+for _, d in ipairs(devs) do rcall('ZADD', rsv_dev_key(d), int(start), id) end
+rcall('ZADD', 'dl:rsv:byend', int(stop), id)
 -- finished bookings past their history time are gone (their hashes expired)
-redis.call('ZREMRANGEBYSCORE', 'dl:rsv:byend', '-inf', '(' .. int(now - keep * 1000))
+rcall('ZREMRANGEBYSCORE', 'dl:rsv:byend', '-inf', '(' .. int(now - keep * 1000))
 add_deadline(start, '@' .. id)
 add_deadline(stop, '%' .. id)
 rsv_emit('reservation_created', b, now, maxlen, nil)
 local body = '{"success":true,"reservation":' .. rsv_json(b) .. ',"bumped":[' .. table.concat(bumped, ',') .. ']}'
-if rid ~= '' then redis.call('SET', rid, cjson.encode({'created', body}), 'PX', 300000) end
+if rid ~= '' then rcall('SET', rid, cjson.encode({'created', body}), 'PX', 300000) end
 return {'created', body, S.last_id}

@@ -10,7 +10,7 @@ end
 local function less(a1, a2, b1, b2) return a1 < b1 or (a1 == b1 and a2 < b2) end
 local sms, sseq = parse(ARGV[1])
 if not sms then return {'gap'} end
-local ok, info = pcall(redis.call, 'XINFO', 'STREAM', 'dl:events')
+local ok, info = pcall(rcall, 'XINFO', 'STREAM', 'dl:events')
 if not ok then
     if sms == 0 and sseq == 0 then return {'ok'} end
     return {'gap'}
@@ -33,7 +33,7 @@ end
 local max = tonumber(ARGV[2])
 local out, n, examined, start = {'ok'}, 0, 0, '(' .. ARGV[1]
 while true do
-    local batch = redis.call('XRANGE', 'dl:events', start, '+', 'COUNT', max + 1)
+    local batch = rcall('XRANGE', 'dl:events', start, '+', 'COUNT', max + 1)
     if #batch == 0 then break end
     for _, e in ipairs(batch) do
         examined = examined + 1

@@ -20,8 +20,56 @@
 -- mode 'reap'   detach the sessions of dead brokers -> {n, deadline_us,
 --               earliest deadline of all (0 = none): a deadline armed only
 --               by a broker that died is armed by the others this way}
+-- any mode    | {NEEDKEYS, key...} (prelude "keys declared")
 local mode, sid, broker, conn = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local grace_ms = tonumber(ARGV[6]) or 0
+-- reap: one instant for the walk below and the reap itself
+local reap_now = mode == 'reap' and now_us() or nil
+
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(0)
+    local function sess(s)
+        W.need('dl:sessown:' .. s)
+        W.need('dl:sess:' .. s)
+    end
+    local function owner_broker(s)
+        if not W.need('dl:sessown:' .. s) then return end
+        local b = rcall('HGET', 'dl:sessown:' .. s, 'broker')
+        if b and b ~= '' then W.need('dl:bsess:' .. b) end
+    end
+    W.need('dl:bsess:' .. broker)
+    if mode == 'reap' then
+        local now = reap_now
+        local window = tonumber(ARGV[9]) or 2000
+        for _, b in ipairs(rcall('SMEMBERS', 'dl:sessbrokers')) do
+            if b ~= broker then
+                W.need('dl:bsess:' .. b)
+                W.need('dl:bwait:' .. b)
+                if W.need('dl:broker:' .. b) and rcall('EXISTS', 'dl:broker:' .. b) == 0 then
+                    -- reaped by this call: its sessions and waiters
+                    local seen = tonumber(rcall('HGET', 'dl:brokerlost', b) or '')
+                    if seen and now - seen >= window * 1000 then
+                        if S.keys['dl:bsess:' .. b] then
+                            for _, s in ipairs(rcall('SMEMBERS', 'dl:bsess:' .. b)) do sess(s) end
+                        end
+                        if S.keys['dl:bwait:' .. b] then
+                            for _, wid in ipairs(rcall('SMEMBERS', 'dl:bwait:' .. b)) do W.waiter(wid) end
+                        end
+                    end
+                end
+            end
+        end
+    else
+        sess(sid)
+        owner_broker(sid)
+        if mode == 'attach' and (ARGV[8] or '') ~= '' then
+            sess(ARGV[8])
+            owner_broker(ARGV[8])
+        end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
 
 local function own_key(s) return 'dl:sessown:' .. s end
 
@@ -32,24 +80,24 @@ local function own(s)
 end
 
 local function take(s, user)
-    redis.call('HSET', own_key(s), 'broker', broker, 'conn', conn, 'user', user)
-    redis.call('PERSIST', own_key(s))
-    redis.call('SADD', 'dl:bsess:' .. broker, s)
-    redis.call('SADD', 'dl:sessbrokers', broker)
-    redis.call('ZREM', 'dl:expiry', '$' .. s)
+    rcall('HSET', own_key(s), 'broker', broker, 'conn', conn, 'user', user)
+    rcall('PERSIST', own_key(s))
+    rcall('SADD', 'dl:bsess:' .. broker, s)
+    rcall('SADD', 'dl:sessbrokers', broker)
+    rcall('ZREM', 'dl:expiry', '$' .. s)
 end
 
 -- Nobody owns s any more: its locks end after the grace period.
 local function release(s, from, now)
-    redis.call('SREM', 'dl:bsess:' .. from, s)
-    local n = redis.call('SCARD', 'dl:sess:' .. s)
+    rcall('SREM', 'dl:bsess:' .. from, s)
+    local n = rcall('SCARD', 'dl:sess:' .. s)
     if n == 0 then
-        redis.call('DEL', own_key(s))
+        rcall('DEL', own_key(s))
         return 0, 0
     end
-    redis.call('HSET', own_key(s), 'broker', '', 'conn', '')
+    rcall('HSET', own_key(s), 'broker', '', 'conn', '')
     -- the owner user is kept for attaches during the grace period
-    redis.call('PEXPIRE', own_key(s), grace_ms + 60000)
+    rcall('PEXPIRE', own_key(s), grace_ms + 60000)
     local deadline = now + grace_ms * 1000
     add_deadline(deadline, '$' .. s)
     return n, deadline
@@ -57,7 +105,7 @@ end
 
 if mode == 'claim' then
     take(sid, ARGV[5])
-    return {'ok', redis.call('SCARD', 'dl:sess:' .. sid)}
+    return {'ok', rcall('SCARD', 'dl:sess:' .. sid)}
 end
 
 if mode == 'attach' then
@@ -65,7 +113,7 @@ if mode == 'attach' then
     local mine = ARGV[8] or ''
     local m = mine ~= '' and mine ~= sid and own(mine)
     if m and (m.broker ~= broker or m.conn ~= conn) then mine = '' end
-    if mine ~= '' and mine ~= sid and redis.call('SCARD', 'dl:sess:' .. mine) > 0 then
+    if mine ~= '' and mine ~= sid and rcall('SCARD', 'dl:sess:' .. mine) > 0 then
         return {'busy'}
     end
     local rec = own(sid)
@@ -75,16 +123,16 @@ if mode == 'attach' then
         user = rec.user
     end
     if m and mine ~= '' then -- the socket's own session, empty: gone
-        redis.call('SREM', 'dl:bsess:' .. broker, mine)
-        redis.call('DEL', own_key(mine))
+        rcall('SREM', 'dl:bsess:' .. broker, mine)
+        rcall('DEL', own_key(mine))
     end
     local old_broker, old_conn = '', ''
     if rec and rec.broker then
         old_broker, old_conn = rec.broker, rec.conn or ''
-        if old_broker ~= broker then redis.call('SREM', 'dl:bsess:' .. old_broker, sid) end
+        if old_broker ~= broker then rcall('SREM', 'dl:bsess:' .. old_broker, sid) end
     end
     take(sid, user)
-    return {'ok', redis.call('SCARD', 'dl:sess:' .. sid), old_broker, old_conn}
+    return {'ok', rcall('SCARD', 'dl:sess:' .. sid), old_broker, old_conn}
 end
 
 if mode == 'detach' then
@@ -93,14 +141,14 @@ if mode == 'detach' then
     if rec then
         if rec.broker ~= broker or rec.conn ~= conn then
             -- a retry whose first try ran after all: its deadline, to arm
-            local at = redis.call('ZSCORE', 'dl:expiry', '$' .. sid)
+            local at = rcall('ZSCORE', 'dl:expiry', '$' .. sid)
             return {'stale', tonumber(at) or 0}
         end
         local n, deadline = release(sid, broker, now)
         return {n, deadline}
     end
     -- no owner record (a session from before records): the old rule
-    local n = redis.call('SCARD', 'dl:sess:' .. sid)
+    local n = rcall('SCARD', 'dl:sess:' .. sid)
     if n == 0 then return {0, 0} end
     local deadline = now + grace_ms * 1000
     add_deadline(deadline, '$' .. sid)
@@ -109,22 +157,22 @@ end
 
 if mode == 'reap' then
     -- O(brokers with sessions + sessions of the dead ones)
-    local now = now_us()
+    local now = reap_now
     local window = tonumber(ARGV[9]) or 2000
     local n, first = 0, 0
-    for _, b in ipairs(redis.call('SMEMBERS', 'dl:sessbrokers')) do
+    for _, b in ipairs(rcall('SMEMBERS', 'dl:sessbrokers')) do
         if b ~= broker then
-            if redis.call('EXISTS', 'dl:broker:' .. b) == 1 then
-                redis.call('HDEL', 'dl:brokerlost', b)
-                if redis.call('SCARD', 'dl:bsess:' .. b) == 0 and redis.call('SCARD', 'dl:bwait:' .. b) == 0 then
-                    redis.call('SREM', 'dl:sessbrokers', b)
+            if rcall('EXISTS', 'dl:broker:' .. b) == 1 then
+                rcall('HDEL', 'dl:brokerlost', b)
+                if rcall('SCARD', 'dl:bsess:' .. b) == 0 and rcall('SCARD', 'dl:bwait:' .. b) == 0 then
+                    rcall('SREM', 'dl:sessbrokers', b)
                 end
             else
-                local seen = tonumber(redis.call('HGET', 'dl:brokerlost', b) or '')
+                local seen = tonumber(rcall('HGET', 'dl:brokerlost', b) or '')
                 if not seen then
-                    redis.call('HSET', 'dl:brokerlost', b, int(now))
+                    rcall('HSET', 'dl:brokerlost', b, int(now))
                 elseif now - seen >= window * 1000 then
-                    for _, s in ipairs(redis.call('SMEMBERS', 'dl:bsess:' .. b)) do
+                    for _, s in ipairs(rcall('SMEMBERS', 'dl:bsess:' .. b)) do
                         local rec = own(s)
                         if rec and rec.broker == b then
                             local k, deadline = release(s, b, now)
@@ -132,21 +180,21 @@ if mode == 'reap' then
                             if deadline > 0 and (first == 0 or deadline < first) then first = deadline end
                         end
                     end
-                    redis.call('DEL', 'dl:bsess:' .. b)
+                    rcall('DEL', 'dl:bsess:' .. b)
                     -- its waiters, which no read shows any more (waiter_alive):
                     -- dropped, so the read copies learn it (queue facts)
-                    for _, wid in ipairs(redis.call('SMEMBERS', 'dl:bwait:' .. b)) do
+                    for _, wid in ipairs(rcall('SMEMBERS', 'dl:bwait:' .. b)) do
                         local w = hload('dl:waiter:' .. wid)
                         if w and w.broker == b then drop_waiter(wid, w) end
                     end
-                    redis.call('DEL', 'dl:bwait:' .. b)
-                    redis.call('SREM', 'dl:sessbrokers', b)
-                    redis.call('HDEL', 'dl:brokerlost', b)
+                    rcall('DEL', 'dl:bwait:' .. b)
+                    rcall('SREM', 'dl:sessbrokers', b)
+                    rcall('HDEL', 'dl:brokerlost', b)
                 end
             end
         end
     end
-    local nxt = redis.call('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
+    local nxt = rcall('ZRANGE', 'dl:expiry', 0, 0, 'WITHSCORES')
     return {n, first, tonumber(nxt[2] or 0)}
 end
 return redis.error_reply('session: unknown mode')

@@ -8,7 +8,23 @@
 --       | {'detached'} (abandon: another call owns the waiter now)
 local wid, mode, maxlen = ARGV[1], ARGV[2], ARGV[3]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[4])
-local res = redis.call('GET', 'dl:wres:' .. wid)
+local now = now_us()
+do -- every key this call may touch is in KEYS (prelude "keys declared")
+    local W = keys_walk(now)
+    -- a check reads the outcome only; ending the wait serves its devices
+    if mode == 'check' then
+        W.need('dl:waiter:' .. wid)
+    else
+        W.waiter_full(wid)
+    end
+    if W.need('dl:wres:' .. wid) then
+        local res = rcall('GET', 'dl:wres:' .. wid)
+        if res then W.grant(res, false) end
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
+local res = rcall('GET', 'dl:wres:' .. wid)
 -- granted: a grant the caller did not deliver is released by the caller
 -- with its owner token, so a retry that took it over keeps it
 if res then
@@ -23,15 +39,14 @@ if mode == 'check' then
 end
 if not w then return {'gone'} end
 if mode == 'abandon' and (w.owner or w.lock_key) ~= ARGV[5] then return {'detached'} end
-local now = now_us()
 drop_waiter(wid, w)
 local devs = split(w.devices)
 local body = denied_body(devs[1], nil, 'Timed out waiting for ' .. table.concat(devs, ', '))
 if w.rid and w.rid ~= '' then
     if mode == 'cancel' then
-        redis.call('SET', w.rid, body, 'PX', 300000)
-    elseif redis.call('GET', w.rid) == 'W:' .. wid then
-        redis.call('DEL', w.rid)
+        rcall('SET', w.rid, body, 'PX', 300000)
+    elseif rcall('GET', w.rid) == 'W:' .. wid then
+        rcall('DEL', w.rid)
     end
 end
 -- the next in line may be servable now (e.g. it waited behind this group)

@@ -39,22 +39,33 @@ local function owner_key(n) return 'dl:wh:' .. n .. ':owner' end
 local function state_key(n) return 'dl:wh:' .. n .. ':state' end
 local function group(n) return 'wh:' .. n end
 
+do -- every key this call may touch is in KEYS (prelude "keys declared"):
+    -- the broker names them all from ARGV (server/keys.c)
+    local W = keys_walk(0)
+    for i = 2, mode == 'status' and #ARGV or 2 do
+        W.need(owner_key(ARGV[i]))
+        W.need(state_key(ARGV[i]))
+    end
+    local nk = W.finish()
+    if nk then return nk end
+end
+
 -- 1 if broker b owns n (renewing the lease), or took it now; 0 if another
 -- broker does; 2 if it was just taken.
 local function own(n, b, lease, may_take)
-    local cur = redis.call('GET', owner_key(n))
+    local cur = rcall('GET', owner_key(n))
     if cur == b then
-        redis.call('PEXPIRE', owner_key(n), lease)
+        rcall('PEXPIRE', owner_key(n), lease)
         return 1
     end
     if cur or not may_take then return 0 end
-    redis.call('SET', owner_key(n), b, 'PX', lease)
+    rcall('SET', owner_key(n), b, 'PX', lease)
     return 2
 end
 
 -- The group's XINFO GROUPS row as a table, or nil.
 local function group_info(n)
-    local ok, rows = pcall(redis.call, 'XINFO', 'GROUPS', STREAM)
+    local ok, rows = pcall(rcall, 'XINFO', 'GROUPS', STREAM)
     if not ok then return nil end
     for _, row in ipairs(rows) do
         local t = {}
@@ -65,7 +76,7 @@ local function group_info(n)
 end
 
 local function stream_info()
-    local ok, r = pcall(redis.call, 'XINFO', 'STREAM', STREAM)
+    local ok, r = pcall(rcall, 'XINFO', 'STREAM', STREAM)
     if not ok then return nil end
     local t = {}
     for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
@@ -87,7 +98,7 @@ end
 -- (lost), and consumed brought up to date (nil unknown).
 -- (XINFO's own lag and entries-read do not see entries trimmed unread.)
 local function position(n, g, s)
-    local consumed = tonumber(redis.call('HGET', state_key(n), 'consumed') or '')
+    local consumed = tonumber(rcall('HGET', state_key(n), 'consumed') or '')
     if not g or not s then return -1, 0, nil end
     if not consumed then
         if type(g.lag) == 'number' then return g.lag, 0, nil end
@@ -107,26 +118,26 @@ end
 if mode == 'take' then
     local n, b, lease, count = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
     local o = own(n, b, lease, true)
-    local st = redis.call('HMGET', state_key(n), 'failures', 'last_success_us')
+    local st = rcall('HMGET', state_key(n), 'failures', 'last_success_us')
     local failures, last_ok = tonumber(st[1] or '0') or 0, st[2] or '0'
     local g = group_info(n)
     if o == 0 then
-        return {0, redis.call('GET', owner_key(n)) or '', g and g.pending or 0,
+        return {0, rcall('GET', owner_key(n)) or '', g and g.pending or 0,
             (position(n, g, stream_info())), 0, failures, last_ok, {}}
     end
     if not g then
-        redis.pcall('XGROUP', 'CREATE', STREAM, group(n), '$', 'MKSTREAM')
+        rpcall('XGROUP', 'CREATE', STREAM, group(n), '$', 'MKSTREAM')
         local s = stream_info()
-        redis.call('HSET', state_key(n), 'consumed', s and s['entries-added'] or 0)
+        rcall('HSET', state_key(n), 'consumed', s and s['entries-added'] or 0)
         g = group_info(n)
     end
     local out, lost = {}, 0
     -- pending entries first, oldest first: after a take-over they are the
     -- previous owner's unacknowledged ones (this broker's own ones after a
     -- dropped batch); they precede every entry XREADGROUP > can return
-    local c = redis.call('XAUTOCLAIM', STREAM, group(n), b, 0, '0-0', 'COUNT', count)
+    local c = rcall('XAUTOCLAIM', STREAM, group(n), b, 0, '0-0', 'COUNT', count)
     for _, e in ipairs(c[2]) do
-        if e[2] then out[#out + 1] = e else lost = lost + 1; redis.call('XACK', STREAM, group(n), e[1]) end
+        if e[2] then out[#out + 1] = e else lost = lost + 1; rcall('XACK', STREAM, group(n), e[1]) end
     end
     if c[3] then lost = lost + #c[3] end -- deleted ids (Redis 7): removed from the PEL already
     local s = stream_info()
@@ -135,7 +146,7 @@ if mode == 'take' then
         -- XREADGROUP skips the entries trimmed before the group read them
         lost = lost + skipped
         local claimed = #out
-        local r = redis.call('XREADGROUP', 'GROUP', group(n), b, 'COUNT', count - #out, 'STREAMS', STREAM, '>')
+        local r = rcall('XREADGROUP', 'GROUP', group(n), b, 'COUNT', count - #out, 'STREAMS', STREAM, '>')
         if r then
             for _, e in ipairs(r[1][2]) do out[#out + 1] = e end
         end
@@ -147,20 +158,20 @@ if mode == 'take' then
             consumed = s['entries-added'] -- caught up: the count is known again
             unread = 0
         end
-        if consumed then redis.call('HSET', state_key(n), 'consumed', consumed) end
+        if consumed then rcall('HSET', state_key(n), 'consumed', consumed) end
     end
-    if lost > 0 then redis.call('HINCRBY', state_key(n), 'lost', lost) end
+    if lost > 0 then rcall('HINCRBY', state_key(n), 'lost', lost) end
     if o == 2 then
         -- consumers of earlier owners that hold nothing any more
-        for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', STREAM, group(n))) do
+        for _, row in ipairs(rcall('XINFO', 'CONSUMERS', STREAM, group(n))) do
             local t = {}
             for i = 1, #row, 2 do t[row[i]] = row[i + 1] end
             if t.name ~= b and t.pending == 0 then
-                redis.call('XGROUP', 'DELCONSUMER', STREAM, group(n), t.name)
+                rcall('XGROUP', 'DELCONSUMER', STREAM, group(n), t.name)
             end
         end
     end
-    local p = redis.call('XPENDING', STREAM, group(n))
+    local p = rcall('XPENDING', STREAM, group(n))
     return {1, b, p[1], unread, lost, failures, last_ok, out}
 end
 
@@ -174,28 +185,28 @@ if mode == 'ack' then
     for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
     -- a delivered event is acknowledged even by a broker that lost the
     -- lease meanwhile: it was delivered (the new owner may deliver it again)
-    if #ids > 0 then redis.call('XACK', STREAM, group(n), unpack(ids)) end
+    if #ids > 0 then rcall('XACK', STREAM, group(n), unpack(ids)) end
     if delivered ~= '' then
-        local t = redis.call('TIME')
-        redis.call('HSET', state_key(n), 'last_event_id', delivered, 'last_status', status,
+        local t = rcall('TIME')
+        rcall('HSET', state_key(n), 'last_event_id', delivered, 'last_status', status,
             'last_error', '', 'failures', 0, 'next_attempt_us', 0,
             'last_success_us', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
-        redis.call('HINCRBY', state_key(n), 'delivered', 1)
+        rcall('HINCRBY', state_key(n), 'delivered', 1)
     end
     return own(n, b, lease, false)
 end
 
 if mode == 'fail' then
     local n, b, lease = ARGV[2], ARGV[3], ARGV[4]
-    redis.call('HSET', state_key(n), 'last_attempt_id', ARGV[5], 'last_status', ARGV[6],
+    rcall('HSET', state_key(n), 'last_attempt_id', ARGV[5], 'last_status', ARGV[6],
         'last_error', ARGV[7], 'failures', ARGV[8], 'next_attempt_us', ARGV[9])
-    redis.call('HINCRBY', state_key(n), 'failed', 1)
+    rcall('HINCRBY', state_key(n), 'failed', 1)
     return own(n, b, lease, false)
 end
 
 if mode == 'release' then
-    if redis.call('GET', owner_key(ARGV[2])) == ARGV[3] then
-        redis.call('DEL', owner_key(ARGV[2]))
+    if rcall('GET', owner_key(ARGV[2])) == ARGV[3] then
+        rcall('DEL', owner_key(ARGV[2]))
         return 1
     end
     return 0
@@ -206,8 +217,8 @@ if mode == 'status' then
     for i = 2, #ARGV do
         local n = ARGV[i]
         local g = group_info(n)
-        out[#out + 1] = {n, redis.call('GET', owner_key(n)) or '', g and g.pending or -1,
-            (position(n, g, s)), g and g['last-delivered-id'] or '', redis.call('HGETALL', state_key(n))}
+        out[#out + 1] = {n, rcall('GET', owner_key(n)) or '', g and g.pending or -1,
+            (position(n, g, s)), g and g['last-delivered-id'] or '', rcall('HGETALL', state_key(n))}
     end
     return out
 end

@@ -24,7 +24,7 @@ function bulkLocks(redis, n, prefix) {
 // The slow commands Redis logged ('' when none), shortened for a message.
 function slowlog(redis) {
   const out = redis.cli('SLOWLOG', 'GET', '20') || '';
-  return out.trim() ? out.replace(/\s+/g, ' ').slice(0, 600) : '';
+  return out.trim() ? out.replace(/\s+/g, ' ').slice(0, 1600) : '';
 }
 
 module.exports = { bulkLocks, slowlog };

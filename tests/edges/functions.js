@@ -126,7 +126,10 @@ test('functions: two versions of the library share one Redis', async () => {
     // each version's functions answer, on the same keys
     const r = await b.acquire({ device_name: 'v1', lock_type: T, user_id: 'u', timeout: 60 });
     check(r.status === 200 && r.body.success, `this version grants: ${r.text}`);
-    const dev = json(redis, 'FCALL', `dl_${other}_device`, '0', 'v1', '0');
+    // called without its keys, a script names them (NEEDKEYS) and does nothing
+    const ask = json(redis, 'FCALL', `dl_${other}_device`, '0', 'v1', '0');
+    check(ask[0] === 'NEEDKEYS' && ask.includes('dl:{v1}:lock') && ask.includes('dl:{v1}:waitq'), `asks for its keys: ${JSON.stringify(ask)}`);
+    const dev = json(redis, 'FCALL', `dl_${other}_device`, String(ask.length - 1), ...ask.slice(1), 'v1', '0');
     check(JSON.parse(dev[1]).lock_key === r.body.lock_key, `the other version reads the same lock: ${dev[1]}`);
     // a broker restarted (or another of this version) finds its library there
     await b.restart();

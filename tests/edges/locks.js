@@ -219,7 +219,7 @@ test('tiny waits: 80 concurrent wait 0.001 on a held device are all answered', a
       within(b.acquire({ device_name: dev, lock_type: T, user_id: `u${i}`, wait: 0.001, timeout: 10 }), 3000)));
     const none = rs.filter(r => r.status === 'none').length;
     assert(none === 0, `${none} of 80 tiny waits never answered`);
-    assert(rs.every(r => r.status === 200 && !r.body.success), 'a tiny wait got the held device');
+    assert(rs.every(r => r.status === 200 && !r.body.success), `a tiny wait got the held device: ${JSON.stringify(rs.filter(r => !(r.status === 200 && !r.body.success)).slice(0, 3).map(r => [r.status, r.text]))}`);
     const d = await device(b, dev);
     assert(d.body.waiters.length === 0, `waiters left: ${JSON.stringify(d.body.waiters)}`);
   } finally { await teardown(env); }

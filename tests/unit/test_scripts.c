@@ -12,7 +12,7 @@
 static void every_file_has_a_row(void)
 {
     static const char *const files[] = {
-#define SCRIPT(name, file, argc_min, argc_max, nkeys, writes) file,
+#define SCRIPT(name, file, argc_min, argc_max, writes) file,
 #define MODE(name, mode, argc_min, argc_max)
 #include "scripts.def"
 #undef SCRIPT
@@ -49,11 +49,11 @@ static void on_reply(void *ctx, redisReply *r, enum lk_status st)
 }
 
 /* Runs one call and returns the status it was answered with. */
-static enum lk_status eval(enum store_script script, int nkeys, int argc, const char **argv)
+static enum lk_status eval(enum store_script script, int argc, const char **argv)
 {
     calls = 0;
     got_error[0] = '\0';
-    struct store_op *op = store_eval(script, nkeys, argc, argv, NULL, on_reply, NULL);
+    struct store_op *op = store_eval(script, argc, argv, NULL, on_reply, NULL);
     CHECK(op == NULL && calls == 1); /* answered at once, exactly once */
     return got;
 }
@@ -62,40 +62,33 @@ static void argc_is_checked(void)
 {
     const char *a[20] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
                          "k", "l", "m", "n", "o", "p", "q", "r", "s", "t"};
-    CHECK(eval(SCRIPT_ACQUIRE, 0, 16, a) == LK_E_UNAVAILABLE);   /* fits: Redis is down */
-    CHECK(eval(SCRIPT_ACQUIRE, 0, 15, a) == LK_E_INTERNAL);
+    CHECK(eval(SCRIPT_ACQUIRE, 16, a) == LK_E_UNAVAILABLE);   /* fits: Redis is down */
+    CHECK(eval(SCRIPT_ACQUIRE, 15, a) == LK_E_INTERNAL);
     CHECK(strstr(got_error, "acquire.lua takes 16..16 arguments, called with 15") != NULL);
-    CHECK(eval(SCRIPT_ACQUIRE, 0, 17, a) == LK_E_INTERNAL);
-    CHECK(eval(SCRIPT_RELEASE, 0, 5, a) == LK_E_UNAVAILABLE);    /* a range */
-    CHECK(eval(SCRIPT_RELEASE, 0, 6, a) == LK_E_UNAVAILABLE);
-    CHECK(eval(SCRIPT_RELEASE, 0, 7, a) == LK_E_INTERNAL);
-    CHECK(eval(SCRIPT_STATS, 0, 0, NULL) == LK_E_UNAVAILABLE);   /* no arguments at all */
-    CHECK(eval(SCRIPT_CONF, 0, 18, a) == LK_E_UNAVAILABLE);      /* no upper bound */
-    CHECK(eval(SCRIPT_CONF, 0, 2, a) == LK_E_INTERNAL);
-}
-
-static void keys_are_checked(void)
-{
-    const char *a[] = {"dev"};
-    CHECK(eval(SCRIPT_DEVICE, 1, 1, a) == LK_E_INTERNAL);
-    CHECK(strstr(got_error, "device.lua takes 0 keys, called with 1") != NULL);
+    CHECK(eval(SCRIPT_ACQUIRE, 17, a) == LK_E_INTERNAL);
+    CHECK(eval(SCRIPT_RELEASE, 5, a) == LK_E_UNAVAILABLE);    /* a range */
+    CHECK(eval(SCRIPT_RELEASE, 6, a) == LK_E_UNAVAILABLE);
+    CHECK(eval(SCRIPT_RELEASE, 7, a) == LK_E_INTERNAL);
+    CHECK(eval(SCRIPT_STATS, 0, NULL) == LK_E_UNAVAILABLE);   /* no arguments at all */
+    CHECK(eval(SCRIPT_CONF, 18, a) == LK_E_UNAVAILABLE);      /* no upper bound */
+    CHECK(eval(SCRIPT_CONF, 2, a) == LK_E_INTERNAL);
 }
 
 static void modes_are_checked(void)
 {
     const char *attach[] = {"attach", "s", "b", "c", "u", "10000", "0", ""};
-    CHECK(eval(SCRIPT_SESSION, 0, 8, attach) == LK_E_UNAVAILABLE);
-    CHECK(eval(SCRIPT_SESSION, 0, 6, attach) == LK_E_INTERNAL);  /* fits the script, not the mode */
+    CHECK(eval(SCRIPT_SESSION, 8, attach) == LK_E_UNAVAILABLE);
+    CHECK(eval(SCRIPT_SESSION, 6, attach) == LK_E_INTERNAL);  /* fits the script, not the mode */
     CHECK(strstr(got_error, "session.lua attach takes 8..8 arguments, called with 6") != NULL);
     const char *bogus[] = {"bogus", "s", "b", "c", "u", "g"};
-    CHECK(eval(SCRIPT_SESSION, 0, 6, bogus) == LK_E_INTERNAL);
+    CHECK(eval(SCRIPT_SESSION, 6, bogus) == LK_E_INTERNAL);
     CHECK(strstr(got_error, "no mode 'bogus'") != NULL);
     const char *ack[] = {"ack", "n", "b", "5000", "1-0", "200", "1-0", "2-0", "3-0"};
-    CHECK(eval(SCRIPT_WEBHOOK, 0, 9, ack) == LK_E_UNAVAILABLE);  /* then any number of ids */
-    CHECK(eval(SCRIPT_WEBHOOK, 0, 5, ack) == LK_E_INTERNAL);
+    CHECK(eval(SCRIPT_WEBHOOK, 9, ack) == LK_E_UNAVAILABLE);  /* then any number of ids */
+    CHECK(eval(SCRIPT_WEBHOOK, 5, ack) == LK_E_INTERNAL);
     const char *get[] = {"get", "r1", "", "", "", "", "", ""};
-    CHECK(eval(SCRIPT_RESERVATIONS, 0, 2, get) == LK_E_UNAVAILABLE);
-    CHECK(eval(SCRIPT_RESERVATIONS, 0, 8, get) == LK_E_INTERNAL); /* 8 is list's count */
+    CHECK(eval(SCRIPT_RESERVATIONS, 2, get) == LK_E_UNAVAILABLE);
+    CHECK(eval(SCRIPT_RESERVATIONS, 8, get) == LK_E_INTERNAL); /* 8 is list's count */
 }
 
 #endif
@@ -106,7 +99,6 @@ int main(void)
     RUN(every_file_has_a_row);
 #ifndef DEVLOCK_DEBUG
     RUN(argc_is_checked);
-    RUN(keys_are_checked);
     RUN(modes_are_checked);
 #endif
     DONE();
