@@ -452,6 +452,8 @@ if wanted scripts; then
     else
         lb_wait || true
     fi
+    # calls sent again with the keys their script asked for (docs/design.md "Keys declared")
+    echo "  NEEDKEYS resends since the broker started (every scenario so far): $(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^devlock_script_key_rounds_total //p')"
 fi
 
 # ---- syscalls per request and per frame: strace -c attached to devlockd ----------------
