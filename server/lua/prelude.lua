@@ -179,16 +179,20 @@ local function earliest()
     return '0'
 end
 
--- The retention of an XADD to dl:events, appended to args: a positive
--- maxlen keeps that many events, a negative one keeps -maxlen milliseconds
--- of history (now: us, Redis clock).
+-- The retention of an XADD to dl:events: a positive maxlen keeps that
+-- many events, a negative one keeps -maxlen milliseconds of history (now:
+-- us, Redis clock). trim_of gives its kind and value (XADD kind '~' value),
+-- stream_trim appends the three to args.
+local function trim_of(maxlen, now)
+    local n = tonumber(maxlen)
+    if n > 0 then return 'MAXLEN', maxlen end
+    return 'MINID', int(floor(now / 1000) + n)
+end
+
 local function stream_trim(args, maxlen, now)
-    local n, k = tonumber(maxlen), #args
-    if n > 0 then
-        args[k + 1], args[k + 2], args[k + 3] = 'MAXLEN', '~', maxlen
-    else
-        args[k + 1], args[k + 2], args[k + 3] = 'MINID', '~', int(floor(now / 1000) + n)
-    end
+    local kind, value = trim_of(maxlen, now)
+    local k = #args
+    args[k + 1], args[k + 2], args[k + 3] = kind, '~', value
 end
 
 -- Appends an event; returns its stream id. lj: the lock object's JSON text
@@ -215,18 +219,18 @@ local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, wai
         if exp > 0 then x = int(exp) end
     end
     if lj ~= 'null' then lo, ln = int(#head), int(#lj) end
-    local args = {'XADD', 'dl:events'}
-    stream_trim(args, maxlen, now)
-    local rest_args = {'*', 'dev', dev, 'plan', plan or '',
-        'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln}
-    for _, v in ipairs(rest_args) do args[#args + 1] = v end
+    -- the arguments in place, in one call: a table of them, grown one by
+    -- one and unpacked, cost more than the XADD itself (stream_trim's rule)
+    local tk, tv = trim_of(maxlen, now)
     if waiter then
-        args[#args + 1] = 'w'
-        args[#args + 1] = waiter
+        S.last_id = redis.call('XADD', 'dl:events', tk, '~', tv, '*', 'dev', dev, 'plan', plan or '',
+            'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln,
+            'w', waiter, 'j', j)
+    else
+        S.last_id = redis.call('XADD', 'dl:events', tk, '~', tv, '*', 'dev', dev, 'plan', plan or '',
+            'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln,
+            'j', j)
     end
-    args[#args + 1] = 'j'
-    args[#args + 1] = j
-    S.last_id = redis.call(unpack(args))
     return S.last_id
 end
 
