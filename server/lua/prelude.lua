@@ -185,8 +185,9 @@ local function lock_json(h)
     return s
 end
 
--- Every deadline a script adds goes through here: its events then carry the
--- earliest one ("exp"), so every broker arms its timer for it.
+-- Every deadline a script adds goes through here (or set_deadlines, which
+-- adds a lease's two at once): its events then carry the earliest one
+-- ("exp"), so every broker arms its timer for it.
 local function add_deadline(at, member)
     local s = int(at)
     redis.call('ZADD', 'dl:expiry', s, member)
@@ -266,8 +267,10 @@ end
 -- Lease end and the expiry warning (at 80 % of the lease).
 local function set_deadlines(dev, from, lease)
     if lease > 0 then
-        add_deadline(from + lease * 1000, dev)
-        add_deadline(from + lease * 800, '?' .. dev)
+        -- add_deadline's work for both in one ZADD; the warning is the earlier
+        local warn = from + lease * 800
+        redis.call('ZADD', 'dl:expiry', int(from + lease * 1000), dev, int(warn), '?' .. dev)
+        if not S.deadline or warn < S.deadline then S.deadline = warn end
     else
         redis.call('ZREM', 'dl:expiry', dev, '?' .. dev)
     end
