@@ -337,17 +337,28 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     redis.call('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
     h.preempt_until = nil
     if h.session then redis.call('SREM', 'dl:sess:' .. h.session, dev) end
+    local delayed = false
     if cause == 'expired' or cause == 'session_lost' then
         local delay = conf(dev, 'delay_ms', S.delay_ms)
         if delay > 0 then
             redis.call('SET', delay_key(dev), '1', 'PX', delay)
             add_deadline(now + delay * 1000, '~' .. dev)
+            delayed = true
         end
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
     if h.rsv then rsv_after_end(h, action, cause, now, maxlen) end
-    -- D's lock is gone unless a booking's end (rsv_after_end) served it
-    if not hold then serve(dev, now, maxlen, not h.rsv) end
+    if not hold then
+        if h.rsv then
+            -- D's lock is gone unless a booking's end (rsv_after_end) served it
+            serve(dev, now, maxlen)
+        else
+            -- D's lock-delay is known too: just started, or none (a held
+            -- device is never in one: nothing is granted during a lock-delay,
+            -- and a preemption takes a device that was held)
+            serve(dev, now, maxlen, true, delayed)
+        end
+    end
     return id
 end
 
@@ -612,11 +623,13 @@ local window_blocks, rsv_granted
 -- itself: 'delay' (D free but in lock-delay) or 'idle' (D free, out of
 -- lock-delay, nobody waiting), so a caller need not ask Redis again.
 -- gone: the caller knows D has no lock (it has just ended or looked), which
--- saves asking. D's lock and lock-delay are asked once: dropping dead
+-- saves asking; delayed (true or false, nil = ask): it knows whether D is in
+-- lock-delay. D's lock and lock-delay are asked once: dropping dead
 -- waiters (the only thing the loop does before it returns) changes neither.
-serve = function(dev, now, maxlen, gone)
+serve = function(dev, now, maxlen, gone, delayed)
     if not gone and redis.call('EXISTS', lock_key(dev)) == 1 then return end
-    if in_delay(dev) then return 'delay' end
+    if delayed == nil then delayed = in_delay(dev) end
+    if delayed then return 'delay' end
     for _ = 1, 64 do
         local top = redis.call('ZRANGE', waitq_key(dev), '0', '0')
         if #top == 0 then return 'idle' end
