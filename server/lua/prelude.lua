@@ -300,7 +300,8 @@ local function count_held(dev, prio, delta)
             return
         end
     end
-    redis.call('HINCRBY', 'dl:stats', 'p' .. prio, delta)
+    -- as text: a number argument costs Redis a snprintf
+    redis.call('HINCRBY', 'dl:stats', 'p' .. prio, delta > 0 and '1' or '-1')
 end
 
 -- Every change to dl:held goes through these two, so the counters follow.
