@@ -491,6 +491,16 @@ end
 -- The reply to a granted request (one device or a group).
 local function granted_body(locks, preempted)
     local first = locks[1]
+    if #locks == 1 then
+        -- one device, the common case: the same text in one concatenation,
+        -- without the tables and the fences a group's answer has
+        local exp = tonumber(first.exp)
+        return '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
+            ',"message":' .. jstr('Lock acquired for ' .. first.device_name) ..
+            ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
+            ',"fence":' .. first.fence .. ',"lock":' .. first.json ..
+            (#preempted > 0 and (',"preempted":' .. preempted[1]) or '') .. '}'
+    end
     local names, ls, fences = {}, {}, {}
     for i, h in ipairs(locks) do
         names[i] = h.device_name
@@ -499,17 +509,11 @@ local function granted_body(locks, preempted)
     end
     local exp = tonumber(first.exp)
     local b = '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
-        ',"message":' .. jstr((#locks > 1 and 'Locks acquired for ' or 'Lock acquired for ') ..
-            table.concat(names, ', ')) ..
+        ',"message":' .. jstr('Locks acquired for ' .. table.concat(names, ', ')) ..
         ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
-        ',"fence":' .. first.fence .. ',"lock":' .. ls[1]
-    if #locks > 1 then
-        b = b .. ',"locks":[' .. table.concat(ls, ',') .. '],"fences":{' ..
-            table.concat(fences, ',') .. '}'
-        if #preempted > 0 then b = b .. ',"preempted":[' .. table.concat(preempted, ',') .. ']' end
-    elseif #preempted > 0 then
-        b = b .. ',"preempted":' .. preempted[1]
-    end
+        ',"fence":' .. first.fence .. ',"lock":' .. ls[1] ..
+        ',"locks":[' .. table.concat(ls, ',') .. '],"fences":{' .. table.concat(fences, ',') .. '}'
+    if #preempted > 0 then b = b .. ',"preempted":[' .. table.concat(preempted, ',') .. ']' end
     return b .. '}'
 end
 
