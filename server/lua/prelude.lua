@@ -183,16 +183,15 @@ local function lock_json(h)
         ',"plan_uid":' .. jstr(h.plan_uid) ..
         ',"priority":' .. h.prio ..
         ',"fence":' .. h.fence ..
-        ',"lease_s":' .. (lease > 0 and tostring(lease / 1000) or 'null')
-    if h.preempt_until then
-        s = s .. ',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
-            tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}'
-    end
-    if h.rsv then s = s .. ',"reservation":' .. jstr(h.rsv) end
-    if h.group then s = s .. ',"group":' .. h.group end
-    if h.session then s = s .. ',"session":true' end
-    if h.client then s = s .. ',"client":' .. h.client end
-    s = s .. '}'
+        ',"lease_s":' .. (lease > 0 and tostring(lease / 1000) or 'null') ..
+        -- the optional members in the same concatenation: each step of a
+        -- longer chain copied the whole text again
+        (h.preempt_until and (',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
+            tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}') or '') ..
+        (h.rsv and (',"reservation":' .. jstr(h.rsv)) or '') ..
+        (h.group and (',"group":' .. h.group) or '') ..
+        (h.session and ',"session":true' or '') ..
+        (h.client and (',"client":' .. h.client) or '') .. '}'
     S.lock_of[s] = h -- emit's typed fields come from the hash, not the text
     return s
 end
