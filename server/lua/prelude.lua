@@ -74,9 +74,12 @@ local function int(n)
     return s
 end
 
+-- (x + 0 turns a text that is surely a number into it with one strtod;
+-- tonumber takes two, lua_isnumber's and lua_tonumber's: on the hot paths
+-- a lock's acq and exp, TIME's answer and the stream's retention go so)
 local function now_us()
     local t = redis.call('TIME')
-    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+    return t[1] * 1000000 + t[2]
 end
 
 local function lock_key(dev) return 'dl:{' .. dev .. '}:lock' end
@@ -171,13 +174,13 @@ end
 -- lease_s: the lease as last set (renewals without a timeout keep it), so a
 -- client can follow a manual extension; preempt: the open window, if any.
 local function lock_json(h)
-    local exp = tonumber(h.exp)
+    local exp = h.exp + 0
     local lease = tonumber(h.lease) or 0
     local s = '{"device_name":' .. jstr(h.device_name) ..
         ',"lock_type":' .. jstr(h.lock_type) ..
         ',"user_id":' .. jstr(h.user_id) ..
         ',"lock_key":' .. jstr(h.lock_key) ..
-        ',"acquired_at":"' .. iso(tonumber(h.acq)) .. '"' ..
+        ',"acquired_at":"' .. iso(h.acq + 0) .. '"' ..
         ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
         ',"reason":' .. jstr(h.reason) ..
         ',"plan_uid":' .. jstr(h.plan_uid) ..
@@ -215,7 +218,7 @@ end
 -- us, Redis clock). trim_of gives its kind and value (XADD kind '~' value),
 -- stream_trim appends the three to args.
 local function trim_of(maxlen, now)
-    local n = tonumber(maxlen)
+    local n = maxlen + 0
     if n > 0 then return 'MAXLEN', maxlen end
     return 'MINID', int(floor(now / 1000) + n)
 end
@@ -245,7 +248,7 @@ local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, wai
     local h = S.lock_of[lj]
     local u, t, f, x, lo, ln = user or '', '', '', '', '', ''
     if h then
-        local exp = tonumber(h.exp)
+        local exp = h.exp + 0
         u, t, f = h.user_id or '', h.lock_type or '', tostring(h.fence)
         if exp > 0 then x = int(exp) end
     end
@@ -271,7 +274,7 @@ local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
 end
 
 local function expired(h, now)
-    local exp = tonumber(h.exp)
+    local exp = h.exp + 0
     return exp > 0 and exp <= now
 end
 
@@ -493,7 +496,7 @@ local function granted_body(locks, preempted)
     if #locks == 1 then
         -- one device, the common case: the same text in one concatenation,
         -- without the tables and the fences a group's answer has
-        local exp = tonumber(first.exp)
+        local exp = first.exp + 0
         return '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
             ',"message":' .. jstr('Lock acquired for ' .. first.device_name) ..
             ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
