@@ -240,10 +240,11 @@ end
 -- (byte offset and length); '' when the event has none. dev, plan, exp
 -- (the earliest deadline) and w (a served waiter) as before.
 local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, waiter, extra, user)
-    local head = '{"action":"' .. action .. '","device_name":' .. jstr(dev) .. ',"lock":'
+    local dj = jstr(dev)
     -- one concatenation: each step of a longer chain would copy (and intern)
     -- the whole event text again
-    local j = head .. lj .. (rest and (',' .. rest) or '') .. ',"timestamp":"' .. iso(now) .. '"' ..
+    local j = '{"action":"' .. action .. '","device_name":' .. dj .. ',"lock":' .. lj ..
+        (rest and (',' .. rest) or '') .. ',"timestamp":"' .. iso(now) .. '"' ..
         (cause and (',"cause":"' .. cause .. '"') or '') .. (extra and (',' .. extra) or '') .. '}'
     local h = S.lock_of[lj]
     local u, t, f, x, lo, ln = user or '', '', '', '', '', ''
@@ -252,7 +253,8 @@ local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, wai
         u, t, f = h.user_id or '', h.lock_type or '', tostring(h.fence)
         if exp > 0 then x = int(exp) end
     end
-    if lj ~= 'null' then lo, ln = int(#head), int(#lj) end
+    -- lj starts after the head: its constant parts, the action and the name
+    if lj ~= 'null' then lo, ln = int(#'{"action":"","device_name":,"lock":' + #action + #dj), int(#lj) end
     -- the arguments in place, in one call: a table of them, grown one by
     -- one and unpacked, cost more than the XADD itself (stream_trim's rule)
     local tk, tv = trim_of(maxlen, now)
