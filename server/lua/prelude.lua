@@ -306,10 +306,12 @@ end
 -- count (stats.lua) has not reached yet is left to it; with nothing else
 -- held when a lock joins (it is dl:held's only member), they start full.
 local function count_held(dev, prio, delta)
-    local st = redis.call('HMGET', 'dl:stats', 'full', 'scan')
-    if not st[1] then
-        if st[2] then
-            if not lex_le(dev, st[2]) then return end
+    -- HGET, not HMGET of both: its answer is no table, and once the
+    -- counters are full (nearly always) scan is not needed
+    if not redis.call('HGET', 'dl:stats', 'full') then
+        local scan = redis.call('HGET', 'dl:stats', 'scan')
+        if scan then
+            if not lex_le(dev, scan) then return end
         elseif delta > 0 and redis.call('ZCARD', 'dl:held') == 1 then
             redis.call('HSET', 'dl:stats', 'full', '1')
         else
