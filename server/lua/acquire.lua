@@ -101,19 +101,24 @@ local prio = tonumber(r.prio)
 
 local preempt, graceful, blocker, blocker_json, booking_json = {}, 0, nil, nil, nil
 for _, dev in ipairs(devs) do
-    local win = window_blocks(dev, prio, r.user_id, nil, now)
-    local h = not win and live_lock(dev, now, maxlen)
     -- seen: what serve() found D to be when it granted nothing ('idle' or
     -- 'delay'): D's lock, lock-delay and queue then need no asking again
-    -- (saves an HGETALL, an EXISTS and a ZRANGE per free device)
+    -- (saves an HGETALL, an EXISTS and a ZRANGE per free device). A device
+    -- with none of its booking, lock, lock-delay and queue keys (one EXISTS
+    -- over the four answers 0) is idle at once: nothing else is asked.
     local seen
+    if rcall('EXISTS', rsv_dev_key(dev), lock_key(dev), delay_key(dev), waitq_key(dev)) == 0 then
+        seen = 'idle'
+    end
+    local win = not seen and window_blocks(dev, prio, r.user_id, nil, now)
+    local h = not seen and not win and live_lock(dev, now, maxlen)
     if win then
         -- inside another user's booking of equal or higher priority
         if not blocker then
             blocker = window_message(dev, win)
             booking_json = rsv_json(win)
         end
-    elseif not h then
+    elseif not h and not seen then
         -- a free device: serve() drops queue entries of dead waiters (past
         -- their deadline, broker dead, hash gone) and hands it to a live
         -- waiter ranked first that can have it now

@@ -129,9 +129,12 @@ local function int(n)
     return s
 end
 
+-- (x + 0 turns a text that is surely a number into it with one strtod;
+-- tonumber takes two, lua_isnumber's and lua_tonumber's: on the hot paths
+-- a lock's acq and exp, TIME's answer and the stream's retention go so)
 local function now_us()
     local t = rcall('TIME')
-    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+    return t[1] * 1000000 + t[2]
 end
 
 local function lock_key(dev) return 'dl:{' .. dev .. '}:lock' end
@@ -139,30 +142,61 @@ local function fence_key(dev) return 'dl:{' .. dev .. '}:fence' end
 local function waitq_key(dev) return 'dl:{' .. dev .. '}:waitq' end
 local function delay_key(dev) return 'dl:{' .. dev .. '}:delay' end
 
--- A transition formats the same instant several times (a grant: its
--- acquired_at, its event's timestamp, the reply's expires_at twice), and
--- string.format is most of iso's cost: each instant is formatted once per
--- call. The table (iso_memo, set by begin) lives for one call only.
+-- '00' .. '99' by value, for iso (a constant: no state of a call)
+local D2 = {
+    [0] = '00', '01', '02', '03', '04', '05', '06', '07', '08', '09', '10', '11', '12', '13', '14',
+    '15', '16', '17', '18', '19', '20', '21', '22', '23', '24', '25', '26', '27', '28', '29', '30',
+    '31', '32', '33', '34', '35', '36', '37', '38', '39', '40', '41', '42', '43', '44', '45', '46',
+    '47', '48', '49', '50', '51', '52', '53', '54', '55', '56', '57', '58', '59', '60', '61', '62',
+    '63', '64', '65', '66', '67', '68', '69', '70', '71', '72', '73', '74', '75', '76', '77', '78',
+    '79', '80', '81', '82', '83', '84', '85', '86', '87', '88', '89', '90', '91', '92', '93', '94',
+    '95', '96', '97', '98', '99'}
 
+-- A transition formats the same instant several times (a grant: its
+-- acquired_at, its event's timestamp, the reply's expires_at twice): each
+-- instant is formatted once per call. The table (iso_memo, set by begin)
+-- lives for one call only.
 local function iso(us)
     local memo = iso_memo[us]
     if memo then return memo end
-    local s = floor(us / 1000000)
+    -- floor(q) is written q - q % 1 (the same number: Lua's % is floored,
+    -- and done by the VM): 16 calls of math.floor were half an instant's cost
+    local s = us / 1000000
+    s = s - s % 1
     local frac = us - s * 1000000
-    local days = floor(s / 86400)
+    local days = s / 86400
+    days = days - days % 1
     local rem = s - days * 86400
     local z = days + 719468
-    local era = floor(z / 146097)
+    local era = z / 146097
+    era = era - era % 1
     local doe = z - era * 146097
-    local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+    local q1, q2, q3 = doe / 1460, doe / 36524, doe / 146096
+    local yoe = (doe - (q1 - q1 % 1) + (q2 - q2 % 1) - (q3 - q3 % 1)) / 365
+    yoe = yoe - yoe % 1
     local y = yoe + era * 400
-    local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-    local mp = floor((5 * doy + 2) / 153)
-    local d = doy - floor((153 * mp + 2) / 5) + 1
+    q1, q2 = yoe / 4, yoe / 100
+    local doy = doe - (365 * yoe + (q1 - q1 % 1) - (q2 - q2 % 1))
+    local mp = (5 * doy + 2) / 153
+    mp = mp - mp % 1
+    q1 = (153 * mp + 2) / 5
+    local d = doy - (q1 - q1 % 1) + 1
     local m = mp < 10 and mp + 3 or mp - 9
     if m <= 2 then y = y + 1 end
-    memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
-        floor(rem / 3600), floor((rem % 3600) / 60), rem % 60, frac)
+    local hh, mm = rem / 3600, rem % 3600 / 60
+    hh, mm = hh - hh % 1, mm - mm % 1
+    if y >= 0 and y <= 9999 and frac % 1 == 0 then
+        -- two digits at a time from a table: string.format ran one sprintf
+        -- per field
+        local c, f2 = y / 100, frac / 100
+        c, f2 = c - c % 1, f2 - f2 % 1
+        local f1 = f2 / 100
+        f1 = f1 - f1 % 1
+        memo = D2[c] .. D2[y - c * 100] .. '-' .. D2[m] .. '-' .. D2[d] .. 'T' .. D2[hh] .. ':' .. D2[mm] ..
+            ':' .. D2[rem % 60] .. '.' .. D2[f1] .. D2[f2 - f1 * 100] .. D2[frac - f2 * 100] .. 'Z'
+    else
+        memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d, hh, mm, rem % 60, frac)
+    end
     iso_memo[us] = memo
     return memo
 end
@@ -195,34 +229,34 @@ end
 -- lease_s: the lease as last set (renewals without a timeout keep it), so a
 -- client can follow a manual extension; preempt: the open window, if any.
 local function lock_json(h)
-    local exp = tonumber(h.exp)
+    local exp = h.exp + 0
     local lease = tonumber(h.lease) or 0
     local s = '{"device_name":' .. jstr(h.device_name) ..
         ',"lock_type":' .. jstr(h.lock_type) ..
         ',"user_id":' .. jstr(h.user_id) ..
         ',"lock_key":' .. jstr(h.lock_key) ..
-        ',"acquired_at":"' .. iso(tonumber(h.acq)) .. '"' ..
+        ',"acquired_at":"' .. iso(h.acq + 0) .. '"' ..
         ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
         ',"reason":' .. jstr(h.reason) ..
         ',"plan_uid":' .. jstr(h.plan_uid) ..
         ',"priority":' .. h.prio ..
         ',"fence":' .. h.fence ..
-        ',"lease_s":' .. (lease > 0 and tostring(lease / 1000) or 'null')
-    if h.preempt_until then
-        s = s .. ',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
-            tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}'
-    end
-    if h.rsv then s = s .. ',"reservation":' .. jstr(h.rsv) end
-    if h.group then s = s .. ',"group":' .. h.group end
-    if h.session then s = s .. ',"session":true' end
-    if h.client then s = s .. ',"client":' .. h.client end
-    s = s .. '}'
+        ',"lease_s":' .. (lease > 0 and tostring(lease / 1000) or 'null') ..
+        -- the optional members in the same concatenation: each step of a
+        -- longer chain copied the whole text again
+        (h.preempt_until and (',"preempt":{"until":"' .. iso(tonumber(h.preempt_until)) .. '","grace_s":' ..
+            tostring(tonumber(h.preempt_grace) / 1000) .. ',"requested_by":' .. h.preempt_by .. '}') or '') ..
+        (h.rsv and (',"reservation":' .. jstr(h.rsv)) or '') ..
+        (h.group and (',"group":' .. h.group) or '') ..
+        (h.session and ',"session":true' or '') ..
+        (h.client and (',"client":' .. h.client) or '') .. '}'
     S.lock_of[s] = h -- emit's typed fields come from the hash, not the text
     return s
 end
 
--- Every deadline a script adds goes through here: its events then carry the
--- earliest one ("exp"), so every broker arms its timer for it.
+-- Every deadline a script adds goes through here (or set_deadlines, which
+-- adds a lease's two at once): its events then carry the earliest one
+-- ("exp"), so every broker arms its timer for it.
 local function add_deadline(at, member)
     local s = int(at)
     rcall('ZADD', 'dl:expiry', s, member)
@@ -234,16 +268,20 @@ local function earliest()
     return '0'
 end
 
--- The retention of an XADD to dl:events, appended to args: a positive
--- maxlen keeps that many events, a negative one keeps -maxlen milliseconds
--- of history (now: us, Redis clock).
+-- The retention of an XADD to dl:events: a positive maxlen keeps that
+-- many events, a negative one keeps -maxlen milliseconds of history (now:
+-- us, Redis clock). trim_of gives its kind and value (XADD kind '~' value),
+-- stream_trim appends the three to args.
+local function trim_of(maxlen, now)
+    local n = maxlen + 0
+    if n > 0 then return 'MAXLEN', maxlen end
+    return 'MINID', int(floor(now / 1000) + n)
+end
+
 local function stream_trim(args, maxlen, now)
-    local n, k = tonumber(maxlen), #args
-    if n > 0 then
-        args[k + 1], args[k + 2], args[k + 3] = 'MAXLEN', '~', maxlen
-    else
-        args[k + 1], args[k + 2], args[k + 3] = 'MINID', '~', int(floor(now / 1000) + n)
-    end
+    local kind, value = trim_of(maxlen, now)
+    local k = #args
+    args[k + 1], args[k + 2], args[k + 3] = kind, '~', value
 end
 
 -- Appends an event; returns its stream id. lj: the lock object's JSON text
@@ -257,31 +295,33 @@ end
 -- (byte offset and length); '' when the event has none. dev, plan, exp
 -- (the earliest deadline) and w (a served waiter) as before.
 local function emit_members(action, dev, plan, lj, rest, now, cause, maxlen, waiter, extra, user)
-    local head = '{"action":"' .. action .. '","device_name":' .. jstr(dev) .. ',"lock":'
+    local dj = jstr(dev)
     -- one concatenation: each step of a longer chain would copy (and intern)
     -- the whole event text again
-    local j = head .. lj .. (rest and (',' .. rest) or '') .. ',"timestamp":"' .. iso(now) .. '"' ..
+    local j = '{"action":"' .. action .. '","device_name":' .. dj .. ',"lock":' .. lj ..
+        (rest and (',' .. rest) or '') .. ',"timestamp":"' .. iso(now) .. '"' ..
         (cause and (',"cause":"' .. cause .. '"') or '') .. (extra and (',' .. extra) or '') .. '}'
     local h = S.lock_of[lj]
     local u, t, f, x, lo, ln = user or '', '', '', '', '', ''
     if h then
-        local exp = tonumber(h.exp)
+        local exp = h.exp + 0
         u, t, f = h.user_id or '', h.lock_type or '', tostring(h.fence)
         if exp > 0 then x = int(exp) end
     end
-    if lj ~= 'null' then lo, ln = int(#head), int(#lj) end
-    local args = {'XADD', 'dl:events'}
-    stream_trim(args, maxlen, now)
-    local rest_args = {'*', 'dev', dev, 'plan', plan or '',
-        'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln}
-    for _, v in ipairs(rest_args) do args[#args + 1] = v end
+    -- lj starts after the head: its constant parts, the action and the name
+    if lj ~= 'null' then lo, ln = int(#'{"action":"","device_name":,"lock":' + #action + #dj), int(#lj) end
+    -- the arguments in place, in one call: a table of them, grown one by
+    -- one and unpacked, cost more than the XADD itself (stream_trim's rule)
+    local tk, tv = trim_of(maxlen, now)
     if waiter then
-        args[#args + 1] = 'w'
-        args[#args + 1] = waiter
+        S.last_id = rcall('XADD', 'dl:events', tk, '~', tv, '*', 'dev', dev, 'plan', plan or '',
+            'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln,
+            'w', waiter, 'j', j)
+    else
+        S.last_id = rcall('XADD', 'dl:events', tk, '~', tv, '*', 'dev', dev, 'plan', plan or '',
+            'exp', earliest(), 'a', action, 'u', u, 'c', cause or '', 't', t, 'f', f, 'x', x, 'lo', lo, 'ln', ln,
+            'j', j)
     end
-    args[#args + 1] = 'j'
-    args[#args + 1] = j
-    S.last_id = rcall(unpack(args))
     return S.last_id
 end
 
@@ -291,15 +331,17 @@ local function emit(action, dev, plan, lj, now, cause, maxlen, waiter, extra)
 end
 
 local function expired(h, now)
-    local exp = tonumber(h.exp)
+    local exp = h.exp + 0
     return exp > 0 and exp <= now
 end
 
 -- Lease end and the expiry warning (at 80 % of the lease).
 local function set_deadlines(dev, from, lease)
     if lease > 0 then
-        add_deadline(from + lease * 1000, dev)
-        add_deadline(from + lease * 800, '?' .. dev)
+        -- add_deadline's work for both in one ZADD; the warning is the earlier
+        local warn = from + lease * 800
+        rcall('ZADD', 'dl:expiry', int(from + lease * 1000), dev, int(warn), '?' .. dev)
+        if not S.deadline or warn < S.deadline then S.deadline = warn end
     else
         rcall('ZREM', 'dl:expiry', dev, '?' .. dev)
     end
@@ -319,17 +361,20 @@ end
 -- count (stats.lua) has not reached yet is left to it; with nothing else
 -- held when a lock joins (it is dl:held's only member), they start full.
 local function count_held(dev, prio, delta)
-    local st = rcall('HMGET', 'dl:stats', 'full', 'scan')
-    if not st[1] then
-        if st[2] then
-            if not lex_le(dev, st[2]) then return end
+    -- HGET, not HMGET of both: its answer is no table, and once the
+    -- counters are full (nearly always) scan is not needed
+    if not rcall('HGET', 'dl:stats', 'full') then
+        local scan = rcall('HGET', 'dl:stats', 'scan')
+        if scan then
+            if not lex_le(dev, scan) then return end
         elseif delta > 0 and rcall('ZCARD', 'dl:held') == 1 then
             rcall('HSET', 'dl:stats', 'full', '1')
         else
             return
         end
     end
-    rcall('HINCRBY', 'dl:stats', 'p' .. prio, delta)
+    -- as text: a number argument costs Redis a snprintf
+    rcall('HINCRBY', 'dl:stats', 'p' .. prio, delta > 0 and '1' or '-1')
 end
 
 -- Every change to dl:held goes through these two, so the counters follow.
@@ -366,17 +411,28 @@ local function end_lock(h, action, cause, now, maxlen, hold)
     rcall('ZREM', 'dl:expiry', dev, '?' .. dev, '!' .. dev)
     h.preempt_until = nil
     if h.session then rcall('SREM', 'dl:sess:' .. h.session, dev) end
+    local delayed = false
     if cause == 'expired' or cause == 'session_lost' then
         local delay = conf(dev, 'delay_ms', S.delay_ms)
         if delay > 0 then
             rcall('SET', delay_key(dev), '1', 'PX', delay)
             add_deadline(now + delay * 1000, '~' .. dev)
+            delayed = true
         end
     end
     local id = emit(action, dev, h.plan_uid, lock_json(h), now, cause, maxlen)
     if h.rsv then rsv_after_end(h, action, cause, now, maxlen) end
-    -- D's lock is gone unless a booking's end (rsv_after_end) served it
-    if not hold then serve(dev, now, maxlen, not h.rsv) end
+    if not hold then
+        if h.rsv then
+            -- D's lock is gone unless a booking's end (rsv_after_end) served it
+            serve(dev, now, maxlen)
+        else
+            -- D's lock-delay is known too: just started, or none (a held
+            -- device is never in one: nothing is granted during a lock-delay,
+            -- and a preemption takes a device that was held)
+            serve(dev, now, maxlen, true, delayed)
+        end
+    end
     return id
 end
 
@@ -496,6 +552,16 @@ end
 -- The reply to a granted request (one device or a group).
 local function granted_body(locks, preempted)
     local first = locks[1]
+    if #locks == 1 then
+        -- one device, the common case: the same text in one concatenation,
+        -- without the tables and the fences a group's answer has
+        local exp = first.exp + 0
+        return '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
+            ',"message":' .. jstr('Lock acquired for ' .. first.device_name) ..
+            ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
+            ',"fence":' .. first.fence .. ',"lock":' .. first.json ..
+            (#preempted > 0 and (',"preempted":' .. preempted[1]) or '') .. '}'
+    end
     local names, ls, fences = {}, {}, {}
     for i, h in ipairs(locks) do
         names[i] = h.device_name
@@ -504,17 +570,11 @@ local function granted_body(locks, preempted)
     end
     local exp = tonumber(first.exp)
     local b = '{"success":true,"lock_key":' .. jstr(first.lock_key) ..
-        ',"message":' .. jstr((#locks > 1 and 'Locks acquired for ' or 'Lock acquired for ') ..
-            table.concat(names, ', ')) ..
+        ',"message":' .. jstr('Locks acquired for ' .. table.concat(names, ', ')) ..
         ',"expires_at":' .. (exp > 0 and ('"' .. iso(exp) .. '"') or 'null') ..
-        ',"fence":' .. first.fence .. ',"lock":' .. ls[1]
-    if #locks > 1 then
-        b = b .. ',"locks":[' .. table.concat(ls, ',') .. '],"fences":{' ..
-            table.concat(fences, ',') .. '}'
-        if #preempted > 0 then b = b .. ',"preempted":[' .. table.concat(preempted, ',') .. ']' end
-    elseif #preempted > 0 then
-        b = b .. ',"preempted":' .. preempted[1]
-    end
+        ',"fence":' .. first.fence .. ',"lock":' .. ls[1] ..
+        ',"locks":[' .. table.concat(ls, ',') .. '],"fences":{' .. table.concat(fences, ',') .. '}'
+    if #preempted > 0 then b = b .. ',"preempted":[' .. table.concat(preempted, ',') .. ']' end
     return b .. '}'
 end
 
@@ -642,11 +702,13 @@ local window_blocks, rsv_granted
 -- itself: 'delay' (D free but in lock-delay) or 'idle' (D free, out of
 -- lock-delay, nobody waiting), so a caller need not ask Redis again.
 -- gone: the caller knows D has no lock (it has just ended or looked), which
--- saves asking. D's lock and lock-delay are asked once: dropping dead
+-- saves asking; delayed (true or false, nil = ask): it knows whether D is in
+-- lock-delay. D's lock and lock-delay are asked once: dropping dead
 -- waiters (the only thing the loop does before it returns) changes neither.
-serve = function(dev, now, maxlen, gone)
+serve = function(dev, now, maxlen, gone, delayed)
     if not gone and rcall('EXISTS', lock_key(dev)) == 1 then return end
-    if in_delay(dev) then return 'delay' end
+    if delayed == nil then delayed = in_delay(dev) end
+    if delayed then return 'delay' end
     for _ = 1, 64 do
         local top = rcall('ZRANGE', waitq_key(dev), '0', '0')
         if #top == 0 then return 'idle' end
@@ -974,8 +1036,10 @@ end
 local function device(d, ending)
     local now = WK.now
     device_keys(d)
+    local lk, qk, rk = 'dl:{' .. d .. '}:lock', 'dl:{' .. d .. '}:waitq', 'dl:{' .. d .. '}:rsv'
+    -- a device with no lock, queue or booking (most): one call says so
+    if S.keys[lk] and S.keys[qk] and S.keys[rk] and rcall('EXISTS', lk, qk, rk) == 0 then return end
     in_force(d)
-    local lk = 'dl:{' .. d .. '}:lock'
     local free = true
     if S.keys[lk] then
         local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
@@ -987,7 +1051,6 @@ local function device(d, ending)
         if h[4] then broker_keys(h[4]) end
         if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
     end
-    local qk = 'dl:{' .. d .. '}:waitq'
     if S.keys[qk] and (ending or free) then
         -- serve's own bound: it looks at 64 entries at most, and stops at
         -- the first live one (a waiter not read yet may be dead)
