@@ -19,7 +19,7 @@ local new_wid = 'w' .. string.sub(redis.sha1hex(ARGV[5]), 1, 24)
 
 do -- every key this call may touch is in KEYS (prelude "keys declared")
     local W = keys_walk(now)
-    for _, d in ipairs(devs) do W.maybe(d) end
+    for _, d in ipairs(devs) do W.asked(d) end
     W.need('dl:waiter:' .. new_wid)
     W.need('dl:wres:' .. new_wid)
     W.need('dl:broker:' .. ARGV[13])

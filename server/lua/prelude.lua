@@ -959,9 +959,13 @@ end
 --              its holder's session, group (full) and booking (full), the
 --              broker a hand-over waits for, and D's queue from its head to
 --              its first live waiter (serve stops there), each waiter with
---              its devices (light); and D's booking in force
+--              its devices (light)
 --   maybe(D)   as full, but D's queue only if D has no lock or its lease
---              has run out (an acquire, a renewal: D is served only then)
+--              has run out (a renewal, a wait that ends: D is served only
+--              then)
+--   asked(D)   as maybe, and D's booking in force: a device an acquire names
+--   (full and maybe read no booking in force: serve reads it only of the
+--   devices of a waiter it may grant, and those are visited light)
 --   light(D)   D is looked at or granted with another device: D's keys and
 --              its booking in force
 --   waiter(W)  its hash and reply, its request's idempotency key, its
@@ -998,6 +1002,7 @@ local function push(kind, name)
 end
 function W.full(d) push('full', d) end
 function W.maybe(d) push('maybe', d) end
+function W.asked(d) push('asked', d) end
 function W.light(d) push('light', d) end
 function W.waiter(w) push('waiter', w) end
 function W.waiter_full(w) push('waiterfull', w) end
@@ -1032,14 +1037,18 @@ function visit.light(d)
     device_keys(d)
     in_force(d)
 end
--- ending: D's lock ends here (else only if its lease has run out)
-local function device(d, ending)
+-- ending: D's lock ends here (else only if its lease has run out); asked:
+-- a request names D, so its booking in force is read too (window_blocks;
+-- serve reads it only of a waiter's devices, which are visited light)
+local function device(d, ending, asked)
     local now = WK.now
     device_keys(d)
     local lk, qk, rk = 'dl:{' .. d .. '}:lock', 'dl:{' .. d .. '}:waitq', 'dl:{' .. d .. '}:rsv'
-    -- a device with no lock, queue or booking (most): one call says so
-    if S.keys[lk] and S.keys[qk] and S.keys[rk] and rcall('EXISTS', lk, qk, rk) == 0 then return end
-    in_force(d)
+    if asked then
+        -- a device with no lock, queue or booking (most): one call says so
+        if S.keys[lk] and S.keys[qk] and S.keys[rk] and rcall('EXISTS', lk, qk, rk) == 0 then return end
+        in_force(d)
+    end
     local free = true
     if S.keys[lk] then
         local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
@@ -1070,6 +1079,7 @@ local function device(d, ending)
 end
 function visit.full(d) device(d, true) end
 function visit.maybe(d) device(d, false) end
+function visit.asked(d) device(d, false, true) end
 local function waiter(wid, devs_maybe)
     local wk = 'dl:waiter:' .. wid
     need('dl:wres:' .. wid)
