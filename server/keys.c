@@ -8,10 +8,12 @@
 #include "lk_buf.h"
 #include "lk_mem.h"
 
-/* prelude.lua's GLOBAL_KEYS, and the keys of one device (DEVICE_KEYS) */
+/* prelude.lua's GLOBAL_KEYS (what any call may touch; the few global keys
+ * only some scripts touch are named with them), and the keys of one device
+ * (DEVICE_KEYS). Each key costs every call (sent, parsed, a Lua string),
+ * so a call names no more. */
 static const char *const global_keys[] = {
     "dl:held", "dl:expiry", "dl:events", "dl:seq", "dl:stats", "dl:sessbrokers",
-    "dl:brokerlost", "dl:rsv:byend", "dl:rsv:seq",
 };
 static const char *const device_keys[] = {"lock", "fence", "waitq", "delay", "conf", "rsv"};
 
@@ -139,7 +141,6 @@ void keys_for_call(struct keyset *ks, enum store_script script, int argc, char *
         keyset_add(ks, global_keys[i], strlen(global_keys[i]));
     add_named(ks, "dl:broker:", broker, strlen(broker), "");
     add_named(ks, "dl:bwait:", broker, strlen(broker), "");
-    add_named(ks, "dl:bsess:", broker, strlen(broker), "");
 #define ARG(i) argv[i], argvlen[i]
     switch (script) {
     case SCRIPT_ACQUIRE: /* devices, token 5, idempotency key 12, session 14 ('=' S) */
@@ -160,6 +161,8 @@ void keys_for_call(struct keyset *ks, enum store_script script, int argc, char *
         add_waiter(ks, ARG(0));
         break;
     case SCRIPT_SESSION: /* mode, session, broker, ..., own session 8 (attach) */
+        keyset_add(ks, "dl:brokerlost", 13);
+        add_named(ks, "dl:bsess:", broker, strlen(broker), "");
         add_named(ks, "dl:sessown:", ARG(1), "");
         add_named(ks, "dl:sess:", ARG(1), "");
         add_named(ks, "dl:bsess:", ARG(2), "");
@@ -173,16 +176,20 @@ void keys_for_call(struct keyset *ks, enum store_script script, int argc, char *
             add_named(ks, "dl:{", ARG(i), "}:conf");
         break;
     case SCRIPT_RESERVE: /* devices, idempotency key 10 */
+        keyset_add(ks, "dl:rsv:byend", 12);
+        keyset_add(ks, "dl:rsv:seq", 10);
         add_devices(ks, ARG(0));
         if (argvlen[9] > 0)
             keyset_add(ks, ARG(9));
         break;
     case SCRIPT_RESERVATION: /* mode, id */
+        keyset_add(ks, "dl:rsv:byend", 12);
         add_named(ks, "dl:rsv:", ARG(1), "");
         add_named(ks, "dl:waiter:b", ARG(1), "");
         add_named(ks, "dl:wres:b", ARG(1), "");
         break;
-    case SCRIPT_RESERVATIONS: /* get: id */
+    case SCRIPT_RESERVATIONS: /* get: id; list: from dl:rsv:byend */
+        keyset_add(ks, "dl:rsv:byend", 12);
         if (argc >= 2 && argvlen[0] == 3 && memcmp(argv[0], "get", 3) == 0)
             add_named(ks, "dl:rsv:", ARG(1), "");
         break;

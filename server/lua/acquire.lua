@@ -17,6 +17,9 @@ local wait_ms = tonumber(ARGV[11])
 -- name its keys before the call (server/keys.c)
 local new_wid = 'w' .. string.sub(redis.sha1hex(ARGV[5]), 1, 24)
 
+-- the walk found the first device idle (no lock, queue, booking or
+-- lock-delay): true until something is written before the device loop
+local first_idle
 do -- every key this call may touch is in KEYS (prelude "keys declared")
     local W = keys_walk(now)
     for _, d in ipairs(devs) do W.asked(d) end
@@ -40,6 +43,7 @@ do -- every key this call may touch is in KEYS (prelude "keys declared")
     end
     local nk = W.finish()
     if nk then return nk end
+    first_idle = W.idle(devs[1])
 end
 
 local function timed_out_body()
@@ -49,6 +53,7 @@ end
 -- The devices of a stored grant if its lock is still held with its key on
 -- every one of them, else nil.
 local function still_held(body)
+    first_idle = false -- live_lock may end a lock and serve its waiters
     local names, key = grant_devices(body)
     if not names then return nil end
     for _, d in ipairs(names) do
@@ -100,14 +105,14 @@ local r = {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = AR
 local prio = tonumber(r.prio)
 
 local preempt, graceful, blocker, blocker_json, booking_json = {}, 0, nil, nil, nil
-for _, dev in ipairs(devs) do
+for i, dev in ipairs(devs) do
     -- seen: what serve() found D to be when it granted nothing ('idle' or
     -- 'delay'): D's lock, lock-delay and queue then need no asking again
     -- (saves an HGETALL, an EXISTS and a ZRANGE per free device). A device
     -- with none of its booking, lock, lock-delay and queue keys (one EXISTS
     -- over the four answers 0) is idle at once: nothing else is asked.
     local seen
-    if rcall('EXISTS', rsv_dev_key(dev), lock_key(dev), delay_key(dev), waitq_key(dev)) == 0 then
+    if (i == 1 and first_idle) or rcall('EXISTS', rsv_dev_key(dev), lock_key(dev), delay_key(dev), waitq_key(dev)) == 0 then
         seen = 'idle'
     end
     local win = not seen and window_blocks(dev, prio, r.user_id, nil, now)

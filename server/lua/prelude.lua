@@ -450,9 +450,12 @@ local function end_group_rest(h, taking, cause, now, maxlen)
 end
 
 -- D's lock, ending it first if its lease has run out (so a request never
--- sees or is refused by a lock the expiry timer has not reached yet).
-local function live_lock(dev, now, maxlen)
-    local h = hload(lock_key(dev))
+-- sees or is refused by a lock the expiry timer has not reached yet). pre:
+-- the lock as the keys walk read it (false: none) when nothing has been
+-- written since, else nil: it is read now.
+local function live_lock(dev, now, maxlen, pre)
+    local h = pre
+    if pre == nil then h = hload(lock_key(dev)) elseif pre == false then h = nil end
     if h and expired(h, now) then
         local action, cause = lease_end(h)
         end_lock(h, action, cause, now, maxlen)
@@ -975,8 +978,9 @@ end
 --              start hands them on), and its waiter
 -- Strict keys (a test mode) fail any command on a key outside KEYS, so the
 -- suites find a walk that misses one.
-local GLOBAL_KEYS = {'dl:held', 'dl:expiry', 'dl:events', 'dl:seq', 'dl:stats', 'dl:sessbrokers',
-    'dl:brokerlost', 'dl:rsv:byend', 'dl:rsv:seq'}
+-- the global keys every call may touch (keys.c's core_keys); the others
+-- (dl:brokerlost, dl:rsv:byend, dl:rsv:seq) only the scripts that name them
+local GLOBAL_KEYS = {'dl:held', 'dl:expiry', 'dl:events', 'dl:seq', 'dl:stats', 'dl:sessbrokers'}
 local DEVICE_KEYS = {'lock', 'fence', 'waitq', 'delay', 'conf', 'rsv'}
 
 -- The walk's functions are made once (at FUNCTION LOAD); a call's walk
@@ -1045,20 +1049,29 @@ local function device(d, ending, asked)
     device_keys(d)
     local lk, qk, rk = 'dl:{' .. d .. '}:lock', 'dl:{' .. d .. '}:waitq', 'dl:{' .. d .. '}:rsv'
     if asked then
-        -- a device with no lock, queue or booking (most): one call says so
-        if S.keys[lk] and S.keys[qk] and S.keys[rk] and rcall('EXISTS', lk, qk, rk) == 0 then return end
+        -- a device with no lock, queue, booking or lock-delay (most): one
+        -- call says so, and the acquire need not ask again (W.idle)
+        local dk = 'dl:{' .. d .. '}:delay'
+        if S.keys[lk] and S.keys[qk] and S.keys[rk] and S.keys[dk] and rcall('EXISTS', lk, qk, rk, dk) == 0 then
+            WK.idle[d] = true
+            return
+        end
         in_force(d)
     end
     local free = true
     if S.keys[lk] then
-        local h = rcall('HMGET', lk, 'session', 'group', 'rsv', 'wbroker', 'exp')
-        if h[1] then need('dl:sess:' .. h[1]) end
-        if h[2] then
-            for _, g in ipairs(cjson.decode(h[2])) do W.full(g) end
+        -- the whole lock: the script's first read of it is this one (W.lock)
+        local h = hload(lk)
+        WK.lock[d] = h or false
+        if h then
+            if h.session then need('dl:sess:' .. h.session) end
+            if h.group then
+                for _, g in ipairs(cjson.decode(h.group)) do W.full(g) end
+            end
+            if h.rsv then W.booking(h.rsv) end
+            if h.wbroker then broker_keys(h.wbroker) end
+            free = tonumber(h.exp) > 0 and tonumber(h.exp) <= now
         end
-        if h[3] then W.booking(h[3]) end
-        if h[4] then broker_keys(h[4]) end
-        if h[5] then free = tonumber(h[5]) > 0 and tonumber(h[5]) <= now end
     end
     if S.keys[qk] and (ending or free) then
         -- serve's own bound: it looks at 64 entries at most, and stops at
@@ -1121,8 +1134,14 @@ function W.finish()
     return out
 end
 
+-- What the walk found, for the script's first reads (only while nothing
+-- has been written since): D has no lock, queue, booking or lock-delay
+-- (an asked device); D's lock as read (false: none; nil: not read).
+function W.idle(d) return WK.idle[d] == true end
+function W.lock(d) return WK.lock[d] end
+
 -- A walk from Redis's state at now (us): W, to name its roots, then finish.
 local function keys_walk(now)
-    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}}
+    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}, idle = {}, lock = {}}
     return W
 end

@@ -14,6 +14,7 @@ local now = now_us()
 do -- every key this call may touch is in KEYS (prelude "keys declared")
     local W = keys_walk(now)
     W.booking(id)
+    W.need('dl:rsv:byend')
     if W.need(rsv_key(id)) and mode == 'patch' then
         -- the bookings the overlap check below reads
         local b = rcall('HMGET', rsv_key(id), 'devices', 'start', 'end')

@@ -34,6 +34,7 @@ end
 local ids = rcall('ZRANGEBYSCORE', 'dl:rsv:byend', '(' .. int(from), '+inf', 'LIMIT', 0, SCAN_CAP)
 do -- the bookings it reads are in KEYS (prelude "keys declared")
     local W = keys_walk(now)
+    W.need('dl:rsv:byend')
     for _, i in ipairs(ids) do W.need(rsv_key(i)) end
     local nk = W.finish()
     if nk then return nk end

@@ -15,8 +15,9 @@ local rid = ARGV[10]
 do -- every key this call may touch is in KEYS (prelude "keys declared")
     local W = keys_walk(now)
     if rid ~= '' then W.need(rid) end
+    W.need('dl:rsv:byend')
     -- the booking this call would create (its id is the next of dl:rsv:seq)
-    W.need('dl:rsv:r' .. ((tonumber(rcall('GET', 'dl:rsv:seq')) or 0) + 1))
+    if W.need('dl:rsv:seq') then W.need('dl:rsv:r' .. ((tonumber(rcall('GET', 'dl:rsv:seq')) or 0) + 1)) end
     local from, to = math.max(tonumber(ARGV[6]), now), tonumber(ARGV[7])
     for _, d in ipairs(split(ARGV[1])) do
         W.light(d)

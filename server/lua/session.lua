@@ -38,6 +38,7 @@ do -- every key this call may touch is in KEYS (prelude "keys declared")
         if b and b ~= '' then W.need('dl:bsess:' .. b) end
     end
     W.need('dl:bsess:' .. broker)
+    W.need('dl:brokerlost')
     if mode == 'reap' then
         local now = reap_now
         local window = tonumber(ARGV[9]) or 2000
