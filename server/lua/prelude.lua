@@ -1080,7 +1080,9 @@ local function device(d, ending, asked)
         for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
             local wk = 'dl:waiter:' .. wid
             W.waiter(wid)
-            if S.keys[wk] then
+            -- a waiter this call takes off the queue first (W.leaving) is
+            -- walked past, as a dead one is
+            if S.keys[wk] and not WK.leaving[wid] then
                 local w = rcall('HMGET', wk, 'deadline', 'broker')
                 if w[1] and tonumber(w[1]) > now then
                     local b = w[2] or ''
@@ -1115,6 +1117,8 @@ function visit.booking(id)
     need('dl:wres:b' .. id)
     if not need(bk) then return end
     local b = rcall('HMGET', bk, 'devices', 'waiter')
+    -- ending or bumped, the booking leaves its queues first (rsv_finish)
+    if b[2] and b[2] ~= '' then W.leaving(b[2]) end
     for _, d in ipairs(split(b[1])) do W.full(d) end
     if b[2] and b[2] ~= '' then W.waiter(b[2]) end
 end
@@ -1142,10 +1146,13 @@ end
 -- has been written since): D has no lock, queue, booking or lock-delay
 -- (an asked device); D's lock as read (false: none; nil: not read).
 function W.idle(d) return WK.idle[d] == true end
+-- waiter wid leaves its queues before this call serves them (unwait, a
+-- booking's end): the queue walk does not stop at it
+function W.leaving(wid) WK.leaving[wid] = true end
 function W.lock(d) return WK.lock[d] end
 
 -- A walk from Redis's state at now (us): W, to name its roots, then finish.
 local function keys_walk(now)
-    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}, idle = {}, lock = {}}
+    WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}, idle = {}, lock = {}, leaving = {}}
     return W
 end

@@ -15,6 +15,7 @@ do -- every key this call may touch is in KEYS (prelude "keys declared")
     if mode == 'check' then
         W.need('dl:waiter:' .. wid)
     else
+        W.leaving(wid)
         W.waiter_full(wid)
     end
     if W.need('dl:wres:' .. wid) then

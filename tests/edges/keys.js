@@ -247,8 +247,10 @@ async function teardown(s) {
 }
 
 test('every key a script touches is one of its KEYS: MONITOR over a seeded workload on two brokers', async () => {
-  const seed = Number(process.env.KEYS_SEED || 4242);
-  const steps = Number(process.env.KEYS_STEPS || 90);
+  // seed 2026 (150 steps) found a walk that stopped at the waiter an unwait
+  // takes off the queue, so the next one it served was undeclared
+  const seed = Number(process.env.KEYS_SEED || 2026);
+  const steps = Number(process.env.KEYS_STEPS || 150);
   let s;
   try {
     s = await setup({ DEVLOCK_TEST_STRICT_KEYS: '0' });
