@@ -1145,6 +1145,21 @@ end
 -- What the walk found, for the script's first reads (only while nothing
 -- has been written since): D has no lock, queue, booking or lock-delay
 -- (an asked device); D's lock as read (false: none; nil: not read).
+-- The bookings of D an overlap check of the window [from, to) reads (a new
+-- booking's, a moved one's): walking back from to, up to the first live one
+-- that ends by from (D's bookings never overlap, so it ends the search).
+-- bump: they may be bumped (visited as bookings), else only read; except:
+-- a booking passed over (a moved one, itself).
+function W.overlapping(d, from, to, bump, except)
+    if not need('dl:{' .. d .. '}:rsv') then return end
+    for _, id in ipairs(rcall('ZREVRANGEBYSCORE', 'dl:{' .. d .. '}:rsv', '(' .. int(to), '-inf')) do
+        if bump then W.booking(id) end
+        if not need('dl:rsv:' .. id) then break end
+        local b = rcall('HMGET', 'dl:rsv:' .. id, 'state', 'end')
+        if id ~= except and b[1] and LIVE[b[1]] and tonumber(b[2]) <= from then break end
+    end
+end
+
 function W.idle(d) return WK.idle[d] == true end
 -- waiter wid leaves its queues before this call serves them (unwait, a
 -- booking's end): the queue walk does not stop at it
@@ -1155,4 +1170,16 @@ function W.lock(d) return WK.lock[d] end
 local function keys_walk(now)
     WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}, idle = {}, lock = {}, leaving = {}}
     return W
+end
+
+-- The walk of a call on one held device (release, renew, force_release):
+-- the NEEDKEYS answer, or nil and the lock as the walk read it (live_lock's
+-- pre). ending: the lock ends here (full), else only if its lease has run
+-- out (maybe).
+local function keys_of_lock(now, dev, ending)
+    local W = keys_walk(now)
+    if ending then W.full(dev) else W.maybe(dev) end
+    local nk = W.finish()
+    if nk then return nk end
+    return nil, W.lock(dev)
 end

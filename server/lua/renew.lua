@@ -5,14 +5,9 @@
 local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[5]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
-local pre -- the lock as the walk read it
-do -- every key this call may touch is in KEYS (prelude "keys declared")
-    local W = keys_walk(now)
-    W.maybe(dev)
-    local nk = W.finish()
-    if nk then return nk end
-    pre = W.lock(dev)
-end
+-- every key this call may touch is in KEYS (prelude "keys declared")
+local nk, pre = keys_of_lock(now, dev, false)
+if nk then return nk end
 local h = live_lock(dev, now, maxlen, pre)
 if not h then return {-1, '', S.last_id} end
 if h.lock_key ~= key then return {-2, '', S.last_id} end

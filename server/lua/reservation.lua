@@ -21,16 +21,8 @@ do -- every key this call may touch is in KEYS (prelude "keys declared")
         if b[1] then
             local from = ARGV[6] ~= '' and tonumber(ARGV[6]) or tonumber(b[2])
             local to = ARGV[7] ~= '' and tonumber(ARGV[7]) or tonumber(b[3])
-            for _, d in ipairs(split(b[1])) do
-                local k = rsv_dev_key(d)
-                if W.need(k) then
-                    for _, o in ipairs(rcall('ZREVRANGEBYSCORE', k, '(' .. int(to), '-inf')) do
-                        if not W.need(rsv_key(o)) then break end
-                        local x = rcall('HMGET', rsv_key(o), 'state', 'end')
-                        if o ~= id and x[1] and LIVE[x[1]] and tonumber(x[2]) <= math.min(from, now) then break end
-                    end
-                end
-            end
+            -- (a booked window's start may be moved up to now)
+            for _, d in ipairs(split(b[1])) do W.overlapping(d, math.min(from, now), to, false, id) end
         end
     end
     local nk = W.finish()

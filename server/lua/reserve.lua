@@ -21,16 +21,7 @@ do -- every key this call may touch is in KEYS (prelude "keys declared")
     local from, to = math.max(tonumber(ARGV[6]), now), tonumber(ARGV[7])
     for _, d in ipairs(split(ARGV[1])) do
         W.light(d)
-        local k = rsv_dev_key(d)
-        if S.keys[k] then
-            -- the bookings the overlap check below reads, and may bump
-            for _, id in ipairs(rcall('ZREVRANGEBYSCORE', k, '(' .. int(to), '-inf')) do
-                W.booking(id)
-                if not W.need(rsv_key(id)) then break end
-                local b = rcall('HMGET', rsv_key(id), 'state', 'end')
-                if b[1] and LIVE[b[1]] and tonumber(b[2]) <= from then break end
-            end
-        end
+        W.overlapping(d, from, to, true) -- the overlap check below, which may bump
     end
     local nk = W.finish()
     if nk then return nk end
