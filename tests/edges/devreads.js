@@ -17,17 +17,8 @@ const { Redis, Broker, poll } = require('../lib/servers.js');
 
 function check(cond, what) { if (!cond) throw new Error(what); }
 
-// mulberry32: a small seeded generator, so a failing run can be replayed
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// seeded, so a failing run can be replayed (tests/lib/procs.js's mulberry32)
+const { prng: rng } = require('../lib/procs.js');
 
 const DEVICES = ['dr0', 'dr1', 'dr2', 'dr3'];
 const TYPES = ['MAINTENANCE', 'QUEUE_EXECUTING', 'MANUAL_OPERATOR', 'QUEUE_QUEUED'];

@@ -21,16 +21,8 @@ const { Redis, Broker, poll } = require('../lib/servers.js');
 
 function check(cond, what) { if (!cond) throw new Error(what); }
 
-function rng(seed) { // mulberry32
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// seeded, so a failing run can be replayed (tests/lib/procs.js's mulberry32)
+const { prng: rng } = require('../lib/procs.js');
 
 // ---- MONITOR ----------------------------------------------------------------
 

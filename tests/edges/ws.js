@@ -3,12 +3,12 @@
 // ordering (issue 11, defects 7, 8 and 12's resume/ordering parts).
 const crypto = require('crypto');
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const { spawn } = require('child_process');
 const { test } = require('../lib/harness.js');
 const { Redis, Broker, poll, idCmp } = require('../lib/servers.js');
+const { rawWs } = require('./_rawws.js');
 
 function assert(c, msg) { if (!c) throw new Error(msg); }
 function eq(a, b, msg) { if (a !== b) throw new Error(`${msg}: got ${JSON.stringify(a)}, want ${JSON.stringify(b)}`); }
@@ -62,39 +62,6 @@ function frame(text, opcode = 1) {
   else { hdr = Buffer.alloc(4); hdr[0] = 0x80 | opcode; hdr[1] = 0x80 | 126; hdr.writeUInt16BE(p.length, 2); }
   for (let i = 0; i < p.length; i++) p[i] ^= mask[i % 4];
   return Buffer.concat([hdr, mask, p]);
-}
-
-// Resolves once the upgrade is answered 101; counts the server's pings.
-function rawWs(port) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    const raw = { sock, pings: 0, closed: false, buf: Buffer.alloc(0), upgraded: false };
-    raw.closedP = new Promise(r => sock.on('close', () => { raw.closed = true; r(); }));
-    sock.on('error', () => {});
-    sock.on('connect', () => sock.write('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n' +
-      'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'));
-    sock.on('data', (d) => {
-      raw.buf = Buffer.concat([raw.buf, d]);
-      if (!raw.upgraded) {
-        const i = raw.buf.indexOf('\r\n\r\n');
-        if (i < 0) return;
-        const head = raw.buf.slice(0, i).toString();
-        raw.buf = raw.buf.slice(i + 4);
-        if (!/^HTTP\/1\.1 101/.test(head)) { reject(new Error(`upgrade refused: ${head}`)); return; }
-        raw.upgraded = true;
-        resolve(raw);
-      }
-      for (;;) { // server frames are unmasked
-        if (raw.buf.length < 2) return;
-        let len = raw.buf[1] & 0x7f, off = 2;
-        if (len === 126) { if (raw.buf.length < 4) return; len = raw.buf.readUInt16BE(2); off = 4; }
-        else if (len === 127) { if (raw.buf.length < 10) return; len = Number(raw.buf.readBigUInt64BE(2)); off = 10; }
-        if (raw.buf.length < off + len) return;
-        if ((raw.buf[0] & 0x0f) === 9) raw.pings++;
-        raw.buf = raw.buf.slice(off + len);
-      }
-    });
-  });
 }
 
 function rssKiB(pid) {
