@@ -1182,8 +1182,8 @@ static int run_rawfan(void)
         for (int k = 0; k < n; k++) {
             size_t i = (size_t)evs[k].data.u64;
             if (rawfan_read(fd[i], &have[i])) {
-                fprintf(stderr, "lockbench: rawfan: connection %zu lost\n", i);
-                errors++;
+                if (errors++ < MAX_ERRORS_SHOWN)
+                    fprintf(stderr, "lockbench: rawfan: connection %zu lost\n", i);
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd[i], NULL);
                 continue;
             }
