@@ -38,6 +38,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1038,8 +1039,10 @@ static int write_all(int fd, const char *p, size_t len)
 
 /* The sender: accepts n connections on lfd, greets each with one byte (so that
  * lockbench knows it was accepted), then sends one frame to every socket per
- * byte read from ctl. It ends when ctl closes, on any error, or by its alarm. */
-static void rawfan_sender(int lfd, int ctl, size_t n, size_t frame_bytes, unsigned alarm_s)
+ * byte read from ctl, and writes to back when its last send() returned (the
+ * monotonic clock is the machine's, so lockbench can subtract its own t0).
+ * It ends when ctl closes, on any error, or by its alarm. */
+static void rawfan_sender(int lfd, int ctl, int back, size_t n, size_t frame_bytes, unsigned alarm_s)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     alarm(alarm_s);
@@ -1059,12 +1062,16 @@ static void rawfan_sender(int lfd, int ctl, size_t n, size_t frame_bytes, unsign
     }
     close(lfd);
     char go;
-    while (read(ctl, &go, 1) == 1)
+    while (read(ctl, &go, 1) == 1) {
         for (size_t i = 0; i < n; i++)
             if (write_all(fd[i], frame, frame_bytes)) {
                 perror("lockbench: rawfan sender: send");
                 _exit(1);
             }
+        int64_t sent = net_now_ns();
+        if (write(back, &sent, sizeof(sent)) != sizeof(sent))
+            _exit(1);
+    }
     _exit(0);
 }
 
@@ -1092,9 +1099,10 @@ static int run_rawfan(void)
     size_t w = (size_t)opt.watchers, b = (size_t)opt.frame_bytes;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t alen = sizeof(a);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ctl[2];
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ctl[2], back[2] = { -1, -1 };
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, SOMAXCONN) ||
-        getsockname(lfd, (struct sockaddr *)&a, &alen) || pipe2(ctl, O_CLOEXEC)) {
+        getsockname(lfd, (struct sockaddr *)&a, &alen) || pipe2(ctl, O_CLOEXEC) ||
+        pipe2(back, O_CLOEXEC)) {
         perror("lockbench: rawfan: listen");
         return 1;
     }
@@ -1106,10 +1114,12 @@ static int run_rawfan(void)
     }
     if (child == 0) {
         close(ctl[1]);
-        rawfan_sender(lfd, ctl[0], w, b, (unsigned)opt.duration + 240);
+        close(back[0]);
+        rawfan_sender(lfd, ctl[0], back[1], w, b, (unsigned)opt.duration + 240);
     }
     close(lfd);
     close(ctl[0]);
+    close(back[1]);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     int *fd = lk_xcalloc(w, sizeof(*fd));
     long long *have = lk_xcalloc(w, sizeof(*have));
@@ -1122,7 +1132,7 @@ static int run_rawfan(void)
     long rounds = 0, late = 0, errors = 0;
     size_t got = 0, opened = 0;
     int64_t t0 = net_now_ns(), t_last = t0;
-    struct samples all = { 0 }, each = { 0 };
+    struct samples all = { 0 }, each = { 0 }, sent = { 0 };
     /* connect, at most CONNECTS_IN_FLIGHT not yet greeted (the accept queue stays short);
      * then rounds. got counts the sockets that have what the current round awaits. */
     int64_t deadline = t0 + 120 * NS_PER_S, t_stop = 0;
@@ -1157,8 +1167,17 @@ static int run_rawfan(void)
                 t_stop = m0.t + (int64_t)(opt.duration * NS_PER_S);
                 connect_s = (double)(m0.t - t0) / NS_PER_S;
             } else {
+                /* the sender's time stamp is written by now or very soon: bounded */
+                struct pollfd pf = { .fd = back[0], .events = POLLIN };
+                int64_t t_sent;
+                if (poll(&pf, 1, 2000) != 1 || read(back[0], &t_sent, sizeof(t_sent)) != sizeof(t_sent)) {
+                    fprintf(stderr, "lockbench: rawfan: no time stamp from the sender\n");
+                    errors++;
+                    break;
+                }
                 rounds++;
                 samples_add(&all, t_last - t0);
+                samples_add(&sent, t_sent - t0);
             }
             if (rounds >= opt.count || now >= t_stop)
                 break;
@@ -1209,6 +1228,7 @@ static int run_rawfan(void)
         if (fd[i] >= 0)
             close(fd[i]);
     close(ctl[1]);
+    close(back[0]);
     close(ep);
     /* the sender ends on the pipe's EOF; bounded, then killed */
     int status = 0, reaped = 0;
@@ -1234,14 +1254,16 @@ static int run_rawfan(void)
     double secs = (double)(m1.t - m0.t) / NS_PER_S;
     int64_t dt = m1.t - m0.t;
     snprintf(extra, sizeof(extra),
-             " (go byte written -> all %zu sockets have their %zu-byte frame; per delivery p50 %.3f p99 %.3f ms)"
+             " (go byte written -> all %zu sockets have their %zu-byte frame; per delivery p50 %.3f p99 %.3f ms;"
+             " -> the sender's last send() returned p50 %.3f p99 %.3f ms)"
              " | %ld rounds in %.2f s, %ld late (> 2 s), %ld errors, connect %.1f s"
              " | cpu sender %d%% lockbench %d%% | no broker, no Redis: one send() per socket per round",
-             w, b, samples_ms(&each, 0.5), samples_ms(&each, 0.99), rounds, secs > 0 ? secs : 0, late, errors,
+             w, b, samples_ms(&each, 0.5), samples_ms(&each, 0.99), samples_ms(&sent, 0.5), samples_ms(&sent, 0.99), rounds, secs > 0 ? secs : 0, late, errors,
              connect_s, pct(c0, c1, dt), pct(m0.self, m1.self, dt));
     print_line(name, secs > 0 ? (double)rounds / secs : 0, "rounds", &all, extra);
     free(all.v);
     free(each.v);
+    free(sent.v);
     return errors || late || !measuring ? 1 : 0;
 }
 
