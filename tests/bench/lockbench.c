@@ -17,7 +17,8 @@
  *           forked sender writes one --frame-bytes frame (default 436, a
  *           lock_update as devlockd sends it) to each of --watchers loopback
  *           sockets with one send() each, on a go byte from lockbench; the
- *           time until the last socket has it
+ *           time until the last socket has it, and until the sender's last
+ *           send() returned
  *   idle    the broker's VmRSS (--pid) before and with --watchers idle watchers
  *           (with --hold N, connected while N locks are held: each watcher
  *           gets the whole table in its initial_status)
