@@ -13,6 +13,12 @@
  *   status  GET /api/locks/status with --hold locks held (default 1000)
  *   fanout  one HTTP acquire, then the time until all --watchers WebSocket
  *           watchers have the lock_update; then release, likewise
+ *   rawfan  fanout's floor on this machine, without devlockd (no --port): a
+ *           forked sender writes one --frame-bytes frame (default 436, a
+ *           lock_update as devlockd sends it) to each of --watchers loopback
+ *           sockets with one send() each, on a go byte from lockbench; the
+ *           time until the last socket has it, and until the sender's last
+ *           send() returned
  *   idle    the broker's VmRSS (--pid) before and with --watchers idle watchers
  *           (with --hold N, connected while N locks are held: each watcher
  *           gets the whole table in its initial_status)
@@ -29,14 +35,21 @@
  * One summary line per run on stdout; details and errors on stderr. The
  * exit status is 1 if any operation failed or a frame was missed. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lk_mem.h"
@@ -67,10 +80,12 @@ static struct {
     const char *sync;   /* phase-boundary directory, NULL: none */
     const char *save;   /* status: the first answer's body goes to this file */
     double timeout;     /* the lease of acquired locks, seconds */
+    int frame_bytes;    /* rawfan: the frame each socket gets per round */
     int verbose;
 } opt = {
     .host = "127.0.0.1", .scenario = "cycle", .proto = "http", .conns = 16, .watchers = 1000,
     .hold = -1, .duration = 5, .count = 100000000L, .path = "/", .timeout = 120,
+    .frame_bytes = 436,
 };
 
 /* Marks a phase boundary for --sync (see the top of the file). */
@@ -960,6 +975,299 @@ static int run_fanout(void)
     return run.errors || missed || lost || fan.late ? 1 : 0;
 }
 
+/* rawfan: the machine's floor under fanout, with no broker, no Redis and no
+ * lws. A forked sender process accepts --watchers loopback TCP connections and,
+ * per round, on one byte from lockbench on a control pipe, writes one frame of
+ * --frame-bytes to each socket with one send() each, in order, as devlockd
+ * does (one sendto per watcher per event). A round's sample is the time from
+ * writing the go byte until the last socket has read its frame: what is left
+ * of fanout's bound once the broker's own work is taken away.
+ *
+ * The default frame is 436 bytes: the lock_update devlockd sent for an HTTP
+ * acquire of bench-fanout (a 4-byte unmasked text frame header and the 432
+ * bytes below, captured from a raw WebSocket client; 433 to 435 once the
+ * fence has more digits). The frame is a WebSocket text frame, truncated or
+ * padded with spaces to the size asked for, but the receiving end only counts
+ * bytes: a plain recv() per readable socket on its own epoll set, not net.c's
+ * reader, which would want an upgrade handshake the sender has no reason to
+ * do. So a watcher's JSON parse is not in the floor (it is small beside the
+ * syscalls). Sockets are blocking on the sender's side: with room in the send
+ * buffer, a send() costs the same either way. */
+static const char rawfan_payload[] =
+    "{\"type\":\"lock_update\",\"event_id\":\"1796666340992-0\",\"action\":\"acquired\",\"device_name\":\"bench-fanout\","
+    "\"lock\":{\"device_name\":\"bench-fanout\",\"lock_type\":\"MANUAL_OPERATOR\",\"user_id\":\"bench\","
+    "\"lock_key\":\"0236ef4d-2206-468e-a1d1-577f4187df85\",\"acquired_at\":\"2026-12-07T17:59:00.991993Z\","
+    "\"expires_at\":\"2026-12-07T18:01:00.991993Z\",\"reason\":null,\"plan_uid\":null,\"priority\":2,\"fence\":1,"
+    "\"lease_s\":120},\"timestamp\":\"2026-12-07T17:59:00.991993Z\"}";
+
+/* One WebSocket text frame of exactly len bytes (header included) in out. */
+static void rawfan_frame(char *out, size_t len)
+{
+    size_t hl = len <= 127 ? 2 : len <= 65535 + 4 ? 4 : 10, plen = len - hl;
+    unsigned char *h = (unsigned char *)out;
+    h[0] = 0x81;
+    if (hl == 2) {
+        h[1] = (unsigned char)plen;
+    } else if (hl == 4) {
+        h[1] = 126;
+        h[2] = (unsigned char)(plen >> 8);
+        h[3] = (unsigned char)plen;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)plen >> (56 - 8 * i));
+    }
+    size_t have = sizeof(rawfan_payload) - 1;
+    memcpy(out + hl, rawfan_payload, plen < have ? plen : have);
+    if (plen > have)
+        memset(out + hl + have, ' ', plen - have);
+}
+
+/* Writes all of len bytes to a blocking socket; -1 on error. */
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The sender: accepts n connections on lfd, greets each with one byte (so that
+ * lockbench knows it was accepted), then sends one frame to every socket per
+ * byte read from ctl, and writes to back when its last send() returned (the
+ * monotonic clock is the machine's, so lockbench can subtract its own t0).
+ * It ends when ctl closes, on any error, or by its alarm. */
+static void rawfan_sender(int lfd, int ctl, int back, size_t n, size_t frame_bytes, unsigned alarm_s)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(alarm_s);
+    int *fd = lk_xcalloc(n, sizeof(*fd));
+    char *frame = lk_xmalloc(frame_bytes);
+    rawfan_frame(frame, frame_bytes);
+    int one = 1;
+    for (size_t i = 0; i < n; i++) {
+        fd[i] = accept(lfd, NULL, NULL);
+        if (fd[i] < 0) {
+            perror("lockbench: rawfan sender: accept");
+            _exit(1);
+        }
+        setsockopt(fd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (write_all(fd[i], "!", 1))
+            _exit(1);
+    }
+    close(lfd);
+    char go;
+    while (read(ctl, &go, 1) == 1) {
+        for (size_t i = 0; i < n; i++)
+            if (write_all(fd[i], frame, frame_bytes)) {
+                perror("lockbench: rawfan sender: send");
+                _exit(1);
+            }
+        int64_t sent = net_now_ns();
+        if (write(back, &sent, sizeof(sent)) != sizeof(sent))
+            _exit(1);
+    }
+    _exit(0);
+}
+
+/* Reads what is there on socket i; -1 if it ended or failed. */
+static int rawfan_read(int fd, long long *have)
+{
+    static char buf[64 * 1024];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            *have += n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return -1;
+    }
+}
+
+static int run_rawfan(void)
+{
+    char extra[1024], name[64];
+    size_t w = (size_t)opt.watchers, b = (size_t)opt.frame_bytes;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ctl[2], back[2] = { -1, -1 };
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, SOMAXCONN) ||
+        getsockname(lfd, (struct sockaddr *)&a, &alen) || pipe2(ctl, O_CLOEXEC) ||
+        pipe2(back, O_CLOEXEC)) {
+        perror("lockbench: rawfan: listen");
+        return 1;
+    }
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0) {
+        perror("lockbench: rawfan: fork");
+        return 1;
+    }
+    if (child == 0) {
+        close(ctl[1]);
+        close(back[0]);
+        rawfan_sender(lfd, ctl[0], back[1], w, b, (unsigned)opt.duration + 240);
+    }
+    close(lfd);
+    close(ctl[0]);
+    close(back[1]);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int *fd = lk_xcalloc(w, sizeof(*fd));
+    long long *have = lk_xcalloc(w, sizeof(*have));
+    long *done = lk_xcalloc(w, sizeof(*done)); /* the last round socket i completed; 0: greeted */
+    for (size_t i = 0; i < w; i++) {
+        fd[i] = -1;
+        done[i] = -1;
+    }
+    struct epoll_event evs[512];
+    long rounds = 0, late = 0, errors = 0;
+    size_t got = 0, opened = 0;
+    int64_t t0 = net_now_ns(), t_last = t0;
+    struct samples all = { 0 }, each = { 0 }, sent = { 0 };
+    /* connect, at most CONNECTS_IN_FLIGHT not yet greeted (the accept queue stays short);
+     * then rounds. got counts the sockets that have what the current round awaits. */
+    int64_t deadline = t0 + 120 * NS_PER_S, t_stop = 0;
+    int measuring = 0;
+    struct cpu_mark m0 = { 0 }, m1 = { 0 };
+    long long c0 = -1, c1 = -1;
+    double connect_s = 0;
+    for (;;) {
+        while (!measuring && opened < w && opened - got < CONNECTS_IN_FLIGHT) {
+            int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            struct epoll_event ev = { .events = EPOLLIN, .data.u64 = opened };
+            if (s < 0 || (connect(s, (struct sockaddr *)&a, sizeof(a)) && errno != EINPROGRESS) ||
+                epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev)) {
+                fprintf(stderr, "lockbench: rawfan: connection %zu: %s\n", opened, strerror(errno));
+                errors++;
+                if (s >= 0)
+                    close(s);
+                break;
+            }
+            fd[opened++] = s;
+        }
+        if (errors)
+            break;
+        int64_t now = net_now_ns();
+        if (got == w) {
+            if (!measuring) {
+                /* every socket greeted: the rounds begin */
+                measuring = 1;
+                phase("start");
+                m0 = cpu_mark();
+                c0 = proc_ticks(child);
+                t_stop = m0.t + (int64_t)(opt.duration * NS_PER_S);
+                connect_s = (double)(m0.t - t0) / NS_PER_S;
+            } else {
+                /* the sender's time stamp is written by now or very soon: bounded */
+                struct pollfd pf = { .fd = back[0], .events = POLLIN };
+                int64_t t_sent;
+                if (poll(&pf, 1, 2000) != 1 || read(back[0], &t_sent, sizeof(t_sent)) != sizeof(t_sent)) {
+                    fprintf(stderr, "lockbench: rawfan: no time stamp from the sender\n");
+                    errors++;
+                    break;
+                }
+                rounds++;
+                samples_add(&all, t_last - t0);
+                samples_add(&sent, t_sent - t0);
+            }
+            if (rounds >= opt.count || now >= t_stop)
+                break;
+            got = 0;
+            t0 = net_now_ns();
+            deadline = t0 + 2 * NS_PER_S;
+            if (write(ctl[1], "g", 1) != 1) {
+                fprintf(stderr, "lockbench: rawfan: control pipe: %s\n", strerror(errno));
+                errors++;
+                break;
+            }
+        }
+        if (now > deadline) {
+            if (measuring)
+                late++;
+            fprintf(stderr, "lockbench: rawfan: %s: %zu of %zu sockets after %s\n", measuring ? "round late" : "connect",
+                    got, w, measuring ? "2 s" : "120 s");
+            break;
+        }
+        int n = epoll_wait(ep, evs, 512, 10);
+        for (int k = 0; k < n; k++) {
+            size_t i = (size_t)evs[k].data.u64;
+            if (rawfan_read(fd[i], &have[i])) {
+                if (errors++ < MAX_ERRORS_SHOWN)
+                    fprintf(stderr, "lockbench: rawfan: connection %zu lost\n", i);
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd[i], NULL);
+                continue;
+            }
+            /* greeted: 1 byte; after round r: 1 + r * b */
+            long want = measuring ? rounds + 1 : 0;
+            if (done[i] < want && have[i] >= 1 + (long long)want * (long long)b) {
+                done[i] = want;
+                got++;
+                t_last = net_now_ns();
+                if (measuring)
+                    samples_add(&each, t_last - t0);
+            }
+        }
+        if (errors)
+            break;
+    }
+    if (measuring) {
+        m1 = cpu_mark();
+        c1 = proc_ticks(child);
+    }
+    phase("stop");
+    for (size_t i = 0; i < w; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    close(ctl[1]);
+    close(back[0]);
+    close(ep);
+    /* the sender ends on the pipe's EOF; bounded, then killed */
+    int status = 0, reaped = 0;
+    for (int i = 0; i < 200 && !reaped; i++) {
+        reaped = waitpid(child, &status, WNOHANG) == child;
+        if (!reaped)
+            usleep(10000);
+    }
+    if (!reaped) {
+        kill(child, SIGKILL);
+        waitpid(child, &status, 0);
+        errors++;
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+        errors++;
+    }
+    free(fd);
+    free(have);
+    free(done);
+    if (opt.label)
+        snprintf(name, sizeof(name), "%s", opt.label);
+    else
+        snprintf(name, sizeof(name), "rawfan-%zu", w);
+    double secs = (double)(m1.t - m0.t) / NS_PER_S;
+    int64_t dt = m1.t - m0.t;
+    snprintf(extra, sizeof(extra),
+             " (go byte written -> all %zu sockets have their %zu-byte frame; per delivery p50 %.3f p99 %.3f ms;"
+             " -> the sender's last send() returned p50 %.3f p99 %.3f ms)"
+             " | %ld rounds in %.2f s, %ld late (> 2 s), %ld errors, connect %.1f s"
+             " | cpu sender %d%% lockbench %d%% | no broker, no Redis: one send() per socket per round",
+             w, b, samples_ms(&each, 0.5), samples_ms(&each, 0.99), samples_ms(&sent, 0.5), samples_ms(&sent, 0.99), rounds, secs > 0 ? secs : 0, late, errors,
+             connect_s, pct(c0, c1, dt), pct(m0.self, m1.self, dt));
+    print_line(name, secs > 0 ? (double)rounds / secs : 0, "rounds", &all, extra);
+    free(all.v);
+    free(each.v);
+    free(sent.v);
+    return errors || late || !measuring ? 1 : 0;
+}
+
 /* idle: the broker's VmRSS with --watchers idle WebSocket watchers. */
 static int run_idle(void)
 {
@@ -1070,6 +1378,7 @@ static void usage(void)
             "                 [--hold N] [--timeout LEASE_S] [--path P] [--sync DIR] [--save-body FILE]\n"
             "                 [--pid DEVLOCKD_PID] [--redis-pid PID] [--ceiling EVALSHA_PER_S]\n"
             "                 [--label NAME] [--verbose]\n"
+            "       lockbench --scenario rawfan --watchers N [--count R] [--duration S] [--frame-bytes B]\n"
             "       lockbench --free-port   (prints a free loopback TCP port)\n");
 }
 
@@ -1086,6 +1395,7 @@ int main(int argc, char **argv)
         { "free-port", no_argument, NULL, 'F' },      { "help", no_argument, NULL, '?' },
         { "path", required_argument, NULL, 'u' },     { "sync", required_argument, NULL, 'S' },
         { "timeout", required_argument, NULL, 't' },  { "save-body", required_argument, NULL, 'B' },
+        { "frame-bytes", required_argument, NULL, 'f' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
@@ -1109,17 +1419,21 @@ int main(int argc, char **argv)
         case 'S': opt.sync = optarg; break;
         case 't': opt.timeout = atof(optarg); break;
         case 'B': opt.save = optarg; break;
+        case 'f': opt.frame_bytes = atoi(optarg); break;
         case 'F': return free_port();
         default: usage(); return 2;
         }
     }
-    if (opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.conns > 50000 || opt.watchers < 1 ||
+    int rawfan = !strcmp(opt.scenario, "rawfan"); /* needs no server */
+    if ((!rawfan && opt.port <= 0) || opt.port < 0 || opt.port > 65535 || opt.frame_bytes < 2 || opt.frame_bytes > (1 << 20) || opt.conns < 1 || opt.conns > 50000 || opt.watchers < 1 ||
         opt.watchers > 60000 || opt.hold < -1 || opt.timeout <= 0 || opt.duration <= 0 || opt.duration > 3600 || opt.count < 1 ||
         (strcmp(opt.proto, "http") && strcmp(opt.proto, "ws"))) {
         usage();
         return 2;
     }
     raise_nofile((size_t)(opt.watchers > opt.conns ? opt.watchers : opt.conns) + 64);
+    if (rawfan)
+        return run_rawfan();
     if (net_init(opt.host, opt.port))
         return 2;
     run.ws = !strcmp(opt.proto, "ws");
