@@ -8,7 +8,12 @@
 # Redis's for a write path that runs one script per operation (redis-benchmark,
 # EVALSHA of a script doing one INCR and one XADD, as many connections as the
 # scenario) and nginx's for HTTP (`return 200`, and a static file as large as
-# the status answer). The scenarios of issue 14's targets run BENCH_REPEAT
+# the status answer). Two floors are measured beside them, each the same work
+# with our code taken out: the Redis commands one acquire and one release ran
+# (captured with MONITOR, replayed with no logic: scripts/bench-floor.awk), and
+# one send() of a lock_update to each of 1 000 loopback sockets with no broker
+# (lockbench --scenario rawfan). A target can be met only where its floor meets
+# it. The scenarios of issue 14's targets run BENCH_REPEAT
 # times, each next to its ceiling; the run ends with those targets as ratios
 # (medians), the cost of each Lua script inside Redis (INFO commandstats,
 # one script kind per phase), devlockd's syscalls per HTTP request and per
@@ -252,6 +257,59 @@ redis_ceiling() {
     rcli DEL bench:ctr bench:stream >/dev/null
 }
 
+# The data model's floor: the Redis commands one acquire and one release of a
+# free device ran, captured with MONITOR from this broker, replayed with the
+# same arguments and no logic at all (scripts/bench-floor.awk makes the
+# library: one function, odd calls the acquire's commands, even calls the
+# release's), driven like the ceiling ($1 clients, one call each in flight, the
+# acquire's keys and arguments on every call). What lies between it and
+# cycle-http-16 is the scripts' own logic; what lies between it and the
+# trivial script is what a transition stores.
+floor_ready=""
+floor_capture() {
+    mkdir -p "$T/floor"
+    timeout 30 redis-cli -p "$redis_port" MONITOR >"$T/floor/monitor.txt" 2>/dev/null &
+    mon_pid=$!
+    # MONITOR is on once it shows a command sent after it
+    rcli ECHO bench-floor-start >/dev/null
+    until grep -q bench-floor-start "$T/floor/monitor.txt" 2>/dev/null; do
+        kill -0 "$mon_pid" 2>/dev/null || { echo "bench: MONITOR ended" >&2; return 1; }
+        rcli ECHO bench-floor-start >/dev/null
+        sleep 0.05
+    done
+    curl -s -XPOST -H 'content-type: application/json' -o "$T/floor/acquire.json" \
+        -d '{"device_name":"bench-floor","lock_type":"MANUAL_OPERATOR","user_id":"bench","timeout":120}' \
+        "http://127.0.0.1:$port/api/lock/request"
+    key=$(sed -n 's/.*"lock_key":"\([^"]*\)".*/\1/p' "$T/floor/acquire.json")
+    curl -s -XPOST -o "$T/floor/release.json" \
+        "http://127.0.0.1:$port/api/lock/release?device_name=bench-floor&lock_key=$key&user_id=bench"
+    rcli ECHO bench-floor-end >/dev/null
+    until grep -q bench-floor-end "$T/floor/monitor.txt"; do
+        kill -0 "$mon_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill "$mon_pid" 2>/dev/null || true
+    wait "$mon_pid" 2>/dev/null || true
+    grep -q '"success":true' "$T/floor/release.json" || { echo "bench: the floor's capture failed" >&2; return 1; }
+    awk -v out="$T/floor" -v devices=16 -v acquire_reply="$(wc -c <"$T/floor/acquire.json")" \
+        -v release_reply="$(wc -c <"$T/floor/release.json")" -f scripts/bench-floor.awk "$T/floor/monitor.txt" \
+        >"$T/floor/commands" || return 1
+    rcli -x FUNCTION LOAD REPLACE <"$T/floor/floor.lua" >/dev/null || return 1
+    floor_ready=1
+}
+# redis_floor CLIENTS: one run of the floor next to the ceiling (res.redis-floor-CLIENTS).
+redis_floor() {
+    [ -n "$floor_ready" ] || return 0
+    c=$1
+    n=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d * 20000 }')
+    set --
+    while IFS= read -r a; do set -- "$@" "$a"; done <"$T/floor/args"
+    line=$(timeout 120 redis-benchmark -p "$redis_port" -c "$c" -n "$n" --csv fcall floor_cycle "$@" | sed -n 2p | tr -d '"')
+    echo "$line" | awk -F, -v n="$n" -v c="$c" -v what="$(cat "$T/floor/commands")" '{ printf "%-22s %9.0f scripts/s  p50 %7.3f  p99 %7.3f ms | redis-benchmark -c %d -n %d: the floor (%s, captured; no logic)\n", "redis-floor-" c, $2, $5, $7, c, n, what }' |
+        tee -a "$T/res.redis-floor-$c"
+    rcli EVAL "for _, k in ipairs(redis.call('KEYS', 'fl:*')) do redis.call('UNLINK', k) end" 0 >/dev/null
+}
+
 # ---- medians ---------------------------------------------------------------------
 
 median() {
@@ -305,6 +363,8 @@ while [ "$r" -lt "$REPEAT" ]; do
     ceiling=""
     if wanted redis-evalsha-16 || wanted cycle-http-16; then
         redis_ceiling 16
+        [ "$r" != 1 ] || floor_capture || echo "bench: warning: no floor of the data model (see above)" >&2
+        redis_floor 16
     fi
     bench cycle-http-16 --scenario cycle --proto http --conns 16
     nginx_bench nginx-64 / 64 read-64
@@ -313,6 +373,13 @@ while [ "$r" -lt "$REPEAT" ]; do
     bench status-16 --scenario status --conns 16 --hold 1000 ${nginx_port:+--save-body "$T/nginx/www/status.json"}
     nginx_bench nginx-status-16 /status.json 16 status-16
     bench fanout-1000 --scenario fanout --watchers 1000
+    # fanout's floor on this machine: one send() per socket, no broker (lockbench forks the sender)
+    if wanted rawfan-1000 || wanted fanout-1000; then
+        o=$ONLY
+        ONLY=""
+        bench rawfan-1000 --scenario rawfan --watchers 1000
+        ONLY=$o
+    fi
 done
 ceiling=""
 
@@ -521,6 +588,13 @@ target_line() {
     [ -z "$6" ] && verdict="not measured"
     printf "%-36s devlockd %s, ceiling %s, ratio %s (target %s): %s\n" "$1" "$2" "$3" "$4" "$5" "$verdict"
 }
+# floor_line WHAT FIGURE RELATION MET(0/1): a floor under a target, measured in this
+# run: the target can be met only where its floor meets it.
+floor_line() {
+    verdict="the floor misses the target too"
+    [ "$4" = 1 ] && verdict="the floor meets the target"
+    printf "  %-34s %s %s: %s\n" "$1" "$2" "$3" "$verdict"
+}
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a != "" && a + 0 >= b + 0) }' && echo 1 || echo 0; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a != "" && a + 0 <= b + 0) }' && echo 1 || echo 0; }
 f0() { awk -v a="$1" 'BEGIN { if (a == "nan" || a == "") print "-"; else printf "%.0f", a }'; }
@@ -535,6 +609,12 @@ if [ -f "$T/res.cycle-http-16" ]; then
     p99=$(after cycle-http-16 p99 | median)
     target_line "acquire+release, 16 conns" "$(f0 "$sc") scripts/s ($(f0 "$c") cycles/s)" \
         "$(f0 "$ce")/s (Redis trivial script)" "$(f2 "$ra")" ">= 0.5" "$(ge "$ra" 0.5)"
+    if [ -f "$T/res.redis-floor-16" ]; then
+        fl=$(rates redis-floor-16 | median)
+        fr=$(ratios redis-floor-16 redis-evalsha-16 1 | median)
+        floor_line "its floor: the same commands, no logic" "$(f0 "$fl") scripts/s, $(f2 "$fr") x the trivial script;" \
+            "cycle-http-16 is $(f2 "$(awk -v a="$ra" -v b="$fr" 'BEGIN { if (b > 0) print a / b }')") of it" "$(ge "$fr" 0.5)"
+    fi
     target_line "  p99 per request, 16 conns" "$(f2 "$p99") ms" "-" "$(f2 "$(awk -v p="$p99" 'BEGIN { if (p > 0) print 2 / p }')")" "<= 2 ms" "$(le "$p99" 2)"
 fi
 if [ -f "$T/res.read-64" ]; then
@@ -559,6 +639,11 @@ if [ -f "$T/res.fanout-1000" ]; then
     target_line "fan-out to 1 000 watchers" "p99 $(f2 "$p99") ms, $missed missed, $dropped dropped (all repetitions)" "-" \
         "$(f2 "$(awk -v p="$p99" 'BEGIN { if (p > 0) print 10 / p }')")" "p99 <= 10 ms, 0 missed" \
         "$([ "$missed" = 0 ] && [ "$dropped" = 0 ] && le "$p99" 10 || echo 0)"
+    if [ -f "$T/res.rawfan-1000" ]; then
+        rp99=$(after rawfan-1000 p99 | median)
+        floor_line "its floor: one send() a socket, no broker" "p99 $(f2 "$rp99") ms;" \
+            "fanout-1000's p99 is $(f2 "$(awk -v a="$p99" -v b="$rp99" 'BEGIN { if (b > 0) print a / b }')") x it" "$(le "$rp99" 10)"
+    fi
 fi
 held=$(rates watch-1000-held-1000 | median)
 [ -n "$held" ] && [ "$held" != nan ] &&
