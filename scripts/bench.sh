@@ -616,6 +616,11 @@ if [ -f "$T/res.cycle-http-16" ]; then
             "cycle-http-16 is $(f2 "$(awk -v a="$ra" -v b="$fr" 'BEGIN { if (b > 0) print a / b }')") of it" "$(ge "$fr" 0.5)"
     fi
     target_line "  p99 per request, 16 conns" "$(f2 "$p99") ms" "-" "$(f2 "$(awk -v p="$p99" 'BEGIN { if (p > 0) print 2 / p }')")" "<= 2 ms" "$(le "$p99" 2)"
+    if [ -f "$T/res.redis-floor-16" ]; then
+        fp=$(after redis-floor-16 p99 | median)
+        floor_line "its floor: the floor's calls alone" "p99 $(f2 "$fp") ms in Redis, with no HTTP and no broker;" \
+            "cycle-http-16's is $(f2 "$(awk -v a="$p99" -v b="$fp" 'BEGIN { if (b > 0) print a / b }')") x it" "$(le "$fp" 2)"
+    fi
 fi
 if [ -f "$T/res.read-64" ]; then
     rd=$(rates read-64 | median)
