@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -1231,13 +1232,14 @@ static int run_rawfan(void)
     close(ctl[1]);
     close(back[0]);
     close(ep);
-    /* the sender ends on the pipe's EOF; bounded, then killed */
-    int status = 0, reaped = 0;
-    for (int i = 0; i < 200 && !reaped; i++) {
-        reaped = waitpid(child, &status, WNOHANG) == child;
-        if (!reaped)
-            usleep(10000);
-    }
+    /* the sender ends on the pipe's EOF: its pidfd becomes readable when it
+     * has; 2 s at most, then it is killed */
+    int status = 0, reaped = 0, pfd = pidfd_open(child, 0);
+    struct pollfd pe = { .fd = pfd, .events = POLLIN };
+    if (pfd >= 0 && poll(&pe, 1, 2000) == 1)
+        reaped = waitpid(child, &status, 0) == child;
+    if (pfd >= 0)
+        close(pfd);
     if (!reaped) {
         kill(child, SIGKILL);
         waitpid(child, &status, 0);
