@@ -1,23 +1,23 @@
 # bench-floor.awk - the "floor" of a lock transition, for scripts/bench.sh:
 # from a MONITOR capture of one HTTP acquire and one release of device
-# bench-floor, a Functions library whose floor_acquire and floor_release run
+# bench-floor, a Functions library whose one function, floor_cycle, runs
 # exactly the Redis commands those two calls ran, with the same arguments, and
 # nothing else: no walk, no checks, no JSON built (the texts are the ones
 # captured). What is left is what the data model itself costs per transition:
 # the script rate no logic of ours can beat.
 #
-#   awk -v out=DIR -v acquire_reply=N -v release_reply=N -f scripts/bench-floor.awk monitor.txt
+#   awk -v out=DIR -v acquire_reply=N -v release_reply=N [-v devices=16] \
+#       -f scripts/bench-floor.awk monitor.txt
 #
-# (N: the length of the body each call answered; each floor function answers
-# as many bytes)
-# writes DIR/floor.lua (the library: one function, floor_cycle) and DIR/args
-# (the acquire FCALL's numkeys, keys and arguments as captured, one per line,
-# for redis-benchmark: an argument with an escape is replaced by as many x).
-# floor_cycle's odd calls run the acquire's commands, its even calls the
-# release's, on device bench-floor-K, K = (call - 1) / 2 modulo DEVICES
-# (-v devices=N, default 16): driven by redis-benchmark with as many clients,
-# each device is acquired and released in turn, as lockbench's cycle does.
-# Every key's dl: becomes fl:, so no broker reads what the floor writes.
+# writes DIR/floor.lua (the library) and DIR/args (the acquire FCALL's numkeys,
+# keys and arguments as captured, one per line, for redis-benchmark: an
+# argument with an escape is replaced by as many x), and prints how many
+# commands each call ran. floor_cycle's odd calls run the acquire's commands,
+# its even calls the release's, on device bench-floor-K, K = (call - 1) / 2
+# modulo devices: driven by redis-benchmark with as many clients, each device
+# is acquired and released in turn, as lockbench's cycle does. Each call
+# answers as many bytes as the real one did (N: the length of each reply's
+# body). Every key's dl: becomes fl:, so no broker reads what the floor writes.
 #
 # MONITOR quotes each argument as Redis's sdscatrepr does: \" \\ \n \r \t
 # \a \b, which Lua reads alike, and \xHH, which Lua 5.1 writes \ddd.
