@@ -53,7 +53,9 @@
 --            flags (a number: 1 the fence clock is on, 2 strict keys, 4 a
 --            test fault: no walk, so nothing asks for the keys it lacks),
 --            taken off here so each script sees only its own. S.keys: the
---            call's KEYS as a set ("keys declared" below).
+--            call's KEYS as a set ("keys declared" below). S.qempty: the
+--            devices whose queue the keys walk read empty; S.queued: a
+--            waiter joined a queue since (then serve asks again).
 --   int_memo, iso_memo  the formatting memos of int() and iso() below
 --   rcall, rpcall  redis.call and redis.pcall, or with strict keys the
 --            same after a check that every key the command names is in KEYS
@@ -63,7 +65,8 @@ local function begin(argv, keys)
     floor = math.floor
     local flags = tonumber(table.remove(argv)) or 0
     S = {maxlen = nil, delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
-        fence_clock = flags % 2 == 1, skip_walk = flags >= 4, lock_of = {}, keys = {}}
+        fence_clock = flags % 2 == 1, skip_walk = flags >= 4, lock_of = {}, keys = {},
+        qempty = {}, queued = false}
     for _, k in ipairs(keys) do S.keys[k] = true end
     int_memo = {}
     iso_memo = {}
@@ -648,6 +651,7 @@ local function waiter_add(wid, w, score, ttl_ms)
     rcall('HSET', 'dl:waiter:' .. wid, unpack(f))
     rcall('PEXPIRE', 'dl:waiter:' .. wid, ttl_ms)
     for _, d in ipairs(split(w.devices)) do rcall('ZADD', waitq_key(d), score, wid) end
+    S.queued = true -- the walk's empty queues may not be empty now (serve)
     if w.broker ~= '' then
         rcall('SADD', 'dl:bwait:' .. w.broker, wid)
         rcall('SADD', 'dl:sessbrokers', w.broker)
@@ -712,6 +716,9 @@ serve = function(dev, now, maxlen, gone, delayed)
     if not gone and rcall('EXISTS', lock_key(dev)) == 1 then return end
     if delayed == nil then delayed = in_delay(dev) end
     if delayed then return 'delay' end
+    -- the keys walk found D's queue empty, and no waiter joined a queue
+    -- since (waiter_add is the only writer of one): nobody to ask for
+    if S.qempty[dev] and not S.queued then return 'idle' end
     for _ = 1, 64 do
         local top = rcall('ZRANGE', waitq_key(dev), '0', '0')
         if #top == 0 then return 'idle' end
@@ -990,11 +997,12 @@ local W, WK = {}, nil
 
 -- k is needed: true if it was given (so it may be read)
 local function need(k)
+    if S.keys[k] then return true end -- nearly always: no note of it is needed
     if not WK.asked[k] then
         WK.asked[k] = true
-        if not S.keys[k] then WK.missing[#WK.missing + 1] = k end
+        WK.missing[#WK.missing + 1] = k
     end
-    return S.keys[k] == true
+    return false
 end
 W.need = need
 
@@ -1077,7 +1085,9 @@ local function device(d, ending, asked)
     if S.keys[qk] and (ending or free) then
         -- serve's own bound: it looks at 64 entries at most, and stops at
         -- the first live one (a waiter not read yet may be dead)
-        for _, wid in ipairs(rcall('ZRANGE', qk, '0', '63')) do
+        local q = rcall('ZRANGE', qk, '0', '63')
+        if #q == 0 then S.qempty[d] = true end -- serve need not ask again
+        for _, wid in ipairs(q) do
             local wk = 'dl:waiter:' .. wid
             W.waiter(wid)
             -- a waiter this call takes off the queue first (W.leaving) is
