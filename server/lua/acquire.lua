@@ -197,11 +197,15 @@ for _, h in ipairs(preempt) do
     preempted[#preempted + 1] = lock_json(h)
     end_lock(h, 'force_released', 'preempted', now, maxlen, true)
 end
-for _, h in ipairs(preempt) do end_group_rest(h, taking, 'preempted', now, maxlen) end
 local group = false
 if #devs > 1 then group = cjson.encode(devs) end
 local locks = {}
 for i, dev in ipairs(devs) do locks[i] = grant(dev, r, now, maxlen, group, nil) end
+-- Only now the rest of each preempted group ends and is served: before
+-- the grants above, the devices this call takes were free, and a waiter
+-- served one of them (a group waiting for the rest and ours) would have
+-- been granted it and then overwritten by our grant: two holders.
+for _, h in ipairs(preempt) do end_group_rest(h, taking, 'preempted', now, maxlen) end
 local body = granted_body(locks, preempted)
 if rid ~= '' then
     rcall('SET', rid, body, 'PX', math.max(tonumber(r.lease), 300000))

@@ -326,6 +326,29 @@ test('groups: all devices in one step under one key; release and renew act on th
   w.close();
 });
 
+// A preemptor that takes one device of a group ends the rest of the group;
+// serving those devices must not hand the preemptor's device to a waiter
+// first (it was free for a moment inside the script). Before the fix the
+// waiting group got both devices and the preemptor's grant then overwrote
+// one of them: two holders told they hold pg2.
+test('groups: preempting one device of a group, the waiting group does not get the preemptor\'s device', async () => {
+  const [A, B] = await setup();
+  const h = ok(await acq(A, ['pg1', 'pg2'], 'MANUAL_OPERATOR', 'h', { timeout: 60 }), 'holder group');
+  const pw = acq(A, ['pg1', 'pg2'], 'MANUAL_OPERATOR', 'w', { wait: 20, timeout: 60 });
+  await waitersBecome(B, 'pg1', 'w');
+  const p = ok(await acq(B, 'pg2', 'QUEUE_EXECUTING', 'p', { timeout: 60 }), 'preemptor');
+  eq(p.preempted.lock_key, h.lock_key, 'preempted the group');
+  const d2 = await device(B, 'pg2');
+  eq(d2.lock && d2.lock.lock_key, p.lock_key, 'pg2 is the preemptor\'s');
+  const d1 = await device(B, 'pg1');
+  eq(d1.locked, false, `pg1 is released with its group, not handed on while pg2 is taken (holder ${JSON.stringify(d1.lock)})`);
+  eq(d1.waiters.map(x => x.user_id).join(','), 'w', 'the group still waits');
+  eq((await rel(B, 'pg2', p.lock_key, 'p')).status, 200, 'release pg2');
+  const g = ok(await pw, 'the waiting group, once pg2 is free');
+  eq(g.locks.length, 2, 'both devices');
+  eq((await rel(A, 'pg1', g.lock_key, 'w')).status, 200, 'release the group');
+});
+
 test('groups: all or nothing under contention; a higher-priority group preempts', async () => {
   const [A, B] = await setup();
   const w = await watcher(A);
