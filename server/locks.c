@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 
 #include "catalogue.h"
 #include "config.h"
 #include "events.h"
+#include "ids.h"
 #include "keys.h"
 #include "lk_log.h"
 #include "lk_mem.h"
@@ -125,9 +125,7 @@ void locks_init(void)
 {
     mirror_on_ready(reads_kick);
     store_on_keys(keys_hint);
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, lk.broker);
+    ids_uuid4(lk.broker);
     if (cfg.stream_max_age > 0)
         snprintf(maxlen_arg, sizeof(maxlen_arg), "-%lld", (long long)(cfg.stream_max_age * 1000));
     else
@@ -1159,9 +1157,7 @@ struct locks_call *locks_request(const cJSON *req, const char *session, locks_do
         return NULL;
     }
     struct locks_call *c = call_new(K_REQUEST, fn, ctx);
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, c->lock_key);
+    ids_uuid4(c->lock_key);
     snprintf(c->user_id, sizeof(c->user_id), "%s", get_string(req, "user_id"));
     snprintf(c->device, sizeof(c->device), "%.*s", (int)strcspn(a.devices, ","), a.devices);
     struct lk_buf reason, plan, client, rid, sessarg;

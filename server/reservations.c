@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 
 #include "catalogue.h"
 #include "config.h"
 #include "events.h"
+#include "ids.h"
 #include "lk_mem.h"
 #include "lk_text.h"
 #include "lk_time.h"
@@ -348,9 +348,7 @@ struct rsv_call *reservations_create(const cJSON *req, locks_done_fn fn, void *c
     }
     struct rsv_call *c = call_new(R_CREATE, fn, ctx);
     char key[37], prio_s[16], start_s[24], end_s[24], keep[32];
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, key);
+    ids_uuid4(key);
     snprintf(prio_s, sizeof(prio_s), "%d", prio);
     snprintf(start_s, sizeof(start_s), "%lld", (long long)start);
     snprintf(end_s, sizeof(end_s), "%lld", (long long)end);

@@ -42,7 +42,6 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <uuid/uuid.h>
 
 #include "config.h"
 #include "lk_log.h"
@@ -50,6 +49,7 @@
 #include "lk_text.h"
 #include "lk_time.h"
 #include "auth.h"
+#include "ids.h"
 #include "locks.h"
 #include "metrics.h"
 #include "origin.h"
@@ -771,9 +771,7 @@ static void session_moved_from(const char *session, const char *conn)
 {
     for (struct ws_session *o = all.head; o; o = o->next) {
         if (o->wsi && !strcmp(o->conn_id, conn) && !strcmp(o->session_id, session)) {
-            uuid_t u;
-            uuid_generate_random(u);
-            uuid_unparse_lower(u, o->session_id);
+            ids_uuid4(o->session_id);
             o->claimed = 0;
         }
     }
@@ -1106,11 +1104,8 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct ws_ses
         s->kind = PSS_WS;
         s->user = user;
         s->wsi = wsi;
-        uuid_t u;
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, s->session_id);
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, s->conn_id);
+        ids_uuid4(s->session_id);
+        ids_uuid4(s->conn_id);
         s->last_seen_ms = lk_time_mono_ms();
         lk_buf_init(&s->rx, 0);
         s->next = all.head;
