@@ -160,6 +160,7 @@ static struct {
     int fence_clock;
     int strict_keys;           /* DEVLOCK_TEST_STRICT_KEYS=1: scripts check every key (prelude.lua) */
     int skip_walk;             /* DEVLOCK_TEST_KEYS_FAULT=walk: they do not ask for missing keys */
+    int no_fast_path;          /* DEVLOCK_TEST_FAST_PATH=0: acquire and release take their general path */
     long replicas;             /* replicas the master reports (ROLE) */
     unsigned beats;
     void (*on_up)(void);
@@ -513,8 +514,9 @@ static int send_script(struct store_op *op, int as_eval)
         av[k] = op->argv[i];
         al[k] = op->argvlen[i];
     }
-    /* taken off ARGV by prelude.lua's begin: 1 the fence clock, 2 strict keys, 4 the fault */
-    snprintf(flags, sizeof(flags), "%d", (st.fence_clock ? 1 : 0) | (st.strict_keys ? 2 : 0) | (st.skip_walk ? 4 : 0));
+    /* taken off ARGV by prelude.lua's begin: 1 the fence clock, 2 strict keys, 4 the fault, 8 no fast path */
+    snprintf(flags, sizeof(flags), "%d", (st.fence_clock ? 1 : 0) | (st.strict_keys ? 2 : 0) | (st.skip_walk ? 4 : 0) |
+             (st.no_fast_path ? 8 : 0));
     av[k] = flags;
     al[k] = strlen(flags);
     int rc = redisAsyncCommandArgv(st.cmd.ac, script_cb, op, n, av, al);
@@ -1122,6 +1124,8 @@ int store_init(uv_loop_t *loop, const char *url, const char *broker_id)
     st.strict_keys = strict && !strcmp(strict, "1");
     const char *fault = getenv("DEVLOCK_TEST_KEYS_FAULT");
     st.skip_walk = fault && !strcmp(fault, "walk");
+    const char *fast = getenv("DEVLOCK_TEST_FAST_PATH");
+    st.no_fast_path = fast && !strcmp(fast, "0");
     if (st.strict_keys)
         lk_info("redis: DEVLOCK_TEST_STRICT_KEYS=1: a script that touches a key it did not declare stops the broker");
     if (parse_url(url) != 0)

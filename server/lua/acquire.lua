@@ -7,6 +7,25 @@
 -- Returns {'granted', body, preempted_count} | {'denied'|'replay', body} |
 --         {'queued', waiter_id, deadline_us}, each with the last stream id appended
 --         | {NEEDKEYS, key...} (prelude "keys declared")
+
+-- The common request first (prelude "fast paths"): one device, free (no
+-- lock, queue, booking or lock-delay: what the walk's first EXISTS asks),
+-- no request_id, no session. Granted as the general path below grants a
+-- free device, by grant() and granted_body(), with the same reply.
+do
+    local lk, qk, dk, rk
+    if ARGV[12] == '' and ARGV[14] == '' and not string.find(ARGV[1], ',', 1, true) then
+        lk, qk, dk, rk = fast_keys(KEYS, ARGV[1])
+    end
+    if lk and rcall('EXISTS', rk, lk, dk, qk) == 0 then
+        S.maxlen, S.delay_ms = ARGV[10], tonumber(ARGV[16])
+        local h = grant(ARGV[1], {lock_type = ARGV[2], prio = ARGV[3], user_id = ARGV[4], lock_key = ARGV[5],
+            owner = ARGV[5], lease = ARGV[6], reason = opt(ARGV[7]), plan_uid = opt(ARGV[8]),
+            client = opt(ARGV[9])}, now_us(), ARGV[10], false, nil)
+        return {'granted', granted_body({h}, {}), 0, S.last_id}
+    end
+end
+
 local devs = split(ARGV[1])
 local maxlen = ARGV[10]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[16])

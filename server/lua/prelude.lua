@@ -51,11 +51,14 @@
 --   S        settings a script receives in ARGV and sets before calling the
 --            helpers. The broker appends one argument to every script, its
 --            flags (a number: 1 the fence clock is on, 2 strict keys, 4 a
---            test fault: no walk, so nothing asks for the keys it lacks),
---            taken off here so each script sees only its own. S.keys: the
---            call's KEYS as a set ("keys declared" below). S.qempty: the
---            devices whose queue the keys walk read empty; S.queued: a
---            waiter joined a queue since (then serve asks again).
+--            test fault: no walk, so nothing asks for the keys it lacks,
+--            8 no fast path: acquire and release always take their general
+--            path, to compare the two), taken off here so each script sees
+--            only its own. S.keys: the call's KEYS as a set ("keys
+--            declared" below), made by keyset() when first asked (a fast
+--            path never asks). S.qempty: the devices whose queue the keys
+--            walk read empty; S.queued: a waiter joined a queue since (then
+--            serve asks again).
 --   int_memo, iso_memo  the formatting memos of int() and iso() below
 --   rcall, rpcall  redis.call and redis.pcall, or with strict keys the
 --            same after a check that every key the command names is in KEYS
@@ -65,9 +68,8 @@ local function begin(argv, keys)
     floor = math.floor
     local flags = tonumber(table.remove(argv)) or 0
     S = {maxlen = nil, delay_ms = 0, grace_ms = 0, last_id = '', deadline = nil,
-        fence_clock = flags % 2 == 1, skip_walk = flags >= 4, lock_of = {}, keys = {},
-        qempty = {}, queued = false}
-    for _, k in ipairs(keys) do S.keys[k] = true end
+        fence_clock = flags % 2 == 1, skip_walk = flags % 8 >= 4, fast = flags % 16 < 8, lock_of = {},
+        keys = nil, keylist = keys, qempty = {}, queued = false}
     int_memo = {}
     iso_memo = {}
     if flags % 4 >= 2 then
@@ -83,6 +85,18 @@ end
 -- a command's keys are: the first argument, unless listed (DEL and EXISTS
 -- take several, XGROUP and XINFO name a subcommand first, XREADGROUP its
 -- streams after STREAMS; TIME and SCAN take none).
+-- The call's KEYS as a set (S.keys), made on first use: a set of 16 keys
+-- grown one by one cost more than a fast path's whole check of its keys.
+local function keyset()
+    local ks = S.keys
+    if ks then return ks end
+    ks = {}
+    local list = S.keylist
+    for i = 1, #list do ks[list[i]] = true end
+    S.keys = ks
+    return ks
+end
+
 local KEYS_AT = {DEL = 'all', EXISTS = 'all', XGROUP = 2, XINFO = 2, XREADGROUP = 'streams',
     TIME = 0, SCAN = 0}
 
@@ -101,8 +115,9 @@ local function strict_check(cmd, ...)
     elseif at then
         first, last = at, at
     end
+    local ks = keyset()
     for i = first, last do
-        if not S.keys[a[i]] then
+        if not ks[a[i]] then
             error('devlock strict keys: ' .. cmd .. ' of ' .. tostring(a[i]) .. ', not in KEYS')
         end
     end
@@ -1188,6 +1203,7 @@ function W.lock(d) return WK.lock[d] end
 
 -- A walk from Redis's state at now (us): W, to name its roots, then finish.
 local function keys_walk(now)
+    keyset()
     WK = {now = now, asked = {}, missing = {}, todo = {}, done = {}, idle = {}, lock = {}, leaving = {}}
     return W
 end
@@ -1202,4 +1218,26 @@ local function keys_of_lock(now, dev, ending)
     local nk = W.finish()
     if nk then return nk end
     return nil, W.lock(dev)
+end
+
+-- ---- fast paths (docs/design.md "Fast paths") --------------------------------
+-- The broker names a call on one device with its KEYS in keys.c's order:
+-- the global keys (GLOBAL_KEYS), its own two (dl:broker:B, dl:bwait:B),
+-- then D's (DEVICE_KEYS). acquire.lua and release.lua first try the common
+-- case without the keys walk and its tables: one device whose keys are at
+-- those places (compared here, not assumed), and a state the walk would
+-- find nothing further in (each path checks its own). Anything else, or
+-- flag 8, takes the general path, from the start: a fast path has read at
+-- most, never written, when it gives up.
+-- Returns D's lock, waitq, delay and rsv keys, or nil.
+local function fast_keys(K, dev)
+    if not S.fast then return nil end
+    for i = 1, #GLOBAL_KEYS do
+        if K[i] ~= GLOBAL_KEYS[i] then return nil end
+    end
+    local pre = 'dl:{' .. dev .. '}:'
+    for i = 1, #DEVICE_KEYS do
+        if K[8 + i] ~= pre .. DEVICE_KEYS[i] then return nil end
+    end
+    return K[9], K[11], K[12], K[14]
 end
