@@ -95,7 +95,8 @@ async function workload(b, redis, seed, steps, plant) {
     const user = pick(USERS);
     if (x < 0.34) {
       const f = { device_name: dev, lock_type: pick(TYPES), user_id: user };
-      if (rnd() < 0.5) f.timeout = 30 + Math.floor(rnd() * 3) * 30;
+      // (leases long enough that none ends or is warned of within a run)
+      if (rnd() < 0.5) f.timeout = 120 + Math.floor(rnd() * 3) * 60;
       if (rnd() < 0.3) f.reason = `r${i}`;
       if (rnd() < 0.3) f.plan_uid = `p${i}`;
       if (rnd() < 0.15) f.request_id = `q${i % 5}`;
@@ -113,7 +114,7 @@ async function workload(b, redis, seed, steps, plant) {
       if (r.body && r.body.success) held.delete(dev);
     } else if (x < 0.72) {
       const devs = [dev, pick(DEVICES)].filter((d, k, a) => a.indexOf(d) === k);
-      const r = await b.acquire({ device_names: devs, lock_type: pick(TYPES), user_id: user, timeout: 60 });
+      const r = await b.acquire({ device_names: devs, lock_type: pick(TYPES), user_id: user, timeout: 240 });
       note(`group ${devs}`, r);
       took(r, devs, user);
     } else if (x < 0.82) {
@@ -122,7 +123,7 @@ async function workload(b, redis, seed, steps, plant) {
       if (!h) continue;
       // (of the lowest priority, so it neither preempts nor is refused)
       let answered = false;
-      const w = b.acquire({ device_name: dev, lock_type: 'QUEUE_QUEUED', user_id: user, wait: 10, timeout: 60 })
+      const w = b.acquire({ device_name: dev, lock_type: 'QUEUE_QUEUED', user_id: user, wait: 10, timeout: 240 })
         .finally(() => { answered = true; });
       await poll(() => answered || redis.cli('ZCARD', `dl:{${dev}}:waitq`) === '1', 5000, 'the waiter to queue');
       if (!answered) {
@@ -166,17 +167,31 @@ function state(redis) {
 async function run(seed, steps, plantOnG) {
   let F, G;
   try {
+    // G starts once F is read: a broker left idle while the other side
+    // runs would close the test client's kept-alive sockets under it
     F = await side({});
-    G = await side({ DEVLOCK_TEST_FAST_PATH: '0' });
     const nf = normalizer();
     const ng = normalizer();
+    // each side is read as soon as its workload is done, once the checks
+    // that hand-overs were picked up (dl:expiry '^D', 3 s after each) are
+    // past: what is left in Redis then does not depend on how long a run took
+    const settled = async (side) => {
+      await poll(() => !JSON.parse(side.redis.cli('--json', 'ZRANGE', 'dl:expiry', '0', '-1')).some(m => m[0] === '^'),
+        15000, 'the hand-overs\' pick-up checks to pass');
+      return { stream: stream(side.redis), state: state(side.redis) };
+    };
     const af = nf(await workload(F.broker, F.redis, seed, steps, false));
-    const ag = ng(await workload(G.broker, G.redis, seed, steps, plantOnG));
-    const sf = nf(stream(F.redis));
-    const sg = ng(stream(G.redis));
-    const tf = nf(state(F.redis));
-    const tg = ng(state(G.redis));
+    const rf = await settled(F);
     const monF = F.mon.text;
+    await teardown(F);
+    F = null;
+    G = await side({ DEVLOCK_TEST_FAST_PATH: '0' });
+    const ag = ng(await workload(G.broker, G.redis, seed, steps, plantOnG));
+    const rg = await settled(G);
+    const sf = nf(rf.stream);
+    const sg = ng(rg.stream);
+    const tf = nf(rf.state);
+    const tg = ng(rg.state);
     const monG = G.mon.text;
     return { af, ag, sf, sg, tf, tg, monF, monG };
   } finally {
