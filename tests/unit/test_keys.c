@@ -67,9 +67,39 @@ static void conf_and_webhooks(void)
     keyset_free(&ks);
 }
 
+/* The fast paths (prelude.lua fast_keys, docs/design.md "Fast paths") find a
+ * one-device call's keys by place: the global keys, the broker's two, then
+ * the device's six in DEVICE_KEYS order. (They compare, so another order
+ * would cost speed, not safety: every call would take its general path.) */
+static int at(const struct keyset *ks, int i, const char *k)
+{
+    return i < ks->n && ks->len[i] == strlen(k) && memcmp(ks->key[i], k, ks->len[i]) == 0;
+}
+
+static void one_device_keys_at_their_places(void)
+{
+    static const char *const places[] = {"dl:held", "dl:expiry", "dl:events", "dl:seq", "dl:stats",
+                                         "dl:sessbrokers", "dl:broker:B1", "dl:bwait:B1", "dl:{f1}:lock",
+                                         "dl:{f1}:fence", "dl:{f1}:waitq", "dl:{f1}:delay", "dl:{f1}:conf",
+                                         "dl:{f1}:rsv"};
+    char *a[16] = {"f1", "t", "2", "u", "6c1b", "0", "", "", "", "1000", "0", "", "B1", "", "0", "0"};
+    char *r[6] = {"f1", "6c1b", "u", "1000", "0", ""};
+    struct keyset ks;
+    declare(&ks, SCRIPT_ACQUIRE, 16, a);
+    for (int i = 0; i < 14; i++)
+        CHECK(at(&ks, i, places[i]));
+    keyset_free(&ks);
+    declare(&ks, SCRIPT_RELEASE, 6, r);
+    CHECK(ks.n == 14);
+    for (int i = 0; i < 14; i++)
+        CHECK(at(&ks, i, places[i]));
+    keyset_free(&ks);
+}
+
 int main(void)
 {
     RUN(acquire_names_its_keys);
+    RUN(one_device_keys_at_their_places);
     RUN(conf_and_webhooks);
     DONE();
 }
