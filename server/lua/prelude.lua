@@ -170,21 +170,11 @@ local D2 = {
     '79', '80', '81', '82', '83', '84', '85', '86', '87', '88', '89', '90', '91', '92', '93', '94',
     '95', '96', '97', '98', '99'}
 
--- A transition formats the same instant several times (a grant: its
--- acquired_at, its event's timestamp, the reply's expires_at twice): each
--- instant is formatted once per call. The table (iso_memo, set by begin)
--- lives for one call only.
-local function iso(us)
-    local memo = iso_memo[us]
-    if memo then return memo end
-    -- floor(q) is written q - q % 1 (the same number: Lua's % is floored,
-    -- and done by the VM): 16 calls of math.floor were half an instant's cost
-    local s = us / 1000000
-    s = s - s % 1
-    local frac = us - s * 1000000
-    local days = s / 86400
-    days = days - days % 1
-    local rem = s - days * 86400
+-- The civil date of a day number (days since 1970-01-01): year, month,
+-- day (Howard Hinnant's civil_from_days). floor(q) is written q - q % 1
+-- (the same number: Lua's % is floored, and done by the VM): 16 calls of
+-- math.floor were half an instant's cost.
+local function civil(days)
     local z = days + 719468
     local era = z / 146097
     era = era - era % 1
@@ -201,20 +191,49 @@ local function iso(us)
     local d = doy - (q1 - q1 % 1) + 1
     local m = mp < 10 and mp + 3 or mp - 9
     if m <= 2 then y = y + 1 end
+    return y, m, d
+end
+
+-- The last day iso() wrote as "YYYY-MM-DDT": nearly every instant a call
+-- formats falls on it, and the date was two thirds of an instant's cost.
+-- A cache of a function of its key, not state of a call: whichever call
+-- filled it, the text is the same.
+local last_day, last_date = nil, nil
+
+-- A transition formats the same instant several times (a grant: its
+-- acquired_at, its event's timestamp, the reply's expires_at twice): each
+-- instant is formatted once per call. The table (iso_memo, set by begin)
+-- lives for one call only.
+local function iso(us)
+    local memo = iso_memo[us]
+    if memo then return memo end
+    local s = us / 1000000
+    s = s - s % 1
+    local frac = us - s * 1000000
+    local days = s / 86400
+    days = days - days % 1
+    local rem = s - days * 86400
     local hh, mm = rem / 3600, rem % 3600 / 60
     hh, mm = hh - hh % 1, mm - mm % 1
-    if y >= 0 and y <= 9999 and frac % 1 == 0 then
+    if days ~= last_day or frac % 1 ~= 0 then
+        local y, m, d = civil(days)
+        if y < 0 or y > 9999 or frac % 1 ~= 0 then
+            memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d, hh, mm, rem % 60, frac)
+            iso_memo[us] = memo
+            return memo
+        end
         -- two digits at a time from a table: string.format ran one sprintf
         -- per field
-        local c, f2 = y / 100, frac / 100
-        c, f2 = c - c % 1, f2 - f2 % 1
-        local f1 = f2 / 100
-        f1 = f1 - f1 % 1
-        memo = D2[c] .. D2[y - c * 100] .. '-' .. D2[m] .. '-' .. D2[d] .. 'T' .. D2[hh] .. ':' .. D2[mm] ..
-            ':' .. D2[rem % 60] .. '.' .. D2[f1] .. D2[f2 - f1 * 100] .. D2[frac - f2 * 100] .. 'Z'
-    else
-        memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d, hh, mm, rem % 60, frac)
+        local c = y / 100
+        c = c - c % 1
+        last_day, last_date = days, D2[c] .. D2[y - c * 100] .. '-' .. D2[m] .. '-' .. D2[d] .. 'T'
     end
+    local f2 = frac / 100
+    f2 = f2 - f2 % 1
+    local f1 = f2 / 100
+    f1 = f1 - f1 % 1
+    memo = last_date .. D2[hh] .. ':' .. D2[mm] .. ':' .. D2[rem % 60] .. '.' .. D2[f1] .. D2[f2 - f1 * 100] ..
+        D2[frac - f2 * 100] .. 'Z'
     iso_memo[us] = memo
     return memo
 end
