@@ -160,7 +160,7 @@ static struct {
     int fence_clock;
     int strict_keys;           /* DEVLOCK_TEST_STRICT_KEYS=1: scripts check every key (prelude.lua) */
     int skip_walk;             /* DEVLOCK_TEST_KEYS_FAULT=walk: they do not ask for missing keys */
-    int no_fast_path;          /* DEVLOCK_TEST_FAST_PATH=0: acquire and release take their general path */
+    int no_fast_path;          /* DEVLOCK_TEST_FAST_PATH=0: acquire, renew and release take their general path */
     long replicas;             /* replicas the master reports (ROLE) */
     unsigned beats;
     void (*on_up)(void);

@@ -52,9 +52,9 @@
 --            helpers. The broker appends one argument to every script, its
 --            flags (a number: 1 the fence clock is on, 2 strict keys, 4 a
 --            test fault: no walk, so nothing asks for the keys it lacks,
---            8 no fast path: acquire and release always take their general
---            path, to compare the two), taken off here so each script sees
---            only its own. S.keys: the call's KEYS as a set ("keys
+--            8 no fast path: acquire, renew and release always take their
+--            general path, to compare the two), taken off here so each script
+--            sees only its own. S.keys: the call's KEYS as a set ("keys
 --            declared" below), made by keyset() when first asked (a fast
 --            path never asks). S.qempty: the devices whose queue the keys
 --            walk read empty; S.queued: a waiter joined a queue since (then
@@ -1242,8 +1242,8 @@ end
 -- ---- fast paths (docs/design.md "Fast paths") --------------------------------
 -- The broker names a call on one device with its KEYS in keys.c's order:
 -- the global keys (GLOBAL_KEYS), its own two (dl:broker:B, dl:bwait:B),
--- then D's (DEVICE_KEYS). acquire.lua and release.lua first try the common
--- case without the keys walk and its tables: one device whose keys are at
+-- then D's (DEVICE_KEYS). acquire.lua, renew.lua and release.lua first try the
+-- common case without the keys walk and its tables: one device whose keys are at
 -- those places (compared here, not assumed), and a state the walk would
 -- find nothing further in (each path checks its own). Anything else, or
 -- flag 8, takes the general path, from the start: a fast path has read at

@@ -5,9 +5,20 @@
 local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[5]
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[6])
 local now = now_us()
--- every key this call may touch is in KEYS (prelude "keys declared")
-local nk, pre = keys_of_lock(now, dev, false)
-if nk then return nk end
+-- every key this call may touch is in KEYS (prelude "keys declared"). The
+-- common renewal first (prelude "fast paths"): D's keys at their places and
+-- a live lock on D alone, whose renewal touches only its hash, dl:expiry
+-- and dl:events; the walk would find nothing more to ask for (it reads D's
+-- queue only of a lease that has run out, which live_lock would end).
+local lk, pre = fast_keys(KEYS, dev), nil
+local h0 = lk and hload(lk)
+if h0 and not h0.group and not expired(h0, now) then
+    pre = h0
+else
+    local nk
+    nk, pre = keys_of_lock(now, dev, false)
+    if nk then return nk end
+end
 local h = live_lock(dev, now, maxlen, pre)
 if not h then return {-1, '', S.last_id} end
 if h.lock_key ~= key then return {-2, '', S.last_id} end

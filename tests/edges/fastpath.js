@@ -1,8 +1,9 @@
 'use strict';
-// fastpath.js - issue 14, "Fast paths" (docs/design.md): acquire.lua and
-// release.lua first try the common case (one free device; the holder's
-// own plain lock with nobody queued) without the keys walk, and give up to
-// their general path for anything else. The two must be indistinguishable
+// fastpath.js - issue 14, "Fast paths" (docs/design.md): acquire.lua,
+// release.lua and renew.lua first try the common case (one free device;
+// the holder's own plain lock with nobody queued; a live lock on one
+// device) without the keys walk, and give up to their general path for
+// anything else. The two must be indistinguishable
 // from outside. One seeded workload runs, step by step, against two fresh
 // Redis + broker pairs: F as shipped, G with DEVLOCK_TEST_FAST_PATH=0 (the
 // general path only). Every answer, every entry of dl:events and the state
@@ -109,6 +110,12 @@ async function workload(b, redis, seed, steps, plant) {
       const f = h ? { device_name: dev, lock_key: h.key, user_id: h.user } : { device_name: dev, lock_key: 'none', user_id: user };
       if (h && y < 0.1) f.lock_key = 'wrong';
       else if (h && y < 0.2) f.user_id = 'other';
+      if (rnd() < 0.35) {
+        // a renewal instead, with its own lease or the lock's
+        if (rnd() < 0.5) f.timeout = 120 + Math.floor(rnd() * 3) * 60;
+        note(`renew ${dev}`, await b.post('/api/lock/renew', f));
+        continue;
+      }
       const r = await b.release(f);
       note(`release ${dev}`, r);
       if (r.body && r.body.success) held.delete(dev);
