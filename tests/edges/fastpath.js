@@ -12,7 +12,7 @@
 // their order of first appearance or a placeholder. MONITOR shows that F
 // took its fast paths and G never did. The self-test shows the comparison
 // sees a one-field difference. FAST_SEED=n replays a run.
-const { spawn } = require('child_process');
+const { Monitor } = require('./_monitor.js');
 const { test } = require('../lib/harness.js');
 const { Redis, Broker, poll } = require('../lib/servers.js');
 const { prng } = require('../lib/procs.js');
@@ -20,16 +20,6 @@ const { prng } = require('../lib/procs.js');
 function check(cond, what) { if (!cond) throw new Error(what); }
 
 const ARGS = ['--preempt-grace', '0', '--lock-delay', '60'];
-
-class Monitor {
-  constructor(port) {
-    this.text = '';
-    this.proc = spawn('redis-cli', ['-p', String(port), 'MONITOR'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    this.proc.stdout.on('data', (d) => { this.text += d; });
-  }
-  async started() { await poll(() => this.text.startsWith('OK'), 5000, 'MONITOR to start'); }
-  stop() { this.proc.kill(); }
-}
 
 async function side(env) {
   const redis = await Redis.start();
@@ -232,7 +222,7 @@ function fastTaken(mon) {
   return { acq, rel };
 }
 
-test('fast paths: acquire and release answer, log and store exactly as the general path (seeded workload, two brokers)', async () => {
+test('fast paths: acquire, renew and release answer, log and store exactly as the general path (seeded workload, two brokers)', async () => {
   const seed = Number(process.env.FAST_SEED || 14);
   const steps = Number(process.env.FAST_STEPS || 160);
   const r = await run(seed, steps, false);

@@ -15,7 +15,7 @@
 // =walk) and checks that both checkers bite: MONITOR reports the keys, and
 // a strict broker stops. KEYS_SEED=n replays a run; KEYS_STEPS=n sets its
 // length.
-const { spawn } = require('child_process');
+const { Monitor } = require('./_monitor.js');
 const { test } = require('../lib/harness.js');
 const { Redis, Broker, poll } = require('../lib/servers.js');
 
@@ -25,16 +25,6 @@ function check(cond, what) { if (!cond) throw new Error(what); }
 const { prng: rng } = require('../lib/procs.js');
 
 // ---- MONITOR ----------------------------------------------------------------
-
-class Monitor {
-  constructor(port) {
-    this.text = '';
-    this.proc = spawn('redis-cli', ['-p', String(port), 'MONITOR'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    this.proc.stdout.on('data', (d) => { this.text += d; });
-  }
-  async started() { await poll(() => this.text.startsWith('OK'), 5000, 'MONITOR to start'); }
-  stop() { this.proc.kill(); }
-}
 
 // The arguments of one MONITOR line: "quoted" with \" \\ \n \r \t \xHH
 function tokens(line) {
