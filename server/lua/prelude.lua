@@ -1113,9 +1113,13 @@ local function device(d, ending, asked)
     end
     local free = true
     if S.keys[lk] then
-        -- the whole lock: the script's first read of it is this one (W.lock)
-        local h = hload(lk)
-        WK.lock[d] = h or false
+        -- the whole lock: the script's first read of it is this one (W.lock),
+        -- unless the caller read it already (keys_of_lock's loaded)
+        local h = WK.lock[d]
+        if h == nil then
+            h = hload(lk) or false
+            WK.lock[d] = h
+        end
         if h then
             if h.session then need('dl:sess:' .. h.session) end
             if h.group then
@@ -1230,9 +1234,12 @@ end
 -- The walk of a call on one held device (release, renew, force_release):
 -- the NEEDKEYS answer, or nil and the lock as the walk read it (live_lock's
 -- pre). ending: the lock ends here (full), else only if its lease has run
--- out (maybe).
-local function keys_of_lock(now, dev, ending)
+-- out (maybe). loaded: D's lock as the caller has just read it (false:
+-- none), with nothing written since (a fast path that gave up), so the walk
+-- need not read it again; nil: not read.
+local function keys_of_lock(now, dev, ending, loaded)
     local W = keys_walk(now)
+    if loaded ~= nil then WK.lock[dev] = loaded end
     if ending then W.full(dev) else W.maybe(dev) end
     local nk = W.finish()
     if nk then return nk end

@@ -10,9 +10,10 @@ local dev, key, maxlen = ARGV[1], ARGV[2], ARGV[4]
 -- not part of a group, booking or session, no hand-over pending, its lease
 -- not run out, nobody queued: what the walk would find nothing more in.
 -- Ended as below, by end_lock(), with the same reply.
+local lk, qk = fast_keys(KEYS, dev)
+local loaded = lk and (hload(lk) or false) -- nil: not read (no fast path)
 do
-    local lk, qk = fast_keys(KEYS, dev)
-    local h = lk and hload(lk)
+    local h = loaded
     if h and h.lock_key == key and h.user_id == ARGV[3] and not (h.group or h.rsv or h.session or h.wbroker)
         and (not ARGV[6] or ARGV[6] == '' or (h.owner or h.lock_key) == ARGV[6]) then
         local now = now_us()
@@ -28,7 +29,7 @@ end
 S.maxlen, S.delay_ms = maxlen, tonumber(ARGV[5])
 local now = now_us()
 -- every key this call may touch is in KEYS (prelude "keys declared")
-local nk, pre = keys_of_lock(now, dev, true)
+local nk, pre = keys_of_lock(now, dev, true, loaded)
 if nk then return nk end
 local h = live_lock(dev, now, maxlen, pre)
 if not h then return {-1, '', S.last_id} end

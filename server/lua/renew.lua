@@ -11,12 +11,12 @@ local now = now_us()
 -- and dl:events; the walk would find nothing more to ask for (it reads D's
 -- queue only of a lease that has run out, which live_lock would end).
 local lk, pre = fast_keys(KEYS, dev), nil
-local h0 = lk and hload(lk)
-if h0 and not h0.group and not expired(h0, now) then
-    pre = h0
+local loaded = lk and (hload(lk) or false) -- nil: not read (no fast path)
+if loaded and not loaded.group and not expired(loaded, now) then
+    pre = loaded
 else
     local nk
-    nk, pre = keys_of_lock(now, dev, false)
+    nk, pre = keys_of_lock(now, dev, false, loaded)
     if nk then return nk end
 end
 local h = live_lock(dev, now, maxlen, pre)
